@@ -1,0 +1,317 @@
+//! The building blocks of the paper's networks, each with the input gradient (vector–Jacobian
+//! product) the critic's gradient penalty needs.
+//!
+//! Equalised learning rate: weights are stored as N(0, 1) draws and multiplied at every forward by
+//! the He constant `gain / √fan_in`, so every layer learns at the same speed under Adam.
+
+use burn::module::{Module, Param};
+use burn::tensor::activation::leaky_relu;
+use burn::tensor::module::{avg_pool2d, conv2d, conv_transpose2d};
+use burn::tensor::ops::{AvgPoolOptions, ConvOptions, ConvTransposeOptions};
+use burn::tensor::{Device, Tensor, TensorData};
+
+use crate::rng::SplitMix64;
+
+/// Slope of the leaky ReLU for negative inputs.
+pub const LRELU_SLOPE: f64 = 0.2;
+/// ε of the pixelwise feature normalisation.
+pub const PIXEL_NORM_EPS: f64 = 1e-8;
+/// ε inside the minibatch standard deviation's square root.
+pub const MBSTD_EPS: f64 = 1e-8;
+
+/// The He constant of the equalised learning rate: `gain / √fan_in`.
+pub fn he_scale(gain: f64, fan_in: usize) -> f64 {
+    gain / (fan_in as f64).sqrt()
+}
+
+/// A float tensor from `f32` values, in the device's default float type.
+pub fn tensor_from_f32<const D: usize>(values: Vec<f32>, shape: [usize; D], device: &Device) -> Tensor<D> {
+    Tensor::from_data(TensorData::new(values, shape), device)
+}
+
+/// Reads a tensor back as `f32` values, whatever its float type.
+pub fn tensor_to_f32<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data().convert::<f32>().try_to_vec::<f32>().expect("float tensor data")
+}
+
+fn normal_param<const D: usize>(shape: [usize; D], rng: &mut SplitMix64, device: &Device) -> Param<Tensor<D>> {
+    let n = shape.iter().product();
+    Param::from_tensor(tensor_from_f32(rng.normals_f32(n), shape, device))
+}
+
+fn zero_param<const D: usize>(shape: [usize; D], device: &Device) -> Param<Tensor<D>> {
+    Param::from_tensor(Tensor::zeros(shape, device))
+}
+
+/// A square convolution with "same" padding, stride 1, and equalised learning rate.
+#[derive(Module, Debug)]
+pub struct EqConv2d {
+    /// Unscaled weight, `[out, in, k, k]`, initialised N(0, 1).
+    pub weight: Param<Tensor<4>>,
+    /// Bias, `[out]`, initialised 0.
+    pub bias: Param<Tensor<1>>,
+    /// Runtime weight multiplier `gain / √(in·k·k)`.
+    pub scale: f64,
+    /// Kernel size (odd).
+    pub kernel: usize,
+}
+
+impl EqConv2d {
+    /// A new layer with N(0, 1) weights from `rng`.
+    pub fn new(in_ch: usize, out_ch: usize, kernel: usize, gain: f64, rng: &mut SplitMix64, device: &Device) -> Self {
+        Self {
+            weight: normal_param([out_ch, in_ch, kernel, kernel], rng, device),
+            bias: zero_param([out_ch], device),
+            scale: he_scale(gain, in_ch * kernel * kernel),
+            kernel,
+        }
+    }
+
+    fn scaled_weight(&self) -> Tensor<4> {
+        self.weight.val().mul_scalar(self.scale)
+    }
+
+    /// `conv(x, w·scale) + b`.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let pad = self.kernel / 2;
+        conv2d(x, self.scaled_weight(), Some(self.bias.val()), ConvOptions::new([1, 1], [pad, pad], [1, 1], 1))
+    }
+
+    /// Input gradient of [`forward`](Self::forward): a transposed convolution with the same scaled
+    /// weight. Differentiable in the weight, so a penalty on it trains the layer.
+    pub fn input_vjp(&self, grad_out: Tensor<4>) -> Tensor<4> {
+        let pad = self.kernel / 2;
+        conv_transpose2d(
+            grad_out,
+            self.scaled_weight(),
+            None,
+            ConvTransposeOptions::new([1, 1], [pad, pad], [0, 0], [1, 1], 1),
+        )
+    }
+}
+
+/// A fully connected layer with equalised learning rate.
+#[derive(Module, Debug)]
+pub struct EqDense {
+    /// Unscaled weight, `[in, out]`, initialised N(0, 1).
+    pub weight: Param<Tensor<2>>,
+    /// Bias, `[out]`, initialised 0.
+    pub bias: Param<Tensor<1>>,
+    /// Runtime weight multiplier `gain / √in`.
+    pub scale: f64,
+}
+
+impl EqDense {
+    /// A new layer with N(0, 1) weights from `rng`.
+    pub fn new(in_features: usize, out_features: usize, gain: f64, rng: &mut SplitMix64, device: &Device) -> Self {
+        Self {
+            weight: normal_param([in_features, out_features], rng, device),
+            bias: zero_param([out_features], device),
+            scale: he_scale(gain, in_features),
+        }
+    }
+
+    /// `x · (W·scale) + b`.
+    pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        let out = self.bias.dims()[0];
+        x.matmul(self.weight.val().mul_scalar(self.scale)) + self.bias.val().reshape([1, out])
+    }
+
+    /// Input gradient of [`forward`](Self::forward): `g · (W·scale)ᵀ`.
+    pub fn input_vjp(&self, grad_out: Tensor<2>) -> Tensor<2> {
+        grad_out.matmul(self.weight.val().mul_scalar(self.scale).transpose())
+    }
+}
+
+/// Leaky ReLU with slope 0.2.
+pub fn lrelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    leaky_relu(x, LRELU_SLOPE)
+}
+
+/// Input gradient of [`lrelu`] given its input `pre`: `g · (1 if pre > 0 else 0.2)`. The mask is
+/// piecewise constant, so it carries no gradient of its own.
+pub fn lrelu_vjp<const D: usize>(pre: Tensor<D>, grad_out: Tensor<D>) -> Tensor<D> {
+    let positive = pre.detach().greater_elem(0.0).float(); // 1 where pre > 0
+    let mask = positive.mul_scalar(1.0 - LRELU_SLOPE).add_scalar(LRELU_SLOPE);
+    grad_out * mask
+}
+
+/// Pixelwise feature normalisation: each pixel's feature vector scaled to unit RMS.
+pub fn pixel_norm(x: Tensor<4>) -> Tensor<4> {
+    let norm = x.clone().square().mean_dim(1).add_scalar(PIXEL_NORM_EPS).sqrt(); // [n, 1, h, w]
+    x / norm
+}
+
+/// Pixel norm of a batch of latents: each row scaled to unit RMS (onto the hypersphere).
+pub fn normalize_rows(z: Tensor<2>) -> Tensor<2> {
+    let norm = z.clone().square().mean_dim(1).add_scalar(PIXEL_NORM_EPS).sqrt(); // [n, 1]
+    z / norm
+}
+
+/// Nearest-neighbour 2× upsampling.
+pub fn upsample2x(x: Tensor<4>) -> Tensor<4> {
+    let [n, c, h, w] = x.dims();
+    x.reshape([n, c, h, 1, w, 1]) // [n, c, h, 1, w, 1]
+        .expand([n, c, h, 2, w, 2]) // [n, c, h, 2, w, 2]
+        .reshape([n, c, 2 * h, 2 * w])
+}
+
+/// 2×2 average pooling (the paper's downscale).
+pub fn downsample2x(x: Tensor<4>) -> Tensor<4> {
+    avg_pool2d(x, AvgPoolOptions::new([2, 2]))
+}
+
+/// Input gradient of [`downsample2x`]: each pixel gets a quarter of its block's gradient.
+pub fn downsample2x_vjp(grad_out: Tensor<4>) -> Tensor<4> {
+    upsample2x(grad_out).mul_scalar(0.25)
+}
+
+/// `a + (b − a)·t`.
+pub fn lerp<const D: usize>(a: Tensor<D>, b: Tensor<D>, t: f64) -> Tensor<D> {
+    a.clone() + (b - a).mul_scalar(t)
+}
+
+/// The group size the minibatch-stddev layer uses for `batch`: `preferred` when it divides the
+/// batch, else the largest divisor of the batch below it.
+pub fn mbstd_group(preferred: usize, batch: usize) -> usize {
+    let g = preferred.min(batch).max(1);
+    (1..=g).rev().find(|d| batch % d == 0).unwrap_or(1)
+}
+
+/// Minibatch standard deviation: appends one feature map holding, for each sample's group, the
+/// average over features and pixels of the per-feature standard deviation across the group.
+///
+/// Sample `n` belongs to group member `n / m` of group `n % m` with `m = batch / group`, like
+/// the official `[GMCHW]` reshape.
+pub fn minibatch_stddev(x: Tensor<4>, group: usize) -> Tensor<4> {
+    let [n, c, h, w] = x.dims();
+    let m = n / group;
+    let y = x.clone().reshape([group, m, c, h, w]); // [G, M, C, H, W]
+    let centred = y.clone() - y.mean_dim(0); // [G, M, C, H, W]
+    let std = centred.square().mean_dim(0).add_scalar(MBSTD_EPS).sqrt(); // [1, M, C, H, W]
+    let s = std.reshape([1, m, c * h * w]).mean_dim(2); // [1, M, 1]
+    let s = s.reshape([1, m, 1, 1, 1]).expand([group, m, 1, h, w]).reshape([n, 1, h, w]); // [N, 1, H, W]
+    Tensor::cat(vec![x, s], 1) // [N, C + 1, H, W]
+}
+
+/// Input gradient of [`minibatch_stddev`] in closed form.
+///
+/// With `d = x − mean_g(x)` and `σ = √(mean_g(d²) + ε)`, the appended map of group `m` is
+/// `s_m = mean_{c,h,w}(σ)`, and `∂s_m/∂x_g = d_g / (G·σ·C·H·W)` (the mean's own term sums to
+/// zero). `grad_out` is `[N, C + 1, H, W]`; the result is `[N, C, H, W]`.
+pub fn minibatch_stddev_vjp(x: Tensor<4>, group: usize, grad_out: Tensor<4>) -> Tensor<4> {
+    let [n, c, h, w] = x.dims();
+    let m = n / group;
+    let grad_x = grad_out.clone().narrow(1, 0, c); // [N, C, H, W]
+    let grad_s = grad_out.narrow(1, c, 1); // [N, 1, H, W]
+    let grad_s = grad_s.reshape([group, m, h * w]).sum_dim(2).sum_dim(0); // [1, M, 1]
+    let y = x.reshape([group, m, c, h, w]); // [G, M, C, H, W]
+    let centred = y.clone() - y.mean_dim(0); // [G, M, C, H, W]
+    let std = centred.clone().square().mean_dim(0).add_scalar(MBSTD_EPS).sqrt(); // [1, M, C, H, W]
+    let coef = grad_s.reshape([1, m, 1, 1, 1]).div_scalar((group * c * h * w) as f64); // [1, M, 1, 1, 1]
+    let grad_from_s = (centred / std * coef).reshape([n, c, h, w]); // [N, C, H, W]
+    grad_x + grad_from_s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dev() -> Device {
+        Device::flex()
+    }
+
+    #[test]
+    fn he_constants() {
+        // 3×3 conv from 512 channels, gain √2: √2 / √4608.
+        assert!((he_scale(2f64.sqrt(), 512 * 9) - 0.020833333).abs() < 1e-8);
+        let mut rng = SplitMix64::new(0);
+        let conv = EqConv2d::new(16, 8, 3, 2f64.sqrt(), &mut rng, &dev());
+        assert!((conv.scale - 2f64.sqrt() / 12.0).abs() < 1e-12);
+        let rgb = EqConv2d::new(32, 3, 1, 1.0, &mut rng, &dev());
+        assert!((rgb.scale - 1.0 / 32f64.sqrt()).abs() < 1e-12);
+        // The 4×4 block's dense layer: gain √2/4 over the latent.
+        let dense = EqDense::new(512, 16 * 8, 2f64.sqrt() / 4.0, &mut rng, &dev());
+        assert!((dense.scale - 2f64.sqrt() / 4.0 / 512f64.sqrt()).abs() < 1e-12);
+    }
+
+    #[test]
+    fn weights_are_unit_normal_and_biases_zero() {
+        let mut rng = SplitMix64::new(1);
+        let conv = EqConv2d::new(64, 64, 3, 2f64.sqrt(), &mut rng, &dev());
+        let w = tensor_to_f32(conv.weight.val());
+        let mean = w.iter().sum::<f32>() / w.len() as f32;
+        let var = w.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / w.len() as f32;
+        assert!(mean.abs() < 0.02 && (var - 1.0).abs() < 0.03, "mean {mean} var {var}");
+        assert!(tensor_to_f32(conv.bias.val()).iter().all(|&b| b == 0.0));
+    }
+
+    #[test]
+    fn equalised_conv_keeps_unit_variance() {
+        // With N(0,1) inputs and the He constant, outputs have variance ≈ gain².
+        let mut rng = SplitMix64::new(2);
+        let conv = EqConv2d::new(64, 64, 3, 1.0, &mut rng, &dev());
+        let x = tensor_from_f32(rng.normals_f32(4 * 64 * 16 * 16), [4, 64, 16, 16], &dev());
+        let y = tensor_to_f32(conv.forward(x).slice([0..4, 0..64, 1..15, 1..15]));
+        let var = y.iter().map(|v| v * v).sum::<f32>() / y.len() as f32;
+        assert!((var - 1.0).abs() < 0.1, "variance {var}");
+    }
+
+    #[test]
+    fn pixel_norm_gives_unit_rms_per_pixel() {
+        let mut rng = SplitMix64::new(3);
+        let x = tensor_from_f32(rng.normals_f32(2 * 5 * 3 * 3).iter().map(|v| v * 7.0).collect(), [2, 5, 3, 3], &dev());
+        let y = pixel_norm(x);
+        let ms = tensor_to_f32(y.square().mean_dim(1));
+        assert!(ms.iter().all(|v| (v - 1.0).abs() < 1e-5), "{ms:?}");
+    }
+
+    #[test]
+    fn up_and_down_sampling() {
+        let x = tensor_from_f32(vec![1.0, 2.0, 3.0, 4.0], [1, 1, 2, 2], &dev());
+        let up = tensor_to_f32(upsample2x(x.clone()));
+        assert_eq!(up, vec![1., 1., 2., 2., 1., 1., 2., 2., 3., 3., 4., 4., 3., 3., 4., 4.]);
+        let down = tensor_to_f32(downsample2x(upsample2x(x)));
+        assert_eq!(down, vec![1.0, 2.0, 3.0, 4.0]);
+        let y = tensor_from_f32((0..16).map(|v| v as f32).collect(), [1, 1, 4, 4], &dev());
+        assert_eq!(tensor_to_f32(downsample2x(y)), vec![2.5, 4.5, 10.5, 12.5]);
+    }
+
+    #[test]
+    fn lrelu_and_its_mask() {
+        let x = tensor_from_f32(vec![-2.0, -0.5, 0.5, 3.0], [4], &dev());
+        assert_eq!(tensor_to_f32(lrelu(x.clone())), vec![-0.4, -0.1, 0.5, 3.0]);
+        let g = tensor_from_f32(vec![1.0, 1.0, 1.0, 2.0], [4], &dev());
+        assert_eq!(tensor_to_f32(lrelu_vjp(x, g)), vec![0.2, 0.2, 1.0, 2.0]);
+    }
+
+    #[test]
+    fn group_falls_back_to_a_divisor() {
+        assert_eq!(mbstd_group(4, 16), 4);
+        assert_eq!(mbstd_group(4, 6), 3);
+        assert_eq!(mbstd_group(4, 5), 1);
+        assert_eq!(mbstd_group(4, 2), 2);
+        assert_eq!(mbstd_group(4, 1), 1);
+    }
+
+    #[test]
+    fn minibatch_stddev_matches_definition() {
+        // Batch 4, group 2 → m = 2 groups: samples {0, 2} and {1, 3}.
+        let vals: Vec<f32> = vec![
+            0.0, 2.0, // sample 0: c=0 px (0,0),(0,1)
+            1.0, 1.0, // sample 1
+            4.0, 2.0, // sample 2
+            3.0, 5.0, // sample 3
+        ];
+        let x = tensor_from_f32(vals, [4, 1, 1, 2], &dev());
+        let y = minibatch_stddev(x, 2);
+        assert_eq!(y.dims(), [4, 2, 1, 2]);
+        let s = tensor_to_f32(y.narrow(1, 1, 1));
+        // group {0,2}: std of (0,4)=2, of (2,2)=0 → mean 1 (+ε effects).
+        // group {1,3}: std of (1,3)=1, of (1,5)=2 → 1.5.
+        let expect = [1.0, 1.0, 1.5, 1.5, 1.0, 1.0, 1.5, 1.5];
+        for (a, b) in s.iter().zip(expect) {
+            assert!((a - b).abs() < 1e-3, "{s:?}");
+        }
+    }
+}
