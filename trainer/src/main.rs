@@ -1,1 +1,184 @@
-fn main(){}
+//! `pggan`: prepare data, train a progressive GAN, generate, export, benchmark.
+
+mod adam;
+mod backend;
+mod bench;
+mod checkpoint;
+mod data;
+mod ema;
+mod export;
+mod generate;
+mod images;
+mod loss;
+mod options;
+mod pack;
+mod prepare;
+mod schedule;
+mod train;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+use crate::backend::BackendKind;
+
+/// Progressive Growing of GANs (Karras et al., 2018) in Rust on Burn.
+#[derive(Parser)]
+#[command(name = "pggan", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Turn a folder or .tar of images into a dataset pack at every power-of-two resolution.
+    Prepare {
+        /// Folder or .tar of images.
+        input: PathBuf,
+        /// Pack file to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// Top resolution (power of two).
+        #[arg(long, default_value_t = 64)]
+        resolution: usize,
+        /// Images held out for metrics.
+        #[arg(long, default_value_t = 0)]
+        holdout: usize,
+        /// What to do with images that have a flat padded strip at one edge.
+        #[arg(long, value_enum, default_value = "crop")]
+        padded: prepare::PaddedPolicy,
+        /// Seed of the held-out selection.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Refuse images with more pixels than this (decompression bombs).
+        #[arg(long, default_value_t = 100_000_000)]
+        max_pixels: u64,
+    },
+    /// Train (or --resume) a run.
+    Train(Box<options::TrainOptions>),
+    /// Write reproducible images: image i from seed S + i.
+    Generate {
+        /// Exported model folder, run folder, or generator .safetensors.
+        #[arg(long)]
+        model: PathBuf,
+        /// First seed.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Number of images.
+        #[arg(long, default_value_t = 1)]
+        count: usize,
+        /// Folder (one PNG per seed) or FILE.png (a grid when --count > 1).
+        #[arg(long)]
+        out: PathBuf,
+        /// Backend.
+        #[arg(long, value_enum, default_value = "flex")]
+        backend: BackendKind,
+    },
+    /// Export a run's EMA generator and growth stages for the web (f16 safetensors + manifest).
+    Export {
+        /// Run folder.
+        #[arg(long)]
+        run: PathBuf,
+        /// Output folder.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Measure training img/s per resolution.
+    Bench {
+        /// Backend.
+        #[arg(long, value_enum, default_value = "flex")]
+        backend: BackendKind,
+        /// Final resolution.
+        #[arg(long, default_value_t = 32)]
+        resolution: usize,
+        /// Only levels at or above this resolution.
+        #[arg(long, default_value_t = 4)]
+        min_resolution: usize,
+        /// Latent size.
+        #[arg(long, default_value_t = 256)]
+        latent: usize,
+        /// Channel numerator.
+        #[arg(long, default_value_t = 1024)]
+        fmap_base: usize,
+        /// Channel cap.
+        #[arg(long, default_value_t = 256)]
+        fmap_max: usize,
+        /// Minibatch.
+        #[arg(long, default_value_t = 16)]
+        minibatch: usize,
+        /// Timed steps per level.
+        #[arg(long, default_value_t = 5)]
+        steps: usize,
+        /// Print one JSON line with all rows as well.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<()> {
+    match Cli::parse().command {
+        Command::Prepare { input, out, resolution, holdout, padded, seed, max_pixels } => {
+            let opts = prepare::PrepareOptions { resolution, holdout, padded, seed, max_pixels };
+            let report = prepare::prepare(&input, &out, &opts)?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            println!("wrote {} ({} train, {} held out) at {resolution}×{resolution} and below", out.display(), report.train, report.holdout);
+        }
+        Command::Train(cli_opts) => {
+            let mut opts = *cli_opts;
+            if opts.resume {
+                let path = opts.run.join("options.json");
+                let stored: options::TrainOptions = serde_json::from_slice(&std::fs::read(&path).with_context(|| format!("reading {} to resume", path.display()))?)
+                    .with_context(|| format!("parsing {}", path.display()))?;
+                let (backend, total, run, data, nan) = (opts.backend, opts.total_kimg, opts.run.clone(), opts.data.clone(), opts.debug_nan_at_kimg);
+                opts = stored;
+                opts.resume = true;
+                opts.backend = backend;
+                opts.run = run;
+                opts.data = data;
+                opts.debug_nan_at_kimg = nan;
+                if total.is_some() {
+                    opts.total_kimg = total;
+                }
+            }
+            let stop = Arc::new(AtomicBool::new(false));
+            let flag = stop.clone();
+            ctrlc::set_handler(move || {
+                if flag.swap(true, Ordering::SeqCst) {
+                    std::process::exit(130); // second Ctrl-C: leave now
+                }
+                eprintln!("\nstopping after this step and saving a checkpoint (Ctrl-C again to quit at once)");
+            })
+            .context("installing the Ctrl-C handler")?;
+            let outcome = train::train(&opts, stop)?;
+            if outcome == train::TrainOutcome::Interrupted {
+                std::process::exit(130);
+            }
+        }
+        Command::Generate { model, seed, count, out, backend } => {
+            let files = generate::generate(&model, seed, count, &out, &backend.device()?)?;
+            println!("wrote {} image file(s) to {}", files.len(), out.display());
+        }
+        Command::Export { run, out } => {
+            let m = export::export(&run, &out, &BackendKind::Flex.device()?)?;
+            println!("exported {}×{} generator (level {}, alpha {}) and {} stage(s) to {}", m.resolution, m.resolution, m.level, m.alpha, m.stages.len(), out.display());
+        }
+        Command::Bench { backend, resolution, min_resolution, latent, fmap_base, fmap_max, minibatch, steps, json } => {
+            let rows = bench::bench(&bench::BenchOptions { backend, resolution, latent, fmap_base, fmap_max, minibatch, steps, min_resolution })?;
+            if json {
+                println!("{}", serde_json::to_string(&rows)?);
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,63 @@
+//! Choosing the compute device: a CPU backend everywhere, GPUs where the build has them.
+
+use anyhow::{Result, bail};
+use burn::tensor::Device;
+use clap::ValueEnum;
+use serde::{Deserialize, Serialize};
+
+/// A Burn backend selectable at run time (each needs its cargo feature).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// Burn's pure-Rust CPU backend with SIMD and rayon (feature `flex`, default).
+    Flex,
+    /// wgpu: Vulkan, Metal or DX12 (feature `wgpu`).
+    Wgpu,
+    /// NVIDIA CUDA (feature `cuda`).
+    Cuda,
+}
+
+impl BackendKind {
+    /// Backends compiled into this binary.
+    pub fn compiled() -> Vec<&'static str> {
+        let mut v = Vec::new();
+        if cfg!(feature = "flex") {
+            v.push("flex");
+        }
+        if cfg!(feature = "wgpu") {
+            v.push("wgpu");
+        }
+        if cfg!(feature = "cuda") {
+            v.push("cuda");
+        }
+        v
+    }
+
+    /// The device of this backend (without autodiff).
+    pub fn device(self) -> Result<Device> {
+        match self {
+            #[cfg(feature = "flex")]
+            BackendKind::Flex => Ok(Device::flex()),
+            #[cfg(feature = "wgpu")]
+            BackendKind::Wgpu => Ok(Device::wgpu(burn::tensor::DeviceKind::DefaultDevice)),
+            #[cfg(feature = "cuda")]
+            BackendKind::Cuda => Ok(Device::cuda(0)),
+            #[allow(unreachable_patterns)]
+            other => bail!(
+                "backend `{}` is not compiled into this binary (it has: {}); rebuild with `--features {}`",
+                other.name(),
+                Self::compiled().join(", "),
+                other.name()
+            ),
+        }
+    }
+
+    /// Lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::Flex => "flex",
+            BackendKind::Wgpu => "wgpu",
+            BackendKind::Cuda => "cuda",
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! Checkpoints: generator, critic, EMA generator, both Adam states and the training state, in one
+//! safetensors file written atomically (temporary file, fsync, rename).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use burn::tensor::Device;
+use pggan_model::weights::{NamedTensor, WeightDtype, apply_tensors, collect_tensors, config_from_metadata, decode, encode};
+use pggan_model::{Critic, Generator, ModelConfig, SplitMix64};
+use serde::{Deserialize, Serialize};
+
+use crate::adam::Adam;
+use crate::data::DataCursor;
+
+/// Everything besides weights that a resumed run needs to continue exactly.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainState {
+    /// Images shown so far.
+    pub nimg: u64,
+    /// Ticks done.
+    pub tick: u64,
+    /// Latents of the training steps.
+    pub latent_rng: SplitMix64,
+    /// Penalty mixing weights.
+    pub mix_rng: SplitMix64,
+    /// Mirror flips.
+    pub mirror_rng: SplitMix64,
+    /// Position in the data order.
+    pub cursor: DataCursor,
+    /// Adam steps of the generator since its last reset.
+    pub adam_g_step: u64,
+    /// Adam steps of the critic since its last reset.
+    pub adam_d_step: u64,
+    /// (level, fading) the optimisers were last reset for.
+    pub optimizer_phase: Option<(usize, bool)>,
+    /// Levels whose stage snapshot is written.
+    pub stages_done: Vec<usize>,
+    /// Seconds spent training, over all sessions of the run.
+    pub train_seconds: f64,
+}
+
+/// A loaded checkpoint.
+pub struct Checkpoint {
+    /// The architecture.
+    pub config: ModelConfig,
+    /// Generator (on the autodiff device).
+    pub generator: Generator,
+    /// Critic (on the autodiff device).
+    pub critic: Critic,
+    /// EMA generator (plain device).
+    pub ema: Generator,
+    /// Adam state of the generator.
+    pub adam_g: Adam,
+    /// Adam state of the critic.
+    pub adam_d: Adam,
+    /// Training state.
+    pub state: TrainState,
+}
+
+/// Path of a run's checkpoint.
+pub fn checkpoint_path(run: &Path) -> PathBuf {
+    run.join("checkpoint.safetensors")
+}
+
+/// Writes the checkpoint of a run atomically; the previous one stays valid until the rename.
+#[allow(clippy::too_many_arguments)]
+pub fn save(run: &Path, config: &ModelConfig, g: &Generator, d: &Critic, ema: &Generator, adam_g: &Adam, adam_d: &Adam, state: &TrainState) -> Result<()> {
+    let mut tensors: Vec<NamedTensor> = Vec::new();
+    for (prefix, list) in [("g.", collect_tensors(g)), ("d.", collect_tensors(d)), ("ema.", collect_tensors(ema))] {
+        tensors.extend(list.into_iter().map(|mut t| {
+            t.name = format!("{prefix}{}", t.name);
+            t
+        }));
+    }
+    tensors.extend(adam_g.to_tensors("adam_g."));
+    tensors.extend(adam_d.to_tensors("adam_d."));
+    let mut meta = BTreeMap::new();
+    meta.insert("format".to_string(), pggan_model::weights::FORMAT.to_string());
+    meta.insert("kind".to_string(), "checkpoint".to_string());
+    meta.insert("config".to_string(), serde_json::to_string(config)?);
+    meta.insert("state".to_string(), serde_json::to_string(state)?);
+    let bytes = encode(&tensors, WeightDtype::F32, &meta).context("a weight is NaN or infinite; not overwriting the last good checkpoint")?;
+    let path = checkpoint_path(run);
+    let tmp = run.join("checkpoint.safetensors.tmp");
+    write_synced(&tmp, &bytes).with_context(|| format!("writing {} (the previous checkpoint is untouched)", tmp.display()))?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("moving {} into place", path.display()))?;
+    Ok(())
+}
+
+/// Writes a file and flushes it to disk.
+pub fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+fn take(tensors: &BTreeMap<String, NamedTensor>, prefix: &str) -> Vec<NamedTensor> {
+    tensors
+        .range(prefix.to_string()..)
+        .take_while(|(k, _)| k.starts_with(prefix))
+        .map(|(k, t)| NamedTensor { name: k[prefix.len()..].to_string(), ..t.clone() })
+        .collect()
+}
+
+/// Reads a run's checkpoint; `device` is the autodiff device for G and D, `plain` for the rest.
+pub fn load(run: &Path, device: &Device, plain: &Device) -> Result<Checkpoint> {
+    let path = checkpoint_path(run);
+    if !path.exists() {
+        bail!("{} has no checkpoint to resume from ({} is missing)", run.display(), path.display());
+    }
+    let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    let (list, meta) = decode(&bytes).with_context(|| format!("{} is damaged", path.display()))?;
+    let config = config_from_metadata(&meta, "checkpoint").with_context(|| format!("{}", path.display()))?;
+    let state: TrainState = serde_json::from_str(meta.get("state").map(String::as_str).unwrap_or("")).with_context(|| format!("{} has no valid training state", path.display()))?;
+    let tensors: BTreeMap<String, NamedTensor> = list.into_iter().map(|t| (t.name.clone(), t)).collect();
+    let mut rng = SplitMix64::new(0);
+    let generator = apply_tensors(Generator::new(&config, &mut rng, device), take(&tensors, "g.")).context("checkpoint generator")?;
+    let critic = apply_tensors(Critic::new(&config, &mut rng, device), take(&tensors, "d.")).context("checkpoint critic")?;
+    let ema = apply_tensors(Generator::new(&config, &mut rng, plain), take(&tensors, "ema.")).context("checkpoint EMA generator")?;
+    let adam_g = Adam::from_tensors(state.adam_g_step, "adam_g.", &tensors, plain);
+    let adam_d = Adam::from_tensors(state.adam_d_step, "adam_d.", &tensors, plain);
+    Ok(Checkpoint { config, generator, critic, ema, adam_g, adam_d, state })
+}
+
+/// Reads only the EMA generator of a run (for `generate` and `export`), with the state.
+pub fn load_ema(run: &Path, device: &Device) -> Result<(Generator, ModelConfig, TrainState)> {
+    let path = checkpoint_path(run);
+    let bytes = std::fs::read(&path).with_context(|| format!("reading {} (is {} a run folder?)", path.display(), run.display()))?;
+    let (list, meta) = decode(&bytes).with_context(|| format!("{} is damaged", path.display()))?;
+    let config = config_from_metadata(&meta, "checkpoint")?;
+    let state: TrainState = serde_json::from_str(meta.get("state").map(String::as_str).unwrap_or("")).context("checkpoint state")?;
+    let tensors: BTreeMap<String, NamedTensor> = list.into_iter().map(|t| (t.name.clone(), t)).collect();
+    let ema = apply_tensors(Generator::new(&config, &mut SplitMix64::new(0), device), take(&tensors, "ema.")).context("checkpoint EMA generator")?;
+    Ok((ema, config, state))
+}

@@ -1,0 +1,153 @@
+//! Export for the web, and loading a model folder (exported or run) back.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use burn::tensor::Device;
+use pggan_model::weights::{WeightDtype, apply_tensors, collect_tensors, config_from_metadata, decode, encode, generator_from_bytes, truncate_to_level};
+use pggan_model::{Generator, ModelConfig, SplitMix64};
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint;
+use crate::options::TrainOptions;
+use crate::schedule::schedule;
+
+/// A growth stage in the manifest.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StageEntry {
+    /// Level (0 = 4×4).
+    pub level: usize,
+    /// Resolution in pixels.
+    pub resolution: usize,
+    /// File name, relative to the manifest.
+    pub file: String,
+    /// Thousands of images shown when it was taken.
+    pub kimg: f64,
+}
+
+/// `manifest.json` of an exported model.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Manifest {
+    /// Format tag.
+    pub format: String,
+    /// Model name (the export folder's name).
+    pub name: String,
+    /// Output resolution of `generator`.
+    pub resolution: usize,
+    /// Level of `generator`.
+    pub level: usize,
+    /// Its fade weight (1 unless exported mid-fade).
+    pub alpha: f64,
+    /// Latent size.
+    pub latent_size: usize,
+    /// Channels by level.
+    pub channels: Vec<usize>,
+    /// The architecture.
+    pub config: ModelConfig,
+    /// The final generator's file.
+    pub generator: String,
+    /// Snapshots at the end of each level.
+    pub stages: Vec<StageEntry>,
+    /// Training figures.
+    pub training: serde_json::Value,
+}
+
+/// A generator ready to sample, with where it stands.
+pub struct LoadedModel {
+    /// The (EMA) generator.
+    pub generator: Generator,
+    /// Its architecture.
+    pub config: ModelConfig,
+    /// Level to sample at.
+    pub level: usize,
+    /// Fade weight to sample with.
+    pub alpha: f64,
+}
+
+fn run_phase(run: &Path, config: &ModelConfig, nimg: u64) -> Result<(usize, f64)> {
+    let opts: TrainOptions = serde_json::from_slice(&std::fs::read(run.join("options.json")).with_context(|| format!("reading {}/options.json", run.display()))?)
+        .context("parsing options.json")?;
+    let phase = schedule(nimg as f64 / 1000.0, &opts.schedule_spec(config));
+    Ok((phase.level, phase.alpha))
+}
+
+/// Loads `model`: an exported folder (with `manifest.json`), a run folder (with a checkpoint), or
+/// one generator `.safetensors` file.
+pub fn load_model(model: &Path, device: &Device) -> Result<LoadedModel> {
+    if model.join("manifest.json").exists() {
+        let manifest: Manifest = serde_json::from_slice(&std::fs::read(model.join("manifest.json"))?).context("parsing manifest.json")?;
+        let bytes = std::fs::read(model.join(&manifest.generator)).with_context(|| format!("reading {}", manifest.generator))?;
+        let (generator, config, _) = generator_from_bytes(&bytes, device)?;
+        return Ok(LoadedModel { level: manifest.level.min(config.num_levels() - 1), alpha: manifest.alpha, generator, config });
+    }
+    if checkpoint::checkpoint_path(model).exists() {
+        let (generator, config, state) = checkpoint::load_ema(model, device)?;
+        let (level, alpha) = run_phase(model, &config, state.nimg)?;
+        return Ok(LoadedModel { generator, config, level, alpha });
+    }
+    if model.is_file() {
+        let bytes = std::fs::read(model)?;
+        let (generator, config, meta) = generator_from_bytes(&bytes, device).with_context(|| format!("loading {}", model.display()))?;
+        let level = meta.get("level").and_then(|l| l.parse().ok()).unwrap_or(config.num_levels() - 1);
+        let alpha = meta.get("alpha").and_then(|a| a.parse().ok()).unwrap_or(1.0);
+        return Ok(LoadedModel { generator, config, level, alpha });
+    }
+    bail!("{} is neither an exported model (manifest.json), a run folder (checkpoint.safetensors) nor a generator file", model.display())
+}
+
+/// Writes the EMA generator and its stage snapshots as f16 safetensors with a manifest.
+pub fn export(run: &Path, out: &Path, device: &Device) -> Result<Manifest> {
+    let (ema, config, state) = checkpoint::load_ema(run, device)?;
+    let (level, alpha) = run_phase(run, &config, state.nimg)?;
+    std::fs::create_dir_all(out.join("stages")).with_context(|| format!("creating {}", out.display()))?;
+    let kimg = state.nimg as f64 / 1000.0;
+    let res = ModelConfig::level_resolution(level);
+    let gen_config = config.clone().with_resolution(res);
+    let mut meta = BTreeMap::new();
+    meta.insert("format".to_string(), pggan_model::weights::FORMAT.to_string());
+    meta.insert("kind".to_string(), "generator".to_string());
+    meta.insert("config".to_string(), serde_json::to_string(&gen_config)?);
+    meta.insert("level".to_string(), level.to_string());
+    meta.insert("alpha".to_string(), alpha.to_string());
+    meta.insert("kimg".to_string(), format!("{kimg:.3}"));
+    let bytes = encode(&truncate_to_level(collect_tensors(&ema), level), WeightDtype::F16, &meta)?;
+    std::fs::write(out.join("generator.safetensors"), bytes)?;
+
+    let mut stages = Vec::new();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(run.join("stages")).map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect()).unwrap_or_default();
+    files.sort();
+    for path in files.into_iter().filter(|p| p.extension().is_some_and(|e| e == "safetensors")) {
+        let (tensors, meta) = decode(&std::fs::read(&path)?).with_context(|| format!("reading stage {}", path.display()))?;
+        let stage_config = config_from_metadata(&meta, "generator")?;
+        let stage_level = stage_config.num_levels() - 1;
+        // Validate that it loads, then store it in half precision.
+        let check = apply_tensors(Generator::new(&stage_config, &mut SplitMix64::new(0), device), tensors.clone())?;
+        drop(check);
+        let file = format!("stages/level{stage_level}.safetensors");
+        std::fs::write(out.join(&file), encode(&tensors, WeightDtype::F16, &meta)?)?;
+        let stage_kimg = meta.get("kimg").and_then(|k| k.parse().ok()).unwrap_or(0.0);
+        stages.push(StageEntry { level: stage_level, resolution: stage_config.resolution, file, kimg: stage_kimg });
+    }
+    stages.sort_by_key(|s| s.level);
+    let opts: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("options.json"))?)?;
+    let manifest = Manifest {
+        format: "pggan-rs-export/1".into(),
+        name: out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into()),
+        resolution: res,
+        level,
+        alpha,
+        latent_size: config.latent_size,
+        channels: (0..=level).map(|l| config.channels(l)).collect(),
+        config: gen_config,
+        generator: "generator.safetensors".into(),
+        stages,
+        training: serde_json::json!({
+            "kimg": kimg,
+            "train_seconds": state.train_seconds,
+            "options": opts,
+        }),
+    };
+    std::fs::write(out.join("manifest.json"), serde_json::to_string_pretty(&manifest)?)?;
+    Ok(manifest)
+}

@@ -1,0 +1,90 @@
+//! The losses: WGAN-GP with drift (the paper's) and LSGAN.
+//!
+//! WGAN-GP's penalty needs `∇ₓD(x̂)`, which comes from the critic's hand-written input gradient
+//! ([`pggan_model::Critic::input_gradient`]), so one `backward()` over the whole critic loss gives
+//! every critic gradient.
+
+use burn::tensor::Tensor;
+use clap::ValueEnum;
+use pggan_model::Critic;
+use serde::{Deserialize, Serialize};
+
+/// Which GAN loss to train with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LossKind {
+    /// Wasserstein loss with gradient penalty and drift term (the paper's).
+    WganGp,
+    /// Least-squares GAN.
+    Lsgan,
+}
+
+/// Weights of the WGAN-GP terms.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct WganParams {
+    /// λ of the gradient penalty (10).
+    pub gp_lambda: f64,
+    /// Target gradient norm (1).
+    pub gp_target: f64,
+    /// ε of the drift term `ε·D(real)²` (0.001).
+    pub drift: f64,
+}
+
+/// Number of entries of [`CriticLoss::stats`].
+pub const CRITIC_STATS: usize = 4;
+
+/// A critic loss and its parts, for the logs.
+pub struct CriticLoss {
+    /// What `backward()` runs on.
+    pub loss: Tensor<1>,
+    /// `[loss, Wasserstein estimate, penalty, drift]`, detached.
+    pub stats: Tensor<1>,
+}
+
+/// The critic's loss on a minibatch of reals and (detached) fakes.
+///
+/// WGAN-GP: `mean D(fake) − mean D(real) + λ·mean((‖∇D(x̂)‖ − 1)²) + ε·mean D(real)²`, with
+/// `x̂ = real + (fake − real)·mix` and `mix` (`[n, 1, 1, 1]`) uniform in `[0, 1)` per sample.
+/// LSGAN: `mean (D(real) − 1)² + mean D(fake)²`.
+#[allow(clippy::too_many_arguments)]
+pub fn critic_loss(
+    kind: LossKind,
+    critic: &Critic,
+    reals: Tensor<4>,
+    fakes: Tensor<4>,
+    mix: Tensor<4>,
+    level: usize,
+    alpha: f64,
+    p: WganParams,
+) -> CriticLoss {
+    let real_scores = critic.forward(reals.clone(), level, alpha); // [n, 1]
+    let fake_scores = critic.forward(fakes.clone(), level, alpha); // [n, 1]
+    let wdist = real_scores.clone().mean() - fake_scores.clone().mean(); // [1]
+    match kind {
+        LossKind::WganGp => {
+            let mixed = reals.clone() + (fakes - reals) * mix; // [n, 3, r, r]
+            let (norms, _) = critic.input_gradient_norms(mixed.detach(), level, alpha); // [n]
+            let penalty = (norms - p.gp_target).square().mean().mul_scalar(p.gp_lambda / (p.gp_target * p.gp_target));
+            let drift = real_scores.square().mean().mul_scalar(p.drift);
+            let loss = -wdist.clone() + penalty.clone() + drift.clone();
+            let stats = Tensor::cat(vec![loss.clone(), wdist, penalty, drift], 0).detach();
+            CriticLoss { loss, stats }
+        }
+        LossKind::Lsgan => {
+            let loss = (real_scores - 1.0).square().mean() + fake_scores.square().mean();
+            let zero = loss.zeros_like();
+            let stats = Tensor::cat(vec![loss.clone(), wdist, zero.clone(), zero], 0).detach();
+            CriticLoss { loss, stats }
+        }
+    }
+}
+
+/// The generator's loss on its fakes as judged by `critic`: `−mean D(fake)` (WGAN) or
+/// `mean (D(fake) − 1)²` (LSGAN).
+pub fn generator_loss(kind: LossKind, critic: &Critic, fakes: Tensor<4>, level: usize, alpha: f64) -> Tensor<1> {
+    let scores = critic.forward(fakes, level, alpha); // [n, 1]
+    match kind {
+        LossKind::WganGp => -scores.mean(),
+        LossKind::Lsgan => (scores - 1.0).square().mean(),
+    }
+}

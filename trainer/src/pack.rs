@@ -1,0 +1,241 @@
+//! The dataset pack: every image at every power-of-two resolution, as raw RGB bytes, in one file.
+//!
+//! Layout: the 8-byte magic `PGGANPK1`, a little-endian `u64` header length, a JSON header
+//! ([`PackHeader`]), then the image data. Each split (`train`, `holdout`) stores, per level, its
+//! images one after another as `[h, w, 3]` `u8`. Lower levels are 2×2 box-filtered from the level
+//! above, like the official dataset tool.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+/// Magic bytes at the start of every pack.
+pub const MAGIC: &[u8; 8] = b"PGGANPK1";
+
+/// One level of one split.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LevelEntry {
+    /// Resolution in pixels.
+    pub resolution: usize,
+    /// Byte offset from the start of the data section.
+    pub offset: u64,
+    /// Length in bytes (`count · resolution² · 3`).
+    pub bytes: u64,
+}
+
+/// One split of the pack.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SplitEntry {
+    /// Number of images.
+    pub count: usize,
+    /// Levels from 4×4 up.
+    pub levels: Vec<LevelEntry>,
+}
+
+/// The JSON header of a pack.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PackHeader {
+    /// Format version (1).
+    pub version: u32,
+    /// Top resolution.
+    pub resolution: usize,
+    /// Training images.
+    pub train: SplitEntry,
+    /// Held-out images for metrics.
+    pub holdout: SplitEntry,
+    /// What `prepare` did: counts by outcome.
+    pub report: serde_json::Value,
+}
+
+/// A box-filtered 2× reduction of an `[r, r, 3]` image.
+pub fn box_down(img: &[u8], res: usize) -> Vec<u8> {
+    let half = res / 2;
+    let mut out = vec![0u8; half * half * 3];
+    for y in 0..half {
+        for x in 0..half {
+            for c in 0..3 {
+                let at = |yy: usize, xx: usize| img[(yy * res + xx) * 3 + c] as u32;
+                let sum = at(2 * y, 2 * x) + at(2 * y, 2 * x + 1) + at(2 * y + 1, 2 * x) + at(2 * y + 1, 2 * x + 1);
+                out[(y * half + x) * 3 + c] = ((sum + 2) / 4) as u8;
+            }
+        }
+    }
+    out
+}
+
+/// Writes a pack from top-resolution images (`[r, r, 3]` each) split into train and holdout.
+pub fn write_pack(path: &Path, resolution: usize, train: &[Vec<u8>], holdout: &[Vec<u8>], report: serde_json::Value) -> Result<()> {
+    let levels = resolution.trailing_zeros() as usize - 1;
+    let mut data: Vec<Vec<u8>> = Vec::new(); // level blobs, train then holdout
+    let mut offset = 0u64;
+    let mut make_split = |images: &[Vec<u8>], data: &mut Vec<Vec<u8>>| -> SplitEntry {
+        // Build from the top down, then store bottom-up.
+        let mut per_level: Vec<Vec<Vec<u8>>> = vec![images.to_vec()];
+        let mut res = resolution;
+        for _ in 1..levels {
+            let next: Vec<Vec<u8>> = per_level.last().unwrap().iter().map(|im| box_down(im, res)).collect();
+            per_level.push(next);
+            res /= 2;
+        }
+        per_level.reverse();
+        let mut entries = Vec::new();
+        for (level, imgs) in per_level.into_iter().enumerate() {
+            let blob: Vec<u8> = imgs.concat();
+            entries.push(LevelEntry { resolution: 4 << level, offset, bytes: blob.len() as u64 });
+            offset += blob.len() as u64;
+            data.push(blob);
+        }
+        SplitEntry { count: images.len(), levels: entries }
+    };
+    let train_entry = make_split(train, &mut data);
+    let holdout_entry = make_split(holdout, &mut data);
+    let header = PackHeader { version: 1, resolution, train: train_entry, holdout: holdout_entry, report };
+    let json = serde_json::to_vec(&header)?;
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = std::io::BufWriter::new(File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?);
+        f.write_all(MAGIC)?;
+        f.write_all(&(json.len() as u64).to_le_bytes())?;
+        f.write_all(&json)?;
+        for blob in &data {
+            f.write_all(blob)?;
+        }
+        f.flush()?;
+        f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    }
+    std::fs::rename(&tmp, path).with_context(|| format!("moving the pack into place at {}", path.display()))?;
+    Ok(())
+}
+
+/// An open pack: its header and where its data starts.
+#[derive(Debug)]
+pub struct Pack {
+    /// Path of the file.
+    pub path: PathBuf,
+    /// Its header.
+    pub header: PackHeader,
+    data_start: u64,
+}
+
+/// Which images of a pack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Split {
+    /// Training images.
+    Train,
+    /// Held-out images.
+    Holdout,
+}
+
+impl Pack {
+    /// Opens a pack and checks its header against the file's size.
+    pub fn open(path: &Path) -> Result<Self> {
+        let mut f = File::open(path).with_context(|| format!("opening dataset pack {}", path.display()))?;
+        let file_len = f.metadata()?.len();
+        let mut magic = [0u8; 8];
+        if f.read_exact(&mut magic).is_err() || &magic != MAGIC {
+            bail!("{} is not a dataset pack (no PGGANPK1 magic); make one with `pggan prepare`", path.display());
+        }
+        let mut len = [0u8; 8];
+        f.read_exact(&mut len).with_context(|| format!("{} is truncated (no header length)", path.display()))?;
+        let len = u64::from_le_bytes(len);
+        if len > 64 << 20 || 16 + len > file_len {
+            bail!("{} is truncated or damaged (header of {len} bytes in a {file_len}-byte file)", path.display());
+        }
+        let mut json = vec![0u8; len as usize];
+        f.read_exact(&mut json)?;
+        let header: PackHeader = serde_json::from_slice(&json).with_context(|| format!("{} has a damaged header", path.display()))?;
+        if header.version != 1 {
+            bail!("{} is pack version {}, this build reads version 1", path.display(), header.version);
+        }
+        let data_start = 16 + len;
+        for split in [&header.train, &header.holdout] {
+            for level in &split.levels {
+                let expect = split.count as u64 * (level.resolution * level.resolution * 3) as u64;
+                if level.bytes != expect || data_start + level.offset + level.bytes > file_len {
+                    bail!(
+                        "{} is truncated or damaged: level {}×{} needs bytes {}..{} of a {file_len}-byte file",
+                        path.display(),
+                        level.resolution,
+                        level.resolution,
+                        data_start + level.offset,
+                        data_start + level.offset + level.bytes
+                    );
+                }
+            }
+        }
+        Ok(Self { path: path.to_path_buf(), header, data_start })
+    }
+
+    /// Number of images in a split.
+    pub fn count(&self, split: Split) -> usize {
+        self.split(split).count
+    }
+
+    fn split(&self, split: Split) -> &SplitEntry {
+        match split {
+            Split::Train => &self.header.train,
+            Split::Holdout => &self.header.holdout,
+        }
+    }
+
+    /// All images of a split at `resolution`, as one `[n, r, r, 3]` byte array.
+    pub fn read_level(&self, split: Split, resolution: usize) -> Result<Vec<u8>> {
+        let entry = self
+            .split(split)
+            .levels
+            .iter()
+            .find(|l| l.resolution == resolution)
+            .with_context(|| format!("{} has no {resolution}×{resolution} level (top is {})", self.path.display(), self.header.resolution))?;
+        let mut f = File::open(&self.path)?;
+        f.seek(SeekFrom::Start(self.data_start + entry.offset))?;
+        let mut buf = vec![0u8; entry.bytes as usize];
+        f.read_exact(&mut buf).with_context(|| format!("reading {}", self.path.display()))?;
+        Ok(buf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image(res: usize, v: u8) -> Vec<u8> {
+        (0..res * res * 3).map(|i| v.wrapping_add(i as u8)).collect()
+    }
+
+    #[test]
+    fn box_filter_averages_blocks() {
+        let img: Vec<u8> = vec![0, 0, 0, 10, 10, 10, 20, 20, 20, 31, 31, 31];
+        assert_eq!(box_down(&img, 2), vec![15, 15, 15]);
+    }
+
+    #[test]
+    fn pack_round_trip_and_truncation() {
+        let dir = std::env::temp_dir().join(format!("pggan-pack-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("a.pack");
+        let train = vec![image(16, 1), image(16, 50)];
+        let hold = vec![image(16, 99)];
+        write_pack(&path, 16, &train, &hold, serde_json::json!({"read": 3})).unwrap();
+        let pack = Pack::open(&path).unwrap();
+        assert_eq!(pack.count(Split::Train), 2);
+        assert_eq!(pack.count(Split::Holdout), 1);
+        assert_eq!(pack.read_level(Split::Train, 16).unwrap(), train.concat());
+        assert_eq!(pack.read_level(Split::Holdout, 16).unwrap(), hold[0]);
+        let eight = pack.read_level(Split::Train, 8).unwrap();
+        assert_eq!(&eight[..8 * 8 * 3], box_down(&train[0], 16).as_slice());
+        assert_eq!(pack.read_level(Split::Train, 4).unwrap().len(), 2 * 4 * 4 * 3);
+        assert!(pack.read_level(Split::Train, 32).is_err());
+
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() - 10]).unwrap();
+        let err = Pack::open(&path).unwrap_err().to_string();
+        assert!(err.contains("truncated"), "{err}");
+        std::fs::write(&path, b"GIF89a not a pack").unwrap();
+        let err = Pack::open(&path).unwrap_err().to_string();
+        assert!(err.contains("not a dataset pack"), "{err}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}

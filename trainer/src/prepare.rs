@@ -1,0 +1,354 @@
+//! Dataset ingest: a folder or a .tar of images → a pack at every power-of-two resolution.
+//!
+//! Every file is decoded in memory (nothing from a tar is ever written to disk, so `..` paths and
+//! links cannot escape), centre-cropped to a square, resized to the target with Lanczos3, and
+//! box-filtered down to 4×4. A file that cannot be used is skipped and counted with its reason;
+//! none stops the run.
+
+use std::collections::BTreeMap;
+use std::io::{Cursor, Read};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::ValueEnum;
+use image::imageops::FilterType;
+use image::{DynamicImage, ImageReader, Limits, RgbImage};
+use pggan_model::SplitMix64;
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::pack::write_pack;
+
+/// What to do with an image that has a flat padded strip along one edge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+pub enum PaddedPolicy {
+    /// Cut the strip off, then centre-crop what remains.
+    Crop,
+    /// Leave the image out.
+    Skip,
+    /// Use the image as it is.
+    Keep,
+}
+
+/// Options of `pggan prepare`.
+#[derive(Debug, Clone)]
+pub struct PrepareOptions {
+    /// Target (top) resolution.
+    pub resolution: usize,
+    /// Images to hold out for metrics.
+    pub holdout: usize,
+    /// Treatment of padded images.
+    pub padded: PaddedPolicy,
+    /// Seed of the holdout selection.
+    pub seed: u64,
+    /// Largest accepted image, in pixels (decompression-bomb guard).
+    pub max_pixels: u64,
+}
+
+/// Why a file was skipped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SkipReason {
+    /// Not an image format we know.
+    NotAnImage,
+    /// A known format that failed to decode (truncated, corrupt).
+    Undecodable,
+    /// Smaller than the target resolution.
+    TooSmall,
+    /// Larger than the pixel limit.
+    TooLarge,
+    /// A padded strip, with `--padded skip`.
+    Padded,
+}
+
+/// Counts of what `prepare` did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PrepareReport {
+    /// Files read (regular files of the input).
+    pub read: usize,
+    /// Images written to the pack.
+    pub written: usize,
+    /// Of them, in the training split.
+    pub train: usize,
+    /// Of them, held out.
+    pub holdout: usize,
+    /// Files skipped, by reason.
+    pub skipped: BTreeMap<String, usize>,
+    /// Greyscale images converted to RGB.
+    pub greyscale_converted: usize,
+    /// Images found with a flat padded strip at one edge.
+    pub padded_found: usize,
+    /// Of them, cropped.
+    pub padded_cropped: usize,
+}
+
+enum Outcome {
+    Image { rgb: Vec<u8>, grey: bool, padded: bool },
+    Skip(SkipReason),
+}
+
+/// Width in pixels of a flat strip along each edge (top, bottom, left, right).
+fn flat_strips(img: &RgbImage) -> [u32; 4] {
+    let (w, h) = img.dimensions();
+    let flat_line = |pixels: &mut dyn Iterator<Item = [u8; 3]>| {
+        let mut lo = [255u8; 3];
+        let mut hi = [0u8; 3];
+        for p in pixels {
+            for c in 0..3 {
+                lo[c] = lo[c].min(p[c]);
+                hi[c] = hi[c].max(p[c]);
+            }
+        }
+        (0..3).all(|c| hi[c].saturating_sub(lo[c]) <= 12)
+    };
+    let count = |n: u32, line: &dyn Fn(u32) -> bool| (0..n / 2).take_while(|&i| line(i)).count() as u32;
+    let row = |y: u32| flat_line(&mut (0..w).map(|x| img.get_pixel(x, y).0));
+    let col = |x: u32| flat_line(&mut (0..h).map(|y| img.get_pixel(x, y).0));
+    [
+        count(h, &|i| row(i)),
+        count(h, &|i| row(h - 1 - i)),
+        count(w, &|i| col(i)),
+        count(w, &|i| col(w - 1 - i)),
+    ]
+}
+
+fn is_greyscale(img: &DynamicImage) -> bool {
+    use image::ColorType::*;
+    match img.color() {
+        L8 | La8 | L16 | La16 => true,
+        _ => img.to_rgb8().pixels().all(|p| p[0].abs_diff(p[1]) <= 3 && p[1].abs_diff(p[2]) <= 3),
+    }
+}
+
+fn process(bytes: &[u8], opts: &PrepareOptions) -> Outcome {
+    let reader = match ImageReader::new(Cursor::new(bytes)).with_guessed_format() {
+        Ok(r) if r.format().is_some() => r,
+        _ => return Outcome::Skip(SkipReason::NotAnImage),
+    };
+    let mut reader = reader;
+    let mut limits = Limits::default();
+    let side = (opts.max_pixels as f64).sqrt().ceil() as u32 * 4;
+    limits.max_image_width = Some(side);
+    limits.max_image_height = Some(side);
+    limits.max_alloc = Some(opts.max_pixels * 8);
+    reader.limits(limits);
+    match reader.into_dimensions() {
+        Ok((w, h)) if w as u64 * h as u64 > opts.max_pixels => return Outcome::Skip(SkipReason::TooLarge),
+        Ok(_) => {}
+        Err(image::ImageError::Limits(_)) => return Outcome::Skip(SkipReason::TooLarge),
+        Err(_) => return Outcome::Skip(SkipReason::Undecodable),
+    }
+    let mut reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format().expect("in-memory reader");
+    let mut limits = Limits::default();
+    limits.max_alloc = Some(opts.max_pixels * 8);
+    reader.limits(limits);
+    let img = match reader.decode() {
+        Ok(img) => img,
+        Err(image::ImageError::Limits(_)) => return Outcome::Skip(SkipReason::TooLarge),
+        Err(_) => return Outcome::Skip(SkipReason::Undecodable),
+    };
+    let grey = is_greyscale(&img);
+    let mut rgb = if grey { DynamicImage::ImageLuma8(img.to_luma8()).to_rgb8() } else { img.to_rgb8() };
+    let (w, h) = rgb.dimensions();
+    let strips = flat_strips(&rgb);
+    let min_strip = ((w.min(h) as f64) * 0.02).ceil().max(2.0) as u32;
+    let padded = strips.iter().any(|&s| s >= min_strip);
+    if padded {
+        match opts.padded {
+            PaddedPolicy::Skip => return Outcome::Skip(SkipReason::Padded),
+            PaddedPolicy::Keep => {}
+            PaddedPolicy::Crop => {
+                let keep = |s: u32| if s >= min_strip { s } else { 0 };
+                let (t, b, l, r) = (keep(strips[0]), keep(strips[1]), keep(strips[2]), keep(strips[3]));
+                rgb = image::imageops::crop_imm(&rgb, l, t, w - l - r, h - t - b).to_image();
+            }
+        }
+    }
+    let (w, h) = rgb.dimensions();
+    let side = w.min(h);
+    if (side as usize) < opts.resolution {
+        return Outcome::Skip(SkipReason::TooSmall);
+    }
+    let square = image::imageops::crop_imm(&rgb, (w - side) / 2, (h - side) / 2, side, side).to_image();
+    let r = opts.resolution as u32;
+    let resized = if side == r { square } else { image::imageops::resize(&square, r, r, FilterType::Lanczos3) };
+    Outcome::Image { rgb: resized.into_raw(), grey, padded }
+}
+
+/// One file of the input: its name and bytes.
+struct Entry {
+    bytes: Vec<u8>,
+}
+
+fn for_each_chunk(input: &Path, chunk: usize, mut f: impl FnMut(Vec<Entry>) -> Result<()>) -> Result<()> {
+    let meta = std::fs::metadata(input).with_context(|| format!("reading input {}", input.display()))?;
+    if meta.is_dir() {
+        let mut files = Vec::new();
+        collect_files(input, &mut files)?;
+        files.sort();
+        for names in files.chunks(chunk) {
+            let entries = names
+                .iter()
+                .filter_map(|p| std::fs::read(p).ok().map(|bytes| Entry { bytes }))
+                .collect();
+            f(entries)?;
+        }
+        return Ok(());
+    }
+    let file = std::fs::File::open(input).with_context(|| format!("opening {}", input.display()))?;
+    let mut archive = tar::Archive::new(std::io::BufReader::new(file));
+    let mut batch = Vec::new();
+    for entry in archive.entries().with_context(|| format!("{} is not a readable tar archive", input.display()))? {
+        let mut entry = entry.with_context(|| format!("{}: damaged tar entry", input.display()))?;
+        if !entry.header().entry_type().is_file() {
+            continue; // directories, links, devices: never followed, never written
+        }
+        let mut bytes = Vec::with_capacity(entry.size().min(64 << 20) as usize);
+        if entry.read_to_end(&mut bytes).is_err() {
+            bytes.clear(); // counted as undecodable below
+        }
+        batch.push(Entry { bytes });
+        if batch.len() == chunk {
+            f(std::mem::take(&mut batch))?;
+        }
+    }
+    if !batch.is_empty() {
+        f(batch)?;
+    }
+    Ok(())
+}
+
+fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    for entry in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
+        let entry = entry?;
+        let ty = entry.file_type()?;
+        if ty.is_dir() {
+            collect_files(&entry.path(), out)?;
+        } else if ty.is_file() {
+            out.push(entry.path());
+        }
+    }
+    Ok(())
+}
+
+/// Runs the ingest and writes the pack; returns what happened.
+pub fn prepare(input: &Path, out: &Path, opts: &PrepareOptions) -> Result<PrepareReport> {
+    if opts.resolution < 4 || !opts.resolution.is_power_of_two() {
+        bail!("--resolution {} is not a power of two ≥ 4", opts.resolution);
+    }
+    let mut report = PrepareReport::default();
+    let mut images: Vec<Vec<u8>> = Vec::new();
+    for_each_chunk(input, 256, |entries| {
+        report.read += entries.len();
+        let outcomes: Vec<Outcome> = entries.par_iter().map(|e| process(&e.bytes, opts)).collect();
+        for o in outcomes {
+            match o {
+                Outcome::Image { rgb, grey, padded } => {
+                    report.greyscale_converted += grey as usize;
+                    report.padded_found += padded as usize;
+                    report.padded_cropped += (padded && opts.padded == PaddedPolicy::Crop) as usize;
+                    images.push(rgb);
+                }
+                Outcome::Skip(reason) => {
+                    if reason == SkipReason::Padded {
+                        report.padded_found += 1;
+                    }
+                    let key = serde_json::to_value(reason)?.as_str().unwrap_or("other").to_string();
+                    *report.skipped.entry(key).or_default() += 1;
+                }
+            }
+        }
+        Ok(())
+    })?;
+    if images.is_empty() {
+        bail!("{} holds no usable image ({} files read, skipped: {:?})", input.display(), report.read, report.skipped);
+    }
+    if opts.holdout >= images.len() {
+        bail!("--holdout {} leaves no training images ({} usable)", opts.holdout, images.len());
+    }
+    let mut order: Vec<usize> = (0..images.len()).collect();
+    SplitMix64::derive(opts.seed, "holdout").shuffle(&mut order);
+    let mut is_holdout = vec![false; images.len()];
+    for &i in &order[..opts.holdout] {
+        is_holdout[i] = true;
+    }
+    let (mut train, mut holdout) = (Vec::new(), Vec::new());
+    for (img, h) in images.into_iter().zip(is_holdout) {
+        if h { holdout.push(img) } else { train.push(img) }
+    }
+    report.written = train.len() + holdout.len();
+    report.train = train.len();
+    report.holdout = holdout.len();
+    write_pack(out, opts.resolution, &train, &holdout, serde_json::to_value(&report)?)?;
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts() -> PrepareOptions {
+        PrepareOptions { resolution: 8, holdout: 0, padded: PaddedPolicy::Crop, seed: 0, max_pixels: 1 << 24 }
+    }
+
+    fn png(img: &RgbImage) -> Vec<u8> {
+        let mut out = Cursor::new(Vec::new());
+        img.write_to(&mut out, image::ImageFormat::Png).unwrap();
+        out.into_inner()
+    }
+
+    fn noisy(w: u32, h: u32, seed: u64) -> RgbImage {
+        let mut rng = SplitMix64::new(seed);
+        RgbImage::from_fn(w, h, |_, _| image::Rgb([rng.below(256) as u8, rng.below(256) as u8, rng.below(256) as u8]))
+    }
+
+    #[test]
+    fn classifies_bad_inputs() {
+        assert!(matches!(process(b"hello world", &opts()), Outcome::Skip(SkipReason::NotAnImage)));
+        assert!(matches!(process(&[], &opts()), Outcome::Skip(SkipReason::NotAnImage)));
+        let good = png(&noisy(20, 20, 1));
+        assert!(matches!(process(&good[..good.len() / 2], &opts()), Outcome::Skip(SkipReason::Undecodable)));
+        assert!(matches!(process(&png(&noisy(6, 6, 2)), &opts()), Outcome::Skip(SkipReason::TooSmall)));
+        let tight = PrepareOptions { max_pixels: 100, ..opts() };
+        assert!(matches!(process(&good, &tight), Outcome::Skip(SkipReason::TooLarge)));
+    }
+
+    #[test]
+    fn crops_to_square_and_flags_greyscale() {
+        match process(&png(&noisy(40, 20, 3)), &opts()) {
+            Outcome::Image { rgb, grey, padded } => {
+                assert_eq!(rgb.len(), 8 * 8 * 3);
+                assert!(!grey && !padded);
+            }
+            _ => panic!("should be usable"),
+        }
+        let g = DynamicImage::ImageRgb8(noisy(16, 16, 4)).to_luma8();
+        let mut bytes = Cursor::new(Vec::new());
+        g.write_to(&mut bytes, image::ImageFormat::Png).unwrap();
+        match process(&bytes.into_inner(), &opts()) {
+            Outcome::Image { rgb, grey, .. } => {
+                assert!(grey);
+                assert!(rgb.chunks(3).all(|p| p[0] == p[1] && p[1] == p[2]));
+            }
+            _ => panic!("greyscale is usable"),
+        }
+    }
+
+    #[test]
+    fn detects_padded_strips() {
+        let mut img = noisy(100, 100, 5);
+        for y in 0..100 {
+            for x in 90..100 {
+                img.put_pixel(x, y, image::Rgb([0, 0, 0]));
+            }
+        }
+        assert_eq!(flat_strips(&img), [0, 0, 0, 10]);
+        match process(&png(&img), &opts()) {
+            Outcome::Image { padded, .. } => assert!(padded),
+            _ => panic!("cropped, not skipped"),
+        }
+        let skip = PrepareOptions { padded: PaddedPolicy::Skip, ..opts() };
+        assert!(matches!(process(&png(&img), &skip), Outcome::Skip(SkipReason::Padded)));
+        assert_eq!(flat_strips(&noisy(50, 50, 6)), [0, 0, 0, 0]);
+    }
+}

@@ -1,0 +1,312 @@
+//! The training loop: fetch reals, run the critic and generator steps, update the EMA, and once
+//! per tick do the maintenance (log line, grid, metrics, checkpoint).
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use burn::module::Module;
+use burn::tensor::{Device, Tensor};
+use indicatif::{ProgressBar, ProgressStyle};
+use pggan_model::latent::latents_for_seeds;
+use pggan_model::layers::{tensor_from_f32, tensor_to_f32};
+use pggan_model::weights::{WeightDtype, collect_tensors, encode, truncate_to_level};
+use pggan_model::{Critic, Generator, ModelConfig, SplitMix64};
+use serde_json::json;
+
+use crate::adam::Adam;
+use crate::checkpoint::{self, TrainState, write_synced};
+use crate::data::{DataCursor, RealSampler};
+use crate::ema::{ema_beta, plain_copy, update_ema};
+use crate::images::{grid, save_png, to_rgb_images};
+use crate::loss::{CRITIC_STATS, critic_loss, generator_loss};
+use crate::options::TrainOptions;
+use crate::pack::Pack;
+use crate::schedule::{Phase, schedule};
+
+/// How a call to [`train`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrainOutcome {
+    /// The run reached its total.
+    Finished,
+    /// Interrupted (Ctrl-C); a checkpoint was saved.
+    Interrupted,
+}
+
+/// Statistics summed over a tick.
+struct TickStats {
+    critic: Option<Tensor<1>>,
+    generator: Option<Tensor<1>>,
+    steps: u64,
+    images: u64,
+    started: Instant,
+}
+
+impl TickStats {
+    fn new() -> Self {
+        Self { critic: None, generator: None, steps: 0, images: 0, started: Instant::now() }
+    }
+}
+
+/// `n` latents from the training RNG.
+fn random_latents(rng: &mut SplitMix64, n: usize, latent: usize, device: &Device) -> Tensor<2> {
+    tensor_from_f32(rng.normals_f32(n * latent), [n, latent], device)
+}
+
+/// Writes the EMA generator cut down to `level` as a stage snapshot.
+fn write_stage(run: &Path, ema: &Generator, config: &ModelConfig, level: usize, kimg: f64) -> Result<()> {
+    let dir = run.join("stages");
+    std::fs::create_dir_all(&dir)?;
+    let res = ModelConfig::level_resolution(level);
+    let stage_config = config.clone().with_resolution(res);
+    let mut meta = BTreeMap::new();
+    meta.insert("format".to_string(), pggan_model::weights::FORMAT.to_string());
+    meta.insert("kind".to_string(), "generator".to_string());
+    meta.insert("config".to_string(), serde_json::to_string(&stage_config)?);
+    meta.insert("level".to_string(), level.to_string());
+    meta.insert("alpha".to_string(), "1".to_string());
+    meta.insert("kimg".to_string(), format!("{kimg:.3}"));
+    let bytes = encode(&truncate_to_level(collect_tensors(ema), level), WeightDtype::F32, &meta)?;
+    let path = dir.join(format!("level{level}-{res}x{res}.safetensors"));
+    let tmp = path.with_extension("tmp");
+    write_synced(&tmp, &bytes)?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(())
+}
+
+/// Runs (or resumes) training as the options say, until the total or an interrupt.
+pub fn train(opts: &TrainOptions, stop: Arc<AtomicBool>) -> Result<TrainOutcome> {
+    let run = opts.run.clone();
+    std::fs::create_dir_all(run.join("grids")).with_context(|| format!("creating run folder {}", run.display()))?;
+    let pack = Pack::open(&opts.data)?;
+    opts.validate(pack.header.resolution)?;
+    let plain = opts.backend.device()?;
+    let device = plain.clone().autodiff();
+
+    let (config, mut g, mut d, mut ema, mut adam_g, mut adam_d, mut state) = if opts.resume {
+        let ck = checkpoint::load(&run, &device, &plain)?;
+        (ck.config, ck.generator, ck.critic, ck.ema, ck.adam_g, ck.adam_d, ck.state)
+    } else {
+        if checkpoint::checkpoint_path(&run).exists() {
+            bail!("{} already holds a run; pass --resume to continue it or choose another --run", run.display());
+        }
+        let config = opts.model_config(pack.header.resolution);
+        let mut init = SplitMix64::derive(opts.seed, "init");
+        let g = Generator::new(&config, &mut init, &device);
+        let d = Critic::new(&config, &mut init, &device);
+        let ema = plain_copy(&g);
+        let state = TrainState {
+            nimg: 0,
+            tick: 0,
+            latent_rng: SplitMix64::derive(opts.seed, "latents"),
+            mix_rng: SplitMix64::derive(opts.seed, "mix"),
+            mirror_rng: SplitMix64::derive(opts.seed, "mirror"),
+            cursor: DataCursor::default(),
+            adam_g_step: 0,
+            adam_d_step: 0,
+            optimizer_phase: None,
+            stages_done: Vec::new(),
+            train_seconds: 0.0,
+        };
+        (config, g, d, ema, Adam::default(), Adam::default(), state)
+    };
+    let options_json = serde_json::to_string_pretty(opts)?;
+    std::fs::write(run.join("options.json"), options_json).context("writing options.json")?;
+
+    let spec = opts.schedule_spec(&config);
+    let total_kimg = opts.total_kimg(&spec);
+    let total_nimg = (total_kimg * 1000.0).round() as u64;
+    let tick_nimg = ((opts.tick_kimg * 1000.0).round() as u64).max(1);
+    let mut sampler = RealSampler::new(pack, opts.seed, state.cursor, state.mirror_rng.clone(), !opts.no_mirror);
+    let grid_count = opts.grid * opts.grid;
+    let grid_latents = tensor_from_f32(latents_for_seeds(0, grid_count, config.latent_size), [grid_count, config.latent_size], &plain);
+    let top = config.num_levels() - 1;
+
+    let bar = ProgressBar::new(total_nimg);
+    bar.set_style(ProgressStyle::with_template("{bar:40} {percent}% kimg {msg} ETA {eta}").unwrap_or_else(|_| ProgressStyle::default_bar()));
+    bar.set_position(state.nimg);
+    let say = |line: &str| {
+        if bar.is_hidden() {
+            println!("{line}");
+        } else {
+            bar.println(line);
+        }
+    };
+    say(&format!(
+        "{} {} at {}×{}: G {} params, D {} params, {} training images, backend {}, {:.1} kimg total",
+        if opts.resume { "Resuming" } else { "Training" },
+        run.display(),
+        config.resolution,
+        config.resolution,
+        g.num_params(),
+        d.num_params(),
+        sampler.len(),
+        opts.backend.name(),
+        total_kimg
+    ));
+    let mut metrics = std::fs::OpenOptions::new().create(true).append(true).open(run.join("metrics.jsonl")).context("opening metrics.jsonl")?;
+    let mut next_tick = (state.nimg / tick_nimg + 1) * tick_nimg;
+    let mut tick_stats = TickStats::new();
+    let session_start = Instant::now();
+    let seconds_before = state.train_seconds;
+    let adam = opts.adam();
+    let mut outcome = TrainOutcome::Finished;
+
+    while state.nimg < total_nimg {
+        if stop.load(Ordering::SeqCst) {
+            outcome = TrainOutcome::Interrupted;
+            break;
+        }
+        let kimg = state.nimg as f64 / 1000.0;
+        let phase: Phase = schedule(kimg, &spec);
+        let (level, alpha, n) = (phase.level, phase.alpha, phase.minibatch);
+        // The paper resets Adam whenever the level or the fade starts or ends.
+        let key = (level, phase.fading());
+        if state.optimizer_phase != Some(key) {
+            adam_g.reset();
+            adam_d.reset();
+            state.optimizer_phase = Some(key);
+        }
+
+        // Critic step.
+        let mut reals = sampler.next_batch(n, phase.resolution(), alpha, &device)?; // [n, 3, r, r]
+        if opts.debug_nan_at_kimg.is_some_and(|k| kimg >= k) {
+            reals = reals.mul_scalar(f64::NAN);
+        }
+        let z = random_latents(&mut state.latent_rng, n, config.latent_size, &device);
+        let fakes = g.forward(z, level, alpha).detach(); // [n, 3, r, r]
+        let mix: Vec<f32> = (0..n).map(|_| state.mix_rng.uniform_f64() as f32).collect();
+        let mix = tensor_from_f32(mix, [n, 1, 1, 1], &device);
+        let closs = critic_loss(opts.loss, &d, reals, fakes, mix, level, alpha, opts.wgan());
+        let grads = closs.loss.backward();
+        d = adam_d.step(d, &grads, adam);
+
+        // Generator step.
+        let z = random_latents(&mut state.latent_rng, n, config.latent_size, &device);
+        let fakes = g.forward(z, level, alpha);
+        let gloss = generator_loss(opts.loss, &d.clone().no_grad(), fakes, level, alpha);
+        let grads = gloss.backward();
+        g = adam_g.step(g, &grads, adam);
+        ema = update_ema(ema, &g, ema_beta(opts.ema_beta, opts.ema_kimg, n));
+
+        let before = state.nimg;
+        state.nimg += n as u64;
+        tick_stats.steps += 1;
+        tick_stats.images += n as u64;
+        let cs = closs.stats.inner();
+        tick_stats.critic = Some(match tick_stats.critic.take() { Some(s) => s + cs, None => cs });
+        let gs = gloss.detach().inner();
+        tick_stats.generator = Some(match tick_stats.generator.take() { Some(s) => s + gs, None => gs });
+        bar.set_position(state.nimg);
+
+        // Stage snapshots at the end of each level's stabilisation (the top one at the end).
+        for l in 0..top {
+            let end = (spec.stage_end_kimg(l) * 1000.0).round() as u64;
+            if before < end && state.nimg >= end && !state.stages_done.contains(&l) {
+                write_stage(&run, &ema, &config, l, state.nimg as f64 / 1000.0)?;
+                state.stages_done.push(l);
+            }
+        }
+
+        // Maintenance once per tick.
+        if state.nimg >= next_tick || state.nimg >= total_nimg {
+            next_tick = (state.nimg / tick_nimg + 1) * tick_nimg;
+            state.tick += 1;
+            state.train_seconds = seconds_before + session_start.elapsed().as_secs_f64();
+            tick(&run, &mut metrics, &mut tick_stats, &state, &phase, &ema, &grid_latents, opts.grid, config.resolution, &say)?;
+            state.cursor = sampler.cursor;
+            state.mirror_rng = sampler.mirror_rng.clone();
+            state.adam_g_step = adam_g.step;
+            state.adam_d_step = adam_d.step;
+            checkpoint::save(&run, &config, &g, &d, &ema, &adam_g, &adam_d, &state)?;
+        }
+    }
+
+    state.train_seconds = seconds_before + session_start.elapsed().as_secs_f64();
+    state.cursor = sampler.cursor;
+    state.mirror_rng = sampler.mirror_rng.clone();
+    state.adam_g_step = adam_g.step;
+    state.adam_d_step = adam_d.step;
+    if outcome == TrainOutcome::Finished && state.nimg as f64 / 1000.0 >= spec.growth_kimg() {
+        write_stage(&run, &ema, &config, top, state.nimg as f64 / 1000.0)?;
+        if !state.stages_done.contains(&top) {
+            state.stages_done.push(top);
+        }
+    }
+    if tick_stats.steps > 0 {
+        // An interrupt mid-tick: check the partial tick's numbers before saving.
+        let phase = schedule(state.nimg as f64 / 1000.0, &spec);
+        tick(&run, &mut metrics, &mut tick_stats, &state, &phase, &ema, &grid_latents, opts.grid, config.resolution, &say)?;
+    }
+    checkpoint::save(&run, &config, &g, &d, &ema, &adam_g, &adam_d, &state)?;
+    bar.finish_and_clear();
+    match outcome {
+        TrainOutcome::Finished => say(&format!("Done: {:.1} kimg in {:.0} s. Checkpoint in {}", state.nimg as f64 / 1000.0, state.train_seconds, run.display())),
+        TrainOutcome::Interrupted => say(&format!("Interrupted at {:.3} kimg; checkpoint saved. Continue with --resume.", state.nimg as f64 / 1000.0)),
+    }
+    Ok(outcome)
+}
+
+/// Once per tick: check the numbers, log line, JSONL metrics, sample grid.
+#[allow(clippy::too_many_arguments)]
+fn tick(
+    run: &Path,
+    metrics: &mut std::fs::File,
+    stats: &mut TickStats,
+    state: &TrainState,
+    phase: &Phase,
+    ema: &Generator,
+    grid_latents: &Tensor<2>,
+    grid_side: usize,
+    final_res: usize,
+    say: &dyn Fn(&str),
+) -> Result<()> {
+    let steps = stats.steps.max(1) as f32;
+    let critic: Vec<f32> = stats.critic.take().map(tensor_to_f32).unwrap_or_else(|| vec![0.0; CRITIC_STATS]);
+    let gen_loss = stats.generator.take().map(tensor_to_f32).map(|v| v[0]).unwrap_or(0.0) / steps;
+    let [loss_d, wdist, penalty, drift] = [critic[0] / steps, critic[1] / steps, critic[2] / steps, critic[3] / steps];
+    if [loss_d, wdist, penalty, drift, gen_loss].iter().any(|v| !v.is_finite()) {
+        bail!(
+            "training diverged before {:.3} kimg: a loss is NaN or infinite (D {loss_d}, G {gen_loss}, penalty {penalty}); \
+             stopped without saving — the last good checkpoint in {} is intact (try a lower --lr)",
+            state.nimg as f64 / 1000.0,
+            run.display()
+        );
+    }
+    let secs = stats.started.elapsed().as_secs_f64();
+    let img_s = stats.images as f64 / secs.max(1e-9);
+    let kimg = state.nimg as f64 / 1000.0;
+    say(&format!(
+        "tick {:<4} kimg {:<9.3} level {} ({}×{}) alpha {:.3} minibatch {:<4} {:>7.1} img/s {:>8.2} sec/kimg  D {:+.4} G {:+.4} W {:+.4} gp {:.4}",
+        state.tick,
+        kimg,
+        phase.level,
+        phase.resolution(),
+        phase.resolution(),
+        phase.alpha,
+        phase.minibatch,
+        img_s,
+        1000.0 / img_s.max(1e-9),
+        loss_d,
+        gen_loss,
+        wdist,
+        penalty
+    ));
+    let line = json!({
+        "tick": state.tick, "kimg": kimg, "level": phase.level, "resolution": phase.resolution(), "alpha": phase.alpha,
+        "minibatch": phase.minibatch, "img_per_s": img_s, "sec_per_kimg": 1000.0 / img_s.max(1e-9),
+        "loss_d": loss_d, "loss_g": gen_loss, "wasserstein": wdist, "penalty": penalty, "drift": drift,
+        "train_seconds": state.train_seconds,
+    });
+    writeln!(metrics, "{line}")?;
+    metrics.flush()?;
+    let fakes = ema.forward(grid_latents.clone(), phase.level, phase.alpha); // [g², 3, r, r]
+    let picture = grid(&to_rgb_images(fakes), grid_side, final_res as u32);
+    save_png(&picture, &run.join("grids").join(format!("fakes{:06}.png", kimg.floor() as u64)))?;
+    *stats = TickStats::new();
+    Ok(())
+}
