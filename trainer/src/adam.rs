@@ -64,7 +64,12 @@ impl ModuleMapper for Stepper<'_> {
         let v_hat = v.clone().div_scalar(1.0 - p.beta2.powi(t));
         let update = (m_hat / v_hat.sqrt().add_scalar(p.eps)).mul_scalar(p.lr).reshape(dims); // [dims]
         self.moments.insert(name, (m, v));
-        param.map(|w| Tensor::from_inner(w.inner() - update))
+        param.map(|w| {
+            // Back onto the autodiff device as a fresh leaf that keeps requiring gradients.
+            let tracked = w.is_require_grad();
+            let updated = Tensor::from_inner(w.inner() - update);
+            if tracked { updated.require_grad() } else { updated }
+        })
     }
 }
 
