@@ -101,7 +101,11 @@ fn flat_strips(img: &RgbImage) -> [u32; 4] {
         }
         (0..3).all(|c| hi[c].saturating_sub(lo[c]) <= 12)
     };
-    let count = |n: u32, line: &dyn Fn(u32) -> bool| (0..n / 2).take_while(|&i| line(i)).count() as u32;
+    // A strip reaching the middle means a flat image, not a padded one: report 0.
+    let count = |n: u32, line: &dyn Fn(u32) -> bool| {
+        let c = (0..n / 2).take_while(|&i| line(i)).count() as u32;
+        if c >= n / 2 { 0 } else { c }
+    };
     let row = |y: u32| flat_line(&mut (0..w).map(|x| img.get_pixel(x, y).0));
     let col = |x: u32| flat_line(&mut (0..h).map(|y| img.get_pixel(x, y).0));
     [
@@ -350,5 +354,7 @@ mod tests {
         let skip = PrepareOptions { padded: PaddedPolicy::Skip, ..opts() };
         assert!(matches!(process(&png(&img), &skip), Outcome::Skip(SkipReason::Padded)));
         assert_eq!(flat_strips(&noisy(50, 50, 6)), [0, 0, 0, 0]);
+        let flat = RgbImage::from_pixel(8, 8, image::Rgb([200, 30, 30]));
+        assert_eq!(flat_strips(&flat), [0, 0, 0, 0], "a flat image is not padded");
     }
 }

@@ -1,0 +1,92 @@
+//! Helpers for the end-to-end tests: find and run the `pggan` binary, scratch folders, images.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The `pggan` binary: `$PGGAN_BIN`, or `pggan` in the target folder these tests were built in
+/// (the test command builds it first).
+pub fn pggan_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("PGGAN_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target profile folder");
+    let bin = dir.join("pggan");
+    assert!(bin.exists(), "{} is missing: build it first with `cargo build --release -p pggan-trainer`", bin.display());
+    bin
+}
+
+/// A `pggan` command with these arguments.
+pub fn pggan(args: &[&str]) -> Command {
+    let mut c = Command::new(pggan_bin());
+    c.args(args);
+    c
+}
+
+/// Runs `pggan` and returns its output, panicking with both streams if it failed.
+pub fn pggan_ok(args: &[&str]) -> String {
+    let out = pggan(args).output().expect("run pggan");
+    assert!(out.status.success(), "pggan {args:?} failed:\n{}", describe(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Both output streams of a finished command.
+pub fn describe(out: &Output) -> String {
+    format!("status {:?}\nstdout:\n{}\nstderr:\n{}", out.status, String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+/// A scratch folder removed on drop.
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    /// A fresh folder named after the test.
+    pub fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("pggan-e2e-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    /// A path inside the folder, as a string argument.
+    pub fn arg(&self, rel: &str) -> String {
+        self.0.join(rel).to_string_lossy().into_owned()
+    }
+
+    /// A path inside the folder.
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.0.join(rel)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if std::env::var_os("PGGAN_KEEP_TEST_FILES").is_none() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// Reads a PNG as RGB.
+pub fn read_rgb(path: &Path) -> image::RgbImage {
+    image::open(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display())).to_rgb8()
+}
+
+/// Lines of a run's metrics.jsonl, parsed.
+pub fn metrics(run: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("metrics line is JSON"))
+        .collect()
+}
+
+/// A small deterministic generator for test data.
+pub struct Lcg(pub u64);
+
+impl Lcg {
+    /// Next value in [0, 1).
+    pub fn next(&mut self) -> f64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64
+    }
+}

@@ -1,0 +1,98 @@
+//! Interruptions and numerical faults: Ctrl-C saves and exits, a NaN stops the run with the last
+//! good checkpoint intact, nonsense options are refused up front.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use pggan_e2e::{Scratch, describe, metrics, pggan, pggan_ok};
+
+fn pack(dir: &Scratch) -> String {
+    std::fs::create_dir_all(dir.path("images")).unwrap();
+    let mut rng = pggan_e2e::Lcg(11);
+    for i in 0..16 {
+        let img = image::RgbImage::from_fn(8, 8, |_, _| image::Rgb([(rng.next() * 255.0) as u8, 60, (rng.next() * 255.0) as u8]));
+        img.save(dir.path(&format!("images/{i}.png"))).unwrap();
+    }
+    pggan_ok(&["prepare", &dir.arg("images"), "--out", &dir.arg("p.pack"), "--resolution", "8"]);
+    dir.arg("p.pack")
+}
+
+const SMALL: [&str; 12] = ["--latent", "8", "--fmap-base", "32", "--fmap-max", "8", "--minibatch", "8", "--tick-kimg", "0.05", "--grid", "2"];
+
+#[test]
+fn ctrl_c_saves_a_checkpoint_and_resume_finishes() {
+    let dir = Scratch::new("ctrlc");
+    let data = pack(&dir);
+    let run = dir.arg("run");
+    let mut args = vec!["train", "--data", &data, "--run", &run, "--stabilize-kimg", "100", "--fade-kimg", "100"];
+    args.extend(SMALL);
+    let child = pggan(&args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let start = Instant::now();
+    while metrics(&dir.path("run")).len() < 2 {
+        assert!(start.elapsed() < Duration::from_secs(60), "no tick within a minute");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let status = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", describe(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Interrupted"), "{}", describe(&out));
+    let stopped_at = metrics(&dir.path("run")).last().unwrap()["kimg"].as_f64().unwrap();
+    // The checkpoint is whole: resume to a little further and finish.
+    let total = format!("{:.3}", stopped_at + 0.1);
+    let mut resume = vec!["train", "--data", &data, "--run", &run, "--resume", "--total-kimg", &total];
+    resume.extend(SMALL);
+    let out = pggan(&resume).output().unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Resuming"));
+    let end = metrics(&dir.path("run")).last().unwrap()["kimg"].as_f64().unwrap();
+    assert!(end >= stopped_at + 0.1 - 1e-9);
+}
+
+#[test]
+fn a_nan_stops_the_run_and_keeps_the_last_good_checkpoint() {
+    let dir = Scratch::new("nan");
+    let data = pack(&dir);
+    let run = dir.arg("run");
+    let mut args = vec!["train", "--data", &data, "--run", &run, "--stabilize-kimg", "1", "--fade-kimg", "1", "--debug-nan-at-kimg", "0.12"];
+    args.extend(SMALL);
+    let out = pggan(&args).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("NaN or infinite") && stderr.contains("last good checkpoint"), "{stderr}");
+    // The checkpoint is the last good tick's and still generates finite images.
+    let ck = std::fs::read(dir.path("run/checkpoint.safetensors")).unwrap();
+    let (tensors, meta) = pggan_model::weights::decode(&ck).expect("checkpoint is whole and finite");
+    assert!(!tensors.is_empty());
+    let state: serde_json::Value = serde_json::from_str(&meta["state"]).unwrap();
+    assert!(state["nimg"].as_u64().unwrap() < 120 && state["nimg"].as_u64().unwrap() >= 50, "{state}");
+    pggan_ok(&["generate", "--model", &run, "--out", &dir.arg("ok.png")]);
+}
+
+#[test]
+fn nonsense_options_are_refused_with_what_is_allowed() {
+    let dir = Scratch::new("options");
+    let data = pack(&dir);
+    let cases: [(&[&str], &str); 6] = [
+        (&["--resolution", "12"], "power of two"),
+        (&["--resolution", "16"], "above the pack"),
+        (&["--minibatch", "0"], "at least 1"),
+        (&["--fade-kimg=-1"], "--fade-kimg"),
+        (&["--backend", "cuda"], "not compiled"),
+        (&["--tick-kimg", "0"], "--tick-kimg"),
+    ];
+    for (i, (extra, expect)) in cases.iter().enumerate() {
+        let run = dir.arg(&format!("run{i}"));
+        let mut args = vec!["train", "--data", &data, "--run", &run];
+        args.extend(*extra);
+        let out = pggan(&args).output().unwrap();
+        assert!(!out.status.success(), "{extra:?} was accepted");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(expect), "{extra:?}: expected `{expect}` in:\n{stderr}");
+    }
+    let out = pggan(&["train", "--data", &dir.arg("missing.pack"), "--run", &dir.arg("r")]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing.pack"));
+    std::fs::write(dir.path("fake.pack"), b"PK\x03\x04 a zip file").unwrap();
+    let out = pggan(&["train", "--data", &dir.arg("fake.pack"), "--run", &dir.arg("r2")]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a dataset pack"), "{}", describe(&out));
+}

@@ -1,0 +1,137 @@
+//! The whole pipeline on a small set made on the fly: prepare (with a corrupt, a greyscale and a
+//! non-image file, from a folder and from a tar), train across one fade, SIGKILL, resume, export,
+//! generate.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use pggan_e2e::{Lcg, Scratch, describe, metrics, pggan, pggan_ok, read_rgb};
+
+/// Writes 48 smooth colour images of 20×16 (not square), a greyscale one, a truncated JPEG, an
+/// empty file and a text file.
+fn make_images(dir: &std::path::Path) {
+    std::fs::create_dir_all(dir.join("nested")).unwrap();
+    let mut rng = Lcg(7);
+    for i in 0..48 {
+        let (a, b, c) = (rng.next(), rng.next(), rng.next());
+        let img = image::RgbImage::from_fn(20, 16, |x, y| {
+            let t = x as f64 / 19.0;
+            let s = y as f64 / 15.0;
+            image::Rgb([(255.0 * (a * t + (1.0 - a) * s)) as u8, (255.0 * b * (1.0 - t)) as u8, (255.0 * c * s) as u8])
+        });
+        let sub = if i % 2 == 0 { "" } else { "nested/" };
+        img.save(dir.join(format!("{sub}img{i:02}.png"))).unwrap();
+    }
+    image::GrayImage::from_fn(16, 16, |x, y| image::Luma([(x * 8 + y * 4) as u8])).save(dir.join("grey.png")).unwrap();
+    let mut jpeg = Vec::new();
+    image::RgbImage::from_pixel(32, 32, image::Rgb([9, 99, 199]))
+        .write_to(&mut std::io::Cursor::new(&mut jpeg), image::ImageFormat::Jpeg)
+        .unwrap();
+    std::fs::write(dir.join("corrupt.jpg"), &jpeg[..jpeg.len() / 3]).unwrap();
+    std::fs::write(dir.join("empty.png"), b"").unwrap();
+    std::fs::write(dir.join("notes.txt"), "not an image").unwrap();
+}
+
+fn report(stdout: &str) -> serde_json::Value {
+    let json_end = stdout.rfind('}').expect("report JSON");
+    serde_json::from_str(&stdout[..=json_end]).expect("report parses")
+}
+
+#[test]
+fn prepare_counts_what_it_skips_and_converts() {
+    let dir = Scratch::new("prepare");
+    make_images(&dir.path("images"));
+    let r = report(&pggan_ok(&["prepare", &dir.arg("images"), "--out", &dir.arg("a.pack"), "--resolution", "8", "--holdout", "5"]));
+    assert_eq!(r["read"], 52, "{r}");
+    assert_eq!(r["written"], 49, "{r}");
+    assert_eq!(r["train"], 44);
+    assert_eq!(r["holdout"], 5);
+    assert_eq!(r["skipped"]["undecodable"], 1, "{r}");
+    assert_eq!(r["skipped"]["not_an_image"], 2, "{r}");
+    assert_eq!(r["greyscale_converted"], 1, "{r}");
+
+    // The same images from a tar (made by the system tar) give the same pack.
+    let tar = std::process::Command::new("tar").args(["-cf", &dir.arg("images.tar"), "-C", &dir.arg("images"), "."]).status().unwrap();
+    assert!(tar.success());
+    let r2 = report(&pggan_ok(&["prepare", &dir.arg("images.tar"), "--out", &dir.arg("b.pack"), "--resolution", "8", "--holdout", "5"]));
+    assert_eq!(r2["written"], 49);
+    assert_eq!(r2["skipped"], r["skipped"]);
+
+    // Too high a resolution skips everything, and says so.
+    let out = pggan(&["prepare", &dir.arg("images"), "--out", &dir.arg("c.pack"), "--resolution", "64"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("too_small"), "{}", describe(&out));
+}
+
+#[test]
+fn train_across_a_fade_kill_resume_export_generate() {
+    let dir = Scratch::new("pipeline");
+    make_images(&dir.path("images"));
+    pggan_ok(&["prepare", &dir.arg("images"), "--out", &dir.arg("d.pack"), "--resolution", "8", "--holdout", "4"]);
+    let run = dir.arg("run");
+    let data = dir.arg("d.pack");
+    let train = |extra: &[&str]| {
+        let mut args = vec!["train", "--data", &data, "--run", &run, "--latent", "16", "--fmap-base", "64", "--fmap-max", "16", "--minibatch", "8"];
+        args.extend(["--stabilize-kimg", "0.4", "--fade-kimg", "0.4", "--total-kimg", "1.2", "--tick-kimg", "0.05", "--grid", "2"]);
+        args.extend(extra);
+        args.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    // Start, and SIGKILL it once the metrics show it is fading in.
+    let mut child = pggan(&train(&[]).iter().map(String::as_str).collect::<Vec<_>>()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let start = Instant::now();
+    loop {
+        let m = metrics(&dir.path("run"));
+        if m.iter().any(|l| l["alpha"].as_f64().unwrap() < 1.0) {
+            break;
+        }
+        assert!(child.try_wait().unwrap().is_none(), "run ended before the fade");
+        assert!(start.elapsed() < Duration::from_secs(60), "no fade within a minute");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let before = metrics(&dir.path("run"));
+    let last_kimg = before.last().unwrap()["kimg"].as_f64().unwrap();
+    assert!(last_kimg < 1.2);
+
+    // Resume: it continues from the checkpoint, at most one tick back.
+    let out = pggan(&train(&["--resume"]).iter().map(String::as_str).collect::<Vec<_>>()).output().unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    let after = metrics(&dir.path("run"));
+    let resumed_first = after[before.len()]["kimg"].as_f64().unwrap();
+    assert!(resumed_first > last_kimg - 0.05 - 1e-9 && resumed_first <= last_kimg + 0.05 + 0.008 + 1e-9, "resumed at {resumed_first}, last tick was {last_kimg}");
+    let end = after.last().unwrap();
+    assert!(end["kimg"].as_f64().unwrap() >= 1.2);
+    assert_eq!(end["level"], 1);
+    assert_eq!(end["alpha"], 1.0);
+    assert!(dir.path("run/stages/level0-4x4.safetensors").exists());
+    assert!(dir.path("run/stages/level1-8x8.safetensors").exists());
+    assert!(std::fs::read_dir(dir.path("run/grids")).unwrap().count() >= 1);
+    let options: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.path("run/options.json")).unwrap()).unwrap();
+    assert_eq!(options["fade_kimg"], 0.4);
+
+    // Export for the web and generate from both the run and the export.
+    pggan_ok(&["export", "--run", &run, "--out", &dir.arg("export")]);
+    let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.path("export/manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["resolution"], 8);
+    assert_eq!(manifest["latent_size"], 16);
+    assert_eq!(manifest["stages"].as_array().unwrap().len(), 2);
+    for s in manifest["stages"].as_array().unwrap() {
+        assert!(dir.path("export").join(s["file"].as_str().unwrap()).exists());
+    }
+    pggan_ok(&["generate", "--model", &dir.arg("export"), "--seed", "5", "--count", "3", "--out", &dir.arg("from_export")]);
+    pggan_ok(&["generate", "--model", &run, "--seed", "5", "--count", "3", "--out", &dir.arg("from_run")]);
+    pggan_ok(&["generate", "--model", &run, "--seed", "6", "--out", &dir.arg("seed6.png")]);
+    for seed in 5..8 {
+        let a = read_rgb(&dir.path(&format!("from_export/seed{seed:06}.png")));
+        let b = read_rgb(&dir.path(&format!("from_run/seed{seed:06}.png")));
+        assert_eq!(a.dimensions(), (8, 8));
+        // f16 export vs f32 run: the same face within rounding.
+        let diff = a.pixels().zip(b.pixels()).map(|(p, q)| (0..3).map(|c| p[c].abs_diff(q[c]) as u32).max().unwrap()).max().unwrap();
+        assert!(diff <= 8, "seed {seed}: export and run differ by {diff}");
+    }
+    // Image i is seed S + i: the single seed-6 image equals the second of the batch.
+    assert_eq!(read_rgb(&dir.path("seed6.png")), read_rgb(&dir.path("from_run/seed000006.png")));
+    let a5 = read_rgb(&dir.path("from_run/seed000005.png"));
+    assert_ne!(a5, read_rgb(&dir.path("from_run/seed000006.png")), "different seeds give different images");
+}
