@@ -147,7 +147,7 @@ def train_step(G, D, G_ema, opt_g, opt_d, reals, latent, level, alpha=1.0):
     with torch.no_grad():
         for pe, p in zip(G_ema.parameters(), G.parameters()):
             pe.lerp_(p, 1 - 0.999)
-    return float(loss_d)
+    return float(loss_d.detach())
 
 
 def main():

@@ -96,3 +96,17 @@ fn nonsense_options_are_refused_with_what_is_allowed() {
     let out = pggan(&["train", "--data", &dir.arg("fake.pack"), "--run", &dir.arg("r2")]).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a dataset pack"), "{}", describe(&out));
 }
+
+#[test]
+fn lsgan_trains_across_a_fade() {
+    let dir = Scratch::new("lsgan");
+    let data = pack(&dir);
+    let run = dir.arg("run");
+    let mut args = vec!["train", "--data", &data, "--run", &run, "--loss", "lsgan", "--stabilize-kimg", "0.1", "--fade-kimg", "0.1", "--total-kimg", "0.3"];
+    args.extend(SMALL);
+    pggan_ok(&args);
+    let m = metrics(&dir.path("run"));
+    assert!(m.iter().any(|l| l["alpha"].as_f64().unwrap() < 1.0), "crossed a fade");
+    assert!(m.iter().all(|l| l["loss_d"].as_f64().unwrap().is_finite() && l["penalty"].as_f64().unwrap() == 0.0));
+    assert_eq!(m.last().unwrap()["level"], 1);
+}

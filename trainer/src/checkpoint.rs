@@ -65,7 +65,17 @@ pub fn checkpoint_path(run: &Path) -> PathBuf {
 
 /// Writes the checkpoint of a run atomically; the previous one stays valid until the rename.
 #[allow(clippy::too_many_arguments)]
-pub fn save(run: &Path, config: &ModelConfig, g: &Generator, d: &Critic, ema: &Generator, adam_g: &Adam, adam_d: &Adam, state: &TrainState) -> Result<()> {
+pub fn save(
+    run: &Path,
+    config: &ModelConfig,
+    options_json: &str,
+    g: &Generator,
+    d: &Critic,
+    ema: &Generator,
+    adam_g: &Adam,
+    adam_d: &Adam,
+    state: &TrainState,
+) -> Result<()> {
     let mut tensors: Vec<NamedTensor> = Vec::new();
     for (prefix, list) in [("g.", collect_tensors(g)), ("d.", collect_tensors(d)), ("ema.", collect_tensors(ema))] {
         tensors.extend(list.into_iter().map(|mut t| {
@@ -80,6 +90,7 @@ pub fn save(run: &Path, config: &ModelConfig, g: &Generator, d: &Critic, ema: &G
     meta.insert("kind".to_string(), "checkpoint".to_string());
     meta.insert("config".to_string(), serde_json::to_string(config)?);
     meta.insert("state".to_string(), serde_json::to_string(state)?);
+    meta.insert("options".to_string(), options_json.to_string());
     let bytes = encode(&tensors, WeightDtype::F32, &meta).context("a weight is NaN or infinite; not overwriting the last good checkpoint")?;
     let path = checkpoint_path(run);
     let tmp = run.join("checkpoint.safetensors.tmp");

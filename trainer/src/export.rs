@@ -144,6 +144,7 @@ pub fn export(run: &Path, out: &Path, device: &Device) -> Result<Manifest> {
         stages,
         training: serde_json::json!({
             "kimg": kimg,
+            "backend": opts.get("backend").cloned().unwrap_or_default(),
             "train_seconds": state.train_seconds,
             "options": opts,
         }),

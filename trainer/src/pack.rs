@@ -125,7 +125,8 @@ pub struct Pack {
 pub enum Split {
     /// Training images.
     Train,
-    /// Held-out images.
+    /// Held-out images (read by the metrics).
+    #[allow(dead_code)]
     Holdout,
 }
 

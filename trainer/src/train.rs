@@ -115,7 +115,7 @@ pub fn train(opts: &TrainOptions, stop: Arc<AtomicBool>) -> Result<TrainOutcome>
         (config, g, d, ema, Adam::default(), Adam::default(), state)
     };
     let options_json = serde_json::to_string_pretty(opts)?;
-    std::fs::write(run.join("options.json"), options_json).context("writing options.json")?;
+    std::fs::write(run.join("options.json"), &options_json).context("writing options.json")?;
 
     let spec = opts.schedule_spec(&config);
     let total_kimg = opts.total_kimg(&spec);
@@ -207,7 +207,8 @@ pub fn train(opts: &TrainOptions, stop: Arc<AtomicBool>) -> Result<TrainOutcome>
         for l in 0..top {
             let end = (spec.stage_end_kimg(l) * 1000.0).round() as u64;
             if before < end && state.nimg >= end && !state.stages_done.contains(&l) {
-                write_stage(&run, &ema, &config, l, state.nimg as f64 / 1000.0)?;
+                write_stage(&run, &ema, &config, l, state.nimg as f64 / 1000.0)
+                    .with_context(|| format!("writing the stage snapshot of level {l} (if a weight is NaN, training diverged; the last checkpoint is intact)"))?;
                 state.stages_done.push(l);
             }
         }
@@ -222,7 +223,7 @@ pub fn train(opts: &TrainOptions, stop: Arc<AtomicBool>) -> Result<TrainOutcome>
             state.mirror_rng = sampler.mirror_rng.clone();
             state.adam_g_step = adam_g.step;
             state.adam_d_step = adam_d.step;
-            checkpoint::save(&run, &config, &g, &d, &ema, &adam_g, &adam_d, &state)?;
+            checkpoint::save(&run, &config, &options_json, &g, &d, &ema, &adam_g, &adam_d, &state)?;
         }
     }
 
@@ -242,7 +243,7 @@ pub fn train(opts: &TrainOptions, stop: Arc<AtomicBool>) -> Result<TrainOutcome>
         let phase = schedule(state.nimg as f64 / 1000.0, &spec);
         tick(&run, &mut metrics, &mut tick_stats, &state, &phase, &ema, &grid_latents, opts.grid, config.resolution, &say)?;
     }
-    checkpoint::save(&run, &config, &g, &d, &ema, &adam_g, &adam_d, &state)?;
+    checkpoint::save(&run, &config, &options_json, &g, &d, &ema, &adam_g, &adam_d, &state)?;
     bar.finish_and_clear();
     match outcome {
         TrainOutcome::Finished => say(&format!("Done: {:.1} kimg in {:.0} s. Checkpoint in {}", state.nimg as f64 / 1000.0, state.train_seconds, run.display())),
