@@ -19,4 +19,11 @@ echo "== the model crate builds for the browser (wasm32)"
 cargo check --release -j"$JOBS" -p pggan-model --target wasm32-unknown-unknown
 
 echo "== unit, model and end-to-end tests"
-cargo test --release -j"$JOBS" --workspace --no-fail-fast
+LOG="$(mktemp)"
+trap 'rm -f "$LOG"' EXIT
+status=0
+cargo test --release -j"$JOBS" --workspace --no-fail-fast 2>&1 | tee "$LOG" || status=$?
+# One closing line over every test binary.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$LOG"
+exit "$status"
