@@ -6,10 +6,12 @@ mod bench;
 mod checkpoint;
 mod data;
 mod ema;
+mod eval;
 mod export;
 mod generate;
 mod images;
 mod loss;
+mod metrics;
 mod options;
 mod pack;
 mod prepare;
@@ -86,6 +88,30 @@ enum Command {
         /// Output folder.
         #[arg(long)]
         out: PathBuf,
+    },
+    /// The paper's metrics: multi-scale SWD and MS-SSIM against real images.
+    Eval {
+        /// Exported model folder, run folder or generator file to sample from (seeds --seed…).
+        #[arg(long, conflicts_with = "images")]
+        model: Option<PathBuf>,
+        /// Images to evaluate instead of a model: a folder, a .tar, or a pack (its train split).
+        #[arg(long)]
+        images: Option<PathBuf>,
+        /// Real images: a folder, a .tar, or a pack (its held-out split when it has one).
+        #[arg(long)]
+        reference: PathBuf,
+        /// Images per side.
+        #[arg(long, default_value_t = 2000)]
+        count: usize,
+        /// Resolution to compare at (images of another size are box-filtered to it).
+        #[arg(long, default_value_t = 64)]
+        resolution: usize,
+        /// First seed of the generated images, and seed of the SWD's random draws.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
     },
     /// Measure training img/s per resolution.
     Bench {
@@ -172,6 +198,18 @@ fn run() -> Result<()> {
         Command::Export { run, out } => {
             let m = export::export(&run, &out, &BackendKind::Flex.device()?)?;
             println!("exported {}×{} generator (level {}, alpha {}) and {} stage(s) to {}", m.resolution, m.resolution, m.level, m.alpha, m.stages.len(), out.display());
+        }
+        Command::Eval { model, images, reference, count, resolution, seed, json } => {
+            anyhow::ensure!(resolution >= 16 && resolution.is_power_of_two(), "--resolution must be a power of two ≥ 16 (SWD's coarsest level is 16×16)");
+            anyhow::ensure!(count >= 2, "--count must be at least 2");
+            let device = BackendKind::Flex.device()?;
+            let (set, reference) = eval::load_sides(model.as_deref(), images.as_deref(), &reference, count, resolution, seed, &device)?;
+            let report = eval::evaluate(&set, &reference, seed)?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                eval::print_table(&report);
+            }
         }
         Command::Bench { backend, resolution, min_resolution, latent, fmap_base, fmap_max, minibatch, steps, json } => {
             let rows = bench::bench(&bench::BenchOptions { backend, resolution, latent, fmap_base, fmap_max, minibatch, steps, min_resolution })?;

@@ -83,7 +83,7 @@ pub struct PrepareReport {
 }
 
 enum Outcome {
-    Image { rgb: Vec<u8>, grey: bool, padded: bool },
+    Image { rgb: Vec<u8>, grey: bool, padded: bool, cropped: bool },
     Skip(SkipReason),
 }
 
@@ -157,6 +157,7 @@ fn process(bytes: &[u8], opts: &PrepareOptions) -> Outcome {
     let strips = flat_strips(&rgb);
     let min_strip = ((w.min(h) as f64) * 0.02).ceil().max(2.0) as u32;
     let padded = strips.iter().any(|&s| s >= min_strip);
+    let mut cropped = false;
     if padded {
         match opts.padded {
             PaddedPolicy::Skip => return Outcome::Skip(SkipReason::Padded),
@@ -164,7 +165,11 @@ fn process(bytes: &[u8], opts: &PrepareOptions) -> Outcome {
             PaddedPolicy::Crop => {
                 let keep = |s: u32| if s >= min_strip { s } else { 0 };
                 let (t, b, l, r) = (keep(strips[0]), keep(strips[1]), keep(strips[2]), keep(strips[3]));
-                rgb = image::imageops::crop_imm(&rgb, l, t, w - l - r, h - t - b).to_image();
+                // Crop only when what remains still covers the target resolution.
+                if ((w - l - r).min(h - t - b) as usize) >= opts.resolution {
+                    rgb = image::imageops::crop_imm(&rgb, l, t, w - l - r, h - t - b).to_image();
+                    cropped = true;
+                }
             }
         }
     }
@@ -176,15 +181,15 @@ fn process(bytes: &[u8], opts: &PrepareOptions) -> Outcome {
     let square = image::imageops::crop_imm(&rgb, (w - side) / 2, (h - side) / 2, side, side).to_image();
     let r = opts.resolution as u32;
     let resized = if side == r { square } else { image::imageops::resize(&square, r, r, FilterType::Lanczos3) };
-    Outcome::Image { rgb: resized.into_raw(), grey, padded }
+    Outcome::Image { rgb: resized.into_raw(), grey, padded, cropped }
 }
 
 /// One file of the input: its name and bytes.
-struct Entry {
-    bytes: Vec<u8>,
+pub(crate) struct Entry {
+    pub(crate) bytes: Vec<u8>,
 }
 
-fn for_each_chunk(input: &Path, chunk: usize, mut f: impl FnMut(Vec<Entry>) -> Result<()>) -> Result<()> {
+pub(crate) fn for_each_chunk(input: &Path, chunk: usize, mut f: impl FnMut(Vec<Entry>) -> Result<()>) -> Result<()> {
     let meta = std::fs::metadata(input).with_context(|| format!("reading input {}", input.display()))?;
     if meta.is_dir() {
         let mut files = Vec::new();
@@ -247,10 +252,10 @@ pub fn prepare(input: &Path, out: &Path, opts: &PrepareOptions) -> Result<Prepar
         let outcomes: Vec<Outcome> = entries.par_iter().map(|e| process(&e.bytes, opts)).collect();
         for o in outcomes {
             match o {
-                Outcome::Image { rgb, grey, padded } => {
+                Outcome::Image { rgb, grey, padded, cropped } => {
                     report.greyscale_converted += grey as usize;
                     report.padded_found += padded as usize;
-                    report.padded_cropped += (padded && opts.padded == PaddedPolicy::Crop) as usize;
+                    report.padded_cropped += cropped as usize;
                     images.push(rgb);
                 }
                 Outcome::Skip(reason) => {
@@ -270,16 +275,14 @@ pub fn prepare(input: &Path, out: &Path, opts: &PrepareOptions) -> Result<Prepar
     if opts.holdout >= images.len() {
         bail!("--holdout {} leaves no training images ({} usable)", opts.holdout, images.len());
     }
+    // Stored in a seeded random order, so that any prefix of either split is a fair sample
+    // (file names often sort by label: UTKFace's start with the age).
     let mut order: Vec<usize> = (0..images.len()).collect();
     SplitMix64::derive(opts.seed, "holdout").shuffle(&mut order);
-    let mut is_holdout = vec![false; images.len()];
-    for &i in &order[..opts.holdout] {
-        is_holdout[i] = true;
-    }
-    let (mut train, mut holdout) = (Vec::new(), Vec::new());
-    for (img, h) in images.into_iter().zip(is_holdout) {
-        if h { holdout.push(img) } else { train.push(img) }
-    }
+    let mut slots: Vec<Option<Vec<u8>>> = images.into_iter().map(Some).collect();
+    let mut take = |i: usize| slots[i].take().expect("each image once");
+    let holdout: Vec<Vec<u8>> = order[..opts.holdout].iter().map(|&i| take(i)).collect();
+    let train: Vec<Vec<u8>> = order[opts.holdout..].iter().map(|&i| take(i)).collect();
     report.written = train.len() + holdout.len();
     report.train = train.len();
     report.holdout = holdout.len();
@@ -320,7 +323,7 @@ mod tests {
     #[test]
     fn crops_to_square_and_flags_greyscale() {
         match process(&png(&noisy(40, 20, 3)), &opts()) {
-            Outcome::Image { rgb, grey, padded } => {
+            Outcome::Image { rgb, grey, padded, .. } => {
                 assert_eq!(rgb.len(), 8 * 8 * 3);
                 assert!(!grey && !padded);
             }
@@ -348,8 +351,18 @@ mod tests {
         }
         assert_eq!(flat_strips(&img), [0, 0, 0, 10]);
         match process(&png(&img), &opts()) {
-            Outcome::Image { padded, .. } => assert!(padded),
+            Outcome::Image { padded, cropped, .. } => assert!(padded && cropped),
             _ => panic!("cropped, not skipped"),
+        }
+        // At the target size already: kept whole rather than cropped below it.
+        let mut small = noisy(8, 8, 9);
+        for y in 0..8 {
+            small.put_pixel(0, y, image::Rgb([0, 0, 0]));
+            small.put_pixel(1, y, image::Rgb([0, 0, 0]));
+        }
+        match process(&png(&small), &opts()) {
+            Outcome::Image { padded, cropped, .. } => assert!(padded && !cropped),
+            _ => panic!("kept"),
         }
         let skip = PrepareOptions { padded: PaddedPolicy::Skip, ..opts() };
         assert!(matches!(process(&png(&img), &skip), Outcome::Skip(SkipReason::Padded)));

@@ -1,0 +1,69 @@
+//! `pggan eval`: SWD and MS-SSIM from the command line, on packs, folders and models.
+
+use pggan_e2e::{Lcg, Scratch, describe, pggan, pggan_ok};
+
+/// 80 smooth random 16×16 images in `dir`.
+fn images(dir: &std::path::Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut rng = Lcg(21);
+    for i in 0..80 {
+        let (cx, cy, red, blue) = (rng.next() * 16.0, rng.next() * 16.0, rng.next(), rng.next());
+        let img = image::RgbImage::from_fn(16, 16, |x, y| {
+            let d = ((x as f64 - cx).powi(2) + (y as f64 - cy).powi(2)).sqrt();
+            let v = (255.0 * (-d / 5.0).exp()) as u8;
+            image::Rgb([(v as f64 * red) as u8, v / 2, (40.0 + 200.0 * blue) as u8])
+        });
+        img.save(dir.join(format!("{i:02}.png"))).unwrap();
+    }
+}
+
+fn eval_json(args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["eval"];
+    all.extend(args);
+    all.push("--json");
+    serde_json::from_str(pggan_ok(&all).trim()).expect("one JSON object")
+}
+
+#[test]
+fn eval_compares_reals_images_and_models() {
+    let dir = Scratch::new("eval");
+    images(&dir.path("imgs"));
+    pggan_ok(&["prepare", &dir.arg("imgs"), "--out", &dir.arg("p.pack"), "--resolution", "16", "--holdout", "32"]);
+    let pack = dir.arg("p.pack");
+
+    // Reals against reals: the floor.
+    let floor = eval_json(&["--images", &pack, "--reference", &pack, "--count", "32", "--resolution", "16"]);
+    assert_eq!(floor["count"], 32);
+    assert_eq!(floor["resolution"], 16);
+    let floor_swd = floor["swd"]["avg"].as_f64().unwrap();
+    assert!(floor["swd"]["16"].as_f64().unwrap() == floor_swd, "one level at 16×16: {floor}");
+    let ms = floor["ms_ssim"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&ms), "{floor}");
+
+    // A folder of the same kind of images also works (resized by the loader when needed).
+    let folder = eval_json(&["--images", &dir.arg("imgs"), "--reference", &pack, "--count", "32", "--resolution", "16"]);
+    assert!(folder["swd"]["avg"].as_f64().unwrap() < 3.0 * floor_swd + 10.0, "{folder}");
+
+    // A barely trained generator is far from the reals.
+    let run = dir.arg("run");
+    pggan_ok(&["train", "--data", &pack, "--run", &run, "--latent", "8", "--fmap-base", "32", "--fmap-max", "8", "--minibatch", "8", "--stabilize-kimg", "0", "--fade-kimg", "0.001", "--total-kimg", "0.016", "--tick-kimg", "1", "--grid", "2"]);
+    let model = eval_json(&["--model", &run, "--reference", &pack, "--count", "32", "--resolution", "16"]);
+    let model_swd = model["swd"]["avg"].as_f64().unwrap();
+    assert!(model_swd > 2.0 * floor_swd, "untrained generator {model_swd} vs reals floor {floor_swd}");
+
+    // The table form names the levels.
+    let table = pggan_ok(&["eval", "--images", &pack, "--reference", &pack, "--count", "16", "--resolution", "16"]);
+    assert!(table.contains("SWD") && table.contains("MS-SSIM") && table.contains("16px"), "{table}");
+}
+
+#[test]
+fn eval_refuses_what_it_cannot_measure() {
+    let dir = Scratch::new("eval-bad");
+    images(&dir.path("imgs"));
+    let out = pggan(&["eval", "--images", &dir.arg("imgs"), "--reference", &dir.arg("imgs"), "--resolution", "8"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("16"), "{}", describe(&out));
+    let out = pggan(&["eval", "--images", &dir.arg("imgs"), "--reference", &dir.arg("nowhere"), "--resolution", "16"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nowhere"), "{}", describe(&out));
+}
