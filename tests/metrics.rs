@@ -67,3 +67,32 @@ fn eval_refuses_what_it_cannot_measure() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("nowhere"), "{}", describe(&out));
 }
+
+#[test]
+fn training_measures_on_the_held_out_split_and_keeps_the_best() {
+    let dir = Scratch::new("train-metrics");
+    images(&dir.path("imgs"));
+    pggan_ok(&["prepare", &dir.arg("imgs"), "--out", &dir.arg("p.pack"), "--resolution", "16", "--holdout", "32"]);
+    let run = dir.arg("run");
+    let out = pggan_ok(&[
+        "train", "--data", &dir.arg("p.pack"), "--run", &run, "--latent", "8", "--fmap-base", "32", "--fmap-max", "8", "--minibatch", "8",
+        "--stabilize-kimg", "0.1", "--fade-kimg", "0.1", "--total-kimg", "0.6", "--tick-kimg", "0.05", "--grid", "2",
+        "--metrics-kimg", "0.1", "--metrics-count", "32",
+    ]);
+    assert!(out.contains("metrics at"), "{out}");
+    let lines = pggan_e2e::metrics(&dir.path("run"));
+    let measured: Vec<&serde_json::Value> = lines.iter().filter(|l| l.get("metrics").is_some()).collect();
+    assert!(measured.len() >= 2, "metrics every 0.1 kimg once at 16×16: {lines:?}");
+    for l in &measured {
+        assert_eq!(l["resolution"], 16);
+        let m = &l["metrics"];
+        assert!(m["swd"]["avg"].as_f64().unwrap() > 0.0);
+        assert!((0.0..=1.0).contains(&m["ms_ssim"].as_f64().unwrap()));
+        assert_eq!(m["count"], 32);
+    }
+    // No metrics below 16×16.
+    assert!(lines.iter().filter(|l| l["resolution"].as_u64().unwrap() < 16).all(|l| l.get("metrics").is_none()));
+    assert!(dir.path("run/best.safetensors").exists(), "best snapshot at the top level: {out}");
+    pggan_ok(&["generate", "--model", &dir.arg("run/best.safetensors"), "--out", &dir.arg("best.png")]);
+    assert_eq!(pggan_e2e::read_rgb(&dir.path("best.png")).dimensions(), (16, 16));
+}

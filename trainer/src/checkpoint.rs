@@ -38,6 +38,12 @@ pub struct TrainState {
     pub stages_done: Vec<usize>,
     /// Seconds spent training, over all sessions of the run.
     pub train_seconds: f64,
+    /// Metric evaluations done (`floor(kimg / metrics_kimg)` at the last one).
+    #[serde(default)]
+    pub metrics_done: u64,
+    /// Best SWD average at the final resolution so far (`best.safetensors`).
+    #[serde(default)]
+    pub best_swd: Option<f64>,
 }
 
 /// A loaded checkpoint.

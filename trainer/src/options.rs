@@ -96,6 +96,12 @@ pub struct TrainOptions {
     /// Side of the square grid of fixed-latent samples written each tick.
     #[arg(long, default_value_t = 8)]
     pub grid: usize,
+    /// Thousands of images between metric evaluations (SWD, MS-SSIM on the held-out split; 0 = off).
+    #[arg(long, default_value_t = 200.0)]
+    pub metrics_kimg: f64,
+    /// Images per side for the metrics (capped by the held-out split).
+    #[arg(long, default_value_t = 2000)]
+    pub metrics_count: usize,
     /// Seed of initialisation, data order, latents and augmentation.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -169,6 +175,9 @@ impl TrainOptions {
         }
         if !(self.lr > 0.0) || !(0.0..1.0).contains(&self.beta1) || !(0.0..1.0).contains(&self.beta2) {
             bail!("Adam needs lr > 0 and 0 ≤ β1, β2 < 1");
+        }
+        if !(self.metrics_kimg >= 0.0 && self.metrics_kimg.is_finite()) || self.metrics_count < 2 {
+            bail!("--metrics-kimg must be ≥ 0 (0 turns metrics off) and --metrics-count at least 2");
         }
         if !(0.0..=1.0).contains(&self.ema_beta) {
             bail!("--ema-beta must be in [0, 1]");

@@ -25,7 +25,9 @@ use crate::ema::{ema_beta, plain_copy, update_ema};
 use crate::images::{grid, save_png, to_rgb_images};
 use crate::loss::{CRITIC_STATS, critic_loss, generator_loss};
 use crate::options::TrainOptions;
-use crate::pack::Pack;
+use crate::eval::evaluate;
+use crate::metrics::ImageSet;
+use crate::pack::{Pack, Split};
 use crate::schedule::{Phase, schedule};
 
 /// How a call to [`train`] ended.
@@ -111,6 +113,8 @@ pub fn train(opts: &TrainOptions, stop: Arc<AtomicBool>) -> Result<TrainOutcome>
             optimizer_phase: None,
             stages_done: Vec::new(),
             train_seconds: 0.0,
+            metrics_done: 0,
+            best_swd: None,
         };
         (config, g, d, ema, Adam::default(), Adam::default(), state)
     };
@@ -148,7 +152,19 @@ pub fn train(opts: &TrainOptions, stop: Arc<AtomicBool>) -> Result<TrainOutcome>
         opts.backend.name(),
         total_kimg
     ));
-    let mut metrics = std::fs::OpenOptions::new().create(true).append(true).open(run.join("metrics.jsonl")).context("opening metrics.jsonl")?;
+    let metrics = std::fs::OpenOptions::new().create(true).append(true).open(run.join("metrics.jsonl")).context("opening metrics.jsonl")?;
+    let mut ticker = Ticker {
+        run: &run,
+        metrics,
+        grid_latents,
+        grid_side: opts.grid,
+        final_res: config.resolution,
+        top_level: top,
+        metrics_kimg: opts.metrics_kimg,
+        metrics_count: opts.metrics_count,
+        pack: Pack::open(&opts.data)?,
+        config: config.clone(),
+    };
     let mut next_tick = (state.nimg / tick_nimg + 1) * tick_nimg;
     let mut tick_stats = TickStats::new();
     let session_start = Instant::now();
@@ -218,7 +234,7 @@ pub fn train(opts: &TrainOptions, stop: Arc<AtomicBool>) -> Result<TrainOutcome>
             next_tick = (state.nimg / tick_nimg + 1) * tick_nimg;
             state.tick += 1;
             state.train_seconds = seconds_before + session_start.elapsed().as_secs_f64();
-            tick(&run, &mut metrics, &mut tick_stats, &state, &phase, &ema, &grid_latents, opts.grid, config.resolution, &say)?;
+            ticker.tick(&mut tick_stats, &mut state, &phase, &ema, &say)?;
             state.cursor = sampler.cursor;
             state.mirror_rng = sampler.mirror_rng.clone();
             state.adam_g_step = adam_g.step;
@@ -241,7 +257,7 @@ pub fn train(opts: &TrainOptions, stop: Arc<AtomicBool>) -> Result<TrainOutcome>
     if tick_stats.steps > 0 {
         // An interrupt mid-tick: check the partial tick's numbers before saving.
         let phase = schedule(state.nimg as f64 / 1000.0, &spec);
-        tick(&run, &mut metrics, &mut tick_stats, &state, &phase, &ema, &grid_latents, opts.grid, config.resolution, &say)?;
+        ticker.tick(&mut tick_stats, &mut state, &phase, &ema, &say)?;
     }
     checkpoint::save(&run, &config, &options_json, &g, &d, &ema, &adam_g, &adam_d, &state)?;
     bar.finish_and_clear();
@@ -252,62 +268,125 @@ pub fn train(opts: &TrainOptions, stop: Arc<AtomicBool>) -> Result<TrainOutcome>
     Ok(outcome)
 }
 
-/// Once per tick: check the numbers, log line, JSONL metrics, sample grid.
-#[allow(clippy::too_many_arguments)]
-fn tick(
-    run: &Path,
-    metrics: &mut std::fs::File,
-    stats: &mut TickStats,
-    state: &TrainState,
-    phase: &Phase,
-    ema: &Generator,
-    grid_latents: &Tensor<2>,
+/// The once-per-tick maintenance: log line, JSONL metrics, sample grid, and every
+/// `--metrics-kimg` the paper's metrics on the held-out split.
+struct Ticker<'a> {
+    run: &'a Path,
+    metrics: std::fs::File,
+    grid_latents: Tensor<2>,
     grid_side: usize,
     final_res: usize,
-    say: &dyn Fn(&str),
-) -> Result<()> {
-    let steps = stats.steps.max(1) as f32;
-    let critic: Vec<f32> = stats.critic.take().map(tensor_to_f32).unwrap_or_else(|| vec![0.0; CRITIC_STATS]);
-    let gen_loss = stats.generator.take().map(tensor_to_f32).map(|v| v[0]).unwrap_or(0.0) / steps;
-    let [loss_d, wdist, penalty, drift] = [critic[0] / steps, critic[1] / steps, critic[2] / steps, critic[3] / steps];
-    if [loss_d, wdist, penalty, drift, gen_loss].iter().any(|v| !v.is_finite()) {
-        bail!(
-            "training diverged before {:.3} kimg: a loss is NaN or infinite (D {loss_d}, G {gen_loss}, penalty {penalty}); \
-             stopped without saving — the last good checkpoint in {} is intact (try a lower --lr)",
-            state.nimg as f64 / 1000.0,
-            run.display()
-        );
+    top_level: usize,
+    metrics_kimg: f64,
+    metrics_count: usize,
+    pack: Pack,
+    config: ModelConfig,
+}
+
+impl Ticker<'_> {
+    /// Checks the tick's numbers, then logs, draws the grid and (when due) measures.
+    fn tick(&mut self, stats: &mut TickStats, state: &mut TrainState, phase: &Phase, ema: &Generator, say: &dyn Fn(&str)) -> Result<()> {
+        let run = self.run;
+        let steps = stats.steps.max(1) as f32;
+        let critic: Vec<f32> = stats.critic.take().map(tensor_to_f32).unwrap_or_else(|| vec![0.0; CRITIC_STATS]);
+        let gen_loss = stats.generator.take().map(tensor_to_f32).map(|v| v[0]).unwrap_or(0.0) / steps;
+        let [loss_d, wdist, penalty, drift] = [critic[0] / steps, critic[1] / steps, critic[2] / steps, critic[3] / steps];
+        if [loss_d, wdist, penalty, drift, gen_loss].iter().any(|v| !v.is_finite()) {
+            bail!(
+                "training diverged before {:.3} kimg: a loss is NaN or infinite (D {loss_d}, G {gen_loss}, penalty {penalty}); \
+                 stopped without saving — the last good checkpoint in {} is intact (try a lower --lr)",
+                state.nimg as f64 / 1000.0,
+                run.display()
+            );
+        }
+        let secs = stats.started.elapsed().as_secs_f64();
+        let img_s = stats.images as f64 / secs.max(1e-9);
+        let kimg = state.nimg as f64 / 1000.0;
+        say(&format!(
+            "tick {:<4} kimg {:<9.3} level {} ({}×{}) alpha {:.3} minibatch {:<4} {:>7.1} img/s {:>8.2} sec/kimg  D {:+.4} G {:+.4} W {:+.4} gp {:.4}",
+            state.tick,
+            kimg,
+            phase.level,
+            phase.resolution(),
+            phase.resolution(),
+            phase.alpha,
+            phase.minibatch,
+            img_s,
+            1000.0 / img_s.max(1e-9),
+            loss_d,
+            gen_loss,
+            wdist,
+            penalty
+        ));
+        let mut line = json!({
+            "tick": state.tick, "kimg": kimg, "level": phase.level, "resolution": phase.resolution(), "alpha": phase.alpha,
+            "minibatch": phase.minibatch, "img_per_s": img_s, "sec_per_kimg": 1000.0 / img_s.max(1e-9),
+            "loss_d": loss_d, "loss_g": gen_loss, "wasserstein": wdist, "penalty": penalty, "drift": drift,
+            "train_seconds": state.train_seconds,
+        });
+        let due = self.metrics_kimg > 0.0 && (kimg / self.metrics_kimg).floor() as u64 > state.metrics_done;
+        if due {
+            state.metrics_done = (kimg / self.metrics_kimg).floor() as u64;
+            if let Some(m) = self.measure(state, phase, ema, say)? {
+                line["metrics"] = m;
+            }
+        }
+        writeln!(self.metrics, "{line}")?;
+        self.metrics.flush()?;
+        let fakes = ema.forward(self.grid_latents.clone(), phase.level, phase.alpha); // [g², 3, r, r]
+        let picture = grid(&to_rgb_images(fakes), self.grid_side, self.final_res as u32);
+        save_png(&picture, &run.join("grids").join(format!("fakes{:06}.png", kimg.floor() as u64)))?;
+        *stats = TickStats::new();
+        Ok(())
     }
-    let secs = stats.started.elapsed().as_secs_f64();
-    let img_s = stats.images as f64 / secs.max(1e-9);
-    let kimg = state.nimg as f64 / 1000.0;
-    say(&format!(
-        "tick {:<4} kimg {:<9.3} level {} ({}×{}) alpha {:.3} minibatch {:<4} {:>7.1} img/s {:>8.2} sec/kimg  D {:+.4} G {:+.4} W {:+.4} gp {:.4}",
-        state.tick,
-        kimg,
-        phase.level,
-        phase.resolution(),
-        phase.resolution(),
-        phase.alpha,
-        phase.minibatch,
-        img_s,
-        1000.0 / img_s.max(1e-9),
-        loss_d,
-        gen_loss,
-        wdist,
-        penalty
-    ));
-    let line = json!({
-        "tick": state.tick, "kimg": kimg, "level": phase.level, "resolution": phase.resolution(), "alpha": phase.alpha,
-        "minibatch": phase.minibatch, "img_per_s": img_s, "sec_per_kimg": 1000.0 / img_s.max(1e-9),
-        "loss_d": loss_d, "loss_g": gen_loss, "wasserstein": wdist, "penalty": penalty, "drift": drift,
-        "train_seconds": state.train_seconds,
-    });
-    writeln!(metrics, "{line}")?;
-    metrics.flush()?;
-    let fakes = ema.forward(grid_latents.clone(), phase.level, phase.alpha); // [g², 3, r, r]
-    let picture = grid(&to_rgb_images(fakes), grid_side, final_res as u32);
-    save_png(&picture, &run.join("grids").join(format!("fakes{:06}.png", kimg.floor() as u64)))?;
-    *stats = TickStats::new();
-    Ok(())
+
+    /// SWD and MS-SSIM of the EMA generator against the held-out split at the current
+    /// resolution; keeps `best.safetensors` when the top level, fully faded in, improves.
+    fn measure(&mut self, state: &mut TrainState, phase: &Phase, ema: &Generator, say: &dyn Fn(&str)) -> Result<Option<serde_json::Value>> {
+        let r = phase.resolution();
+        let held = self.pack.count(Split::Holdout);
+        if r < 16 || held < 2 {
+            return Ok(None); // SWD starts at 16×16; without a held-out split there is nothing to compare
+        }
+        let n = self.metrics_count.min(held);
+        let reference = ImageSet { resolution: r, data: self.pack.read_level(Split::Holdout, r)? }.take(n);
+        let device = self.grid_latents.device();
+        let latent = self.config.latent_size;
+        let mut data = Vec::with_capacity(n * r * r * 3);
+        for start in (0..n).step_by(64) {
+            let k = (n - start).min(64);
+            // Fixed seeds far from the grid's, so every evaluation sees the same latents.
+            let z = tensor_from_f32(latents_for_seeds(1_000_000 + start as u64, k, latent), [k, latent], &device);
+            for img in to_rgb_images(ema.forward(z, phase.level, phase.alpha)) {
+                data.extend(img.into_raw());
+            }
+        }
+        let fakes = ImageSet { resolution: r, data };
+        let report = evaluate(&fakes, &reference, 0)?;
+        let avg = report.swd["avg"].as_f64().unwrap_or(f64::NAN);
+        say(&format!(
+            "metrics at {:.1} kimg, {r}×{r}, {n} images: SWD×1e3 avg {avg:.2} ({}), MS-SSIM {:.4} (reals {:.4})",
+            state.nimg as f64 / 1000.0,
+            report.swd.iter().filter(|(k, _)| *k != "avg").map(|(k, v)| format!("{k}px {:.2}", v.as_f64().unwrap_or(f64::NAN))).collect::<Vec<_>>().join(", "),
+            report.ms_ssim,
+            report.ms_ssim_reference
+        ));
+        if phase.level == self.top_level && !phase.fading() && state.best_swd.is_none_or(|b| avg < b) {
+            state.best_swd = Some(avg);
+            let mut meta = BTreeMap::new();
+            meta.insert("format".to_string(), pggan_model::weights::FORMAT.to_string());
+            meta.insert("kind".to_string(), "generator".to_string());
+            meta.insert("config".to_string(), serde_json::to_string(&self.config)?);
+            meta.insert("level".to_string(), phase.level.to_string());
+            meta.insert("alpha".to_string(), "1".to_string());
+            meta.insert("kimg".to_string(), format!("{:.3}", state.nimg as f64 / 1000.0));
+            meta.insert("swd_avg".to_string(), format!("{avg:.4}"));
+            let bytes = encode(&collect_tensors(ema), WeightDtype::F32, &meta)?;
+            let path = self.run.join("best.safetensors");
+            write_synced(&path.with_extension("tmp"), &bytes)?;
+            std::fs::rename(path.with_extension("tmp"), &path)?;
+            say(&format!("new best SWD {avg:.2}: saved {}", path.display()));
+        }
+        Ok(Some(serde_json::to_value(&report)?))
+    }
 }
