@@ -134,4 +134,19 @@ fn train_across_a_fade_kill_resume_export_generate() {
     assert_eq!(read_rgb(&dir.path("seed6.png")), read_rgb(&dir.path("from_run/seed000006.png")));
     let a5 = read_rgb(&dir.path("from_run/seed000005.png"));
     assert_ne!(a5, read_rgb(&dir.path("from_run/seed000006.png")), "different seeds give different images");
+
+    // Animations: the grids over training, and latent walks.
+    let grids = std::fs::read_dir(dir.path("run/grids")).unwrap().count();
+    pggan_ok(&["timelapse", "--run", &run, "--out", &dir.arg("timelapse.gif")]);
+    let gif = image::codecs::gif::GifDecoder::new(std::io::BufReader::new(std::fs::File::open(dir.path("timelapse.gif")).unwrap())).unwrap();
+    use image::AnimationDecoder;
+    assert_eq!(gif.into_frames().count(), grids, "one frame per grid");
+    pggan_ok(&["interpolate", "--model", &run, "--seed", "5", "--to", "7", "--seconds", "1", "--fps", "6", "--scale", "1", "--out", &dir.arg("blend")]);
+    let first = read_rgb(&dir.path("blend/frame00000.png"));
+    let last = read_rgb(&dir.path("blend/frame00005.png"));
+    let close = |a: &image::RgbImage, b: &image::RgbImage| a.pixels().zip(b.pixels()).all(|(p, q)| (0..3).all(|c| p[c].abs_diff(q[c]) <= 1));
+    assert!(close(&first, &read_rgb(&dir.path("from_run/seed000005.png"))), "the blend starts at seed 5's face");
+    assert!(close(&last, &read_rgb(&dir.path("from_run/seed000007.png"))), "and ends at seed 7's");
+    pggan_ok(&["interpolate", "--model", &run, "--seconds", "1", "--fps", "8", "--out", &dir.arg("walk.gif")]);
+    assert!(std::fs::metadata(dir.path("walk.gif")).unwrap().len() > 100);
 }

@@ -1,6 +1,7 @@
 //! `pggan`: prepare data, train a progressive GAN, generate, export, benchmark.
 
 mod adam;
+mod animation;
 mod backend;
 mod bench;
 mod checkpoint;
@@ -113,6 +114,48 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The run's sample grids over training as an animation (GIF, or PNG frames in a folder).
+    Timelapse {
+        /// Run folder.
+        #[arg(long)]
+        run: PathBuf,
+        /// FILE.gif or a folder.
+        #[arg(long)]
+        out: PathBuf,
+        /// Frames per second.
+        #[arg(long, default_value_t = 8.0)]
+        fps: f64,
+        /// Longest side of a frame in pixels (larger grids are scaled down).
+        #[arg(long, default_value_t = 512)]
+        max_side: u32,
+    },
+    /// The paper's latent-space walk (or a two-face blend with --to) as an animation.
+    Interpolate {
+        /// Exported model folder, run folder or generator file.
+        #[arg(long)]
+        model: PathBuf,
+        /// Seed of the walk (or the first face).
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Blend from --seed to this seed instead of walking.
+        #[arg(long)]
+        to: Option<u64>,
+        /// Length in seconds.
+        #[arg(long, default_value_t = 4.0)]
+        seconds: f64,
+        /// Frames per second.
+        #[arg(long, default_value_t = 15.0)]
+        fps: f64,
+        /// Gaussian blur of the walk over time, σ in frames.
+        #[arg(long, default_value_t = 6.0)]
+        sigma_frames: f64,
+        /// Nearest-neighbour upscaling of each frame.
+        #[arg(long, default_value_t = 2)]
+        scale: u32,
+        /// FILE.gif or a folder of PNG frames.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Measure training img/s per resolution.
     Bench {
         /// Backend.
@@ -210,6 +253,22 @@ fn run() -> Result<()> {
             } else {
                 eval::print_table(&report);
             }
+        }
+        Command::Timelapse { run, out, fps, max_side } => {
+            let frames = animation::timelapse_frames(&run, max_side)?;
+            animation::write_frames(&frames, fps, &out)?;
+            println!("wrote {} frames to {}", frames.len(), out.display());
+        }
+        Command::Interpolate { model, seed, to, seconds, fps, sigma_frames, scale, out } => {
+            anyhow::ensure!(seconds > 0.0 && fps > 0.0 && seconds * fps <= 10_000.0, "--seconds × --fps must give 1 to 10,000 frames");
+            anyhow::ensure!((1..=16).contains(&scale), "--scale must be 1 to 16");
+            let device = BackendKind::Flex.device()?;
+            let frames_n = ((seconds * fps).round() as usize).max(1);
+            let latent = export::load_model(&model, &device)?.config.latent_size;
+            let latents = animation::interpolation_latents(seed, to, frames_n, latent, sigma_frames);
+            let frames = animation::render(&model, &latents, scale, &device)?;
+            animation::write_frames(&frames, fps, &out)?;
+            println!("wrote {} frames to {}", frames.len(), out.display());
         }
         Command::Bench { backend, resolution, min_resolution, latent, fmap_base, fmap_max, minibatch, steps, json } => {
             let rows = bench::bench(&bench::BenchOptions { backend, resolution, latent, fmap_base, fmap_max, minibatch, steps, min_resolution })?;

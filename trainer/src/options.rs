@@ -98,9 +98,11 @@ pub struct TrainOptions {
     pub grid: usize,
     /// Thousands of images between metric evaluations (SWD, MS-SSIM on the held-out split; 0 = off).
     #[arg(long, default_value_t = 200.0)]
+    #[serde(default = "default_metrics_kimg")]
     pub metrics_kimg: f64,
     /// Images per side for the metrics (capped by the held-out split).
     #[arg(long, default_value_t = 2000)]
+    #[serde(default = "default_metrics_count")]
     pub metrics_count: usize,
     /// Seed of initialisation, data order, latents and augmentation.
     #[arg(long, default_value_t = 0)]
@@ -109,6 +111,14 @@ pub struct TrainOptions {
     #[arg(long, hide = true)]
     #[serde(skip)]
     pub debug_nan_at_kimg: Option<f64>,
+}
+
+// Defaults for options added after a run's options.json was written.
+fn default_metrics_kimg() -> f64 {
+    200.0
+}
+fn default_metrics_count() -> usize {
+    2000
 }
 
 impl TrainOptions {
