@@ -93,6 +93,11 @@ fn training_measures_on_the_held_out_split_and_keeps_the_best() {
     // No metrics below 16×16.
     assert!(lines.iter().filter(|l| l["resolution"].as_u64().unwrap() < 16).all(|l| l.get("metrics").is_none()));
     assert!(dir.path("run/best.safetensors").exists(), "best snapshot at the top level: {out}");
+    // The static report: six charts as inline SVG (SWD with a line per level), the latest grid.
+    let report = std::fs::read_to_string(dir.path("run/report.html")).unwrap();
+    assert_eq!(report.matches("<svg").count(), 6, "six charts");
+    assert!(report.contains("Sliced Wasserstein") && report.contains("16px") && report.contains("MS-SSIM"));
+    assert!(report.contains("src=\"grids/fakes"), "links the latest grid");
     pggan_ok(&["generate", "--model", &dir.arg("run/best.safetensors"), "--out", &dir.arg("best.png")]);
     assert_eq!(pggan_e2e::read_rgb(&dir.path("best.png")).dimensions(), (16, 16));
 }

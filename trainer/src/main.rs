@@ -16,6 +16,7 @@ mod metrics;
 mod options;
 mod pack;
 mod prepare;
+mod report;
 mod schedule;
 mod train;
 

@@ -336,6 +336,7 @@ impl Ticker<'_> {
         let fakes = ema.forward(self.grid_latents.clone(), phase.level, phase.alpha); // [g², 3, r, r]
         let picture = grid(&to_rgb_images(fakes), self.grid_side, self.final_res as u32);
         save_png(&picture, &run.join("grids").join(format!("fakes{:06}.png", kimg.floor() as u64)))?;
+        crate::report::write_report(run)?;
         *stats = TickStats::new();
         Ok(())
     }
