@@ -214,6 +214,31 @@ pub fn generator_to_bytes(
     encode(&collect_tensors(generator), dtype, &meta)
 }
 
+/// A generator snapshot at `level` (blocks above it dropped, its configuration's resolution set
+/// to the level's) with where it stood: `level`, `alpha`, `kimg`, and any `extra` entries.
+pub fn snapshot_to_bytes(
+    generator: &Generator,
+    config: &ModelConfig,
+    level: usize,
+    alpha: f64,
+    kimg: f64,
+    dtype: WeightDtype,
+    extra: &[(&str, String)],
+) -> Result<Vec<u8>, WeightsError> {
+    let snapshot_config = config.clone().with_resolution(ModelConfig::level_resolution(level));
+    let mut meta = BTreeMap::new();
+    meta.insert("format".to_string(), FORMAT.to_string());
+    meta.insert("kind".to_string(), "generator".to_string());
+    meta.insert("config".to_string(), serde_json::to_string(&snapshot_config).expect("config serialises"));
+    meta.insert("level".to_string(), level.to_string());
+    meta.insert("alpha".to_string(), alpha.to_string());
+    meta.insert("kimg".to_string(), format!("{kimg:.3}"));
+    for (k, v) in extra {
+        meta.insert(k.to_string(), v.clone());
+    }
+    encode(&truncate_to_level(collect_tensors(generator), level), dtype, &meta)
+}
+
 /// Rebuilds a generator from a file written by [`generator_to_bytes`], with its configuration and
 /// metadata.
 pub fn generator_from_bytes(bytes: &[u8], device: &Device) -> Result<(Generator, ModelConfig, BTreeMap<String, String>), WeightsError> {

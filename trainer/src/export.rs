@@ -1,11 +1,10 @@
 //! Export for the web, and loading a model folder (exported or run) back.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
-use pggan_model::weights::{WeightDtype, apply_tensors, collect_tensors, config_from_metadata, decode, encode, generator_from_bytes, truncate_to_level};
+use pggan_model::weights::{WeightDtype, apply_tensors, config_from_metadata, decode, encode, generator_from_bytes, snapshot_to_bytes};
 use pggan_model::{Generator, ModelConfig, SplitMix64};
 use serde::{Deserialize, Serialize};
 
@@ -104,14 +103,7 @@ pub fn export(run: &Path, out: &Path, device: &Device) -> Result<Manifest> {
     let kimg = state.nimg as f64 / 1000.0;
     let res = ModelConfig::level_resolution(level);
     let gen_config = config.clone().with_resolution(res);
-    let mut meta = BTreeMap::new();
-    meta.insert("format".to_string(), pggan_model::weights::FORMAT.to_string());
-    meta.insert("kind".to_string(), "generator".to_string());
-    meta.insert("config".to_string(), serde_json::to_string(&gen_config)?);
-    meta.insert("level".to_string(), level.to_string());
-    meta.insert("alpha".to_string(), alpha.to_string());
-    meta.insert("kimg".to_string(), format!("{kimg:.3}"));
-    let bytes = encode(&truncate_to_level(collect_tensors(&ema), level), WeightDtype::F16, &meta)?;
+    let bytes = snapshot_to_bytes(&ema, &config, level, alpha, kimg, WeightDtype::F16, &[])?;
     std::fs::write(out.join("generator.safetensors"), bytes)?;
 
     let mut stages = Vec::new();

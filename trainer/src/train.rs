@@ -1,7 +1,6 @@
 //! The training loop: fetch reals, run the critic and generator steps, update the EMA, and once
 //! per tick do the maintenance (log line, grid, metrics, checkpoint).
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
@@ -14,7 +13,7 @@ use burn::tensor::{Device, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
 use pggan_model::latent::latents_for_seeds;
 use pggan_model::layers::{tensor_from_f32, tensor_to_f32};
-use pggan_model::weights::{WeightDtype, collect_tensors, encode, truncate_to_level};
+use pggan_model::weights::{WeightDtype, snapshot_to_bytes};
 use pggan_model::{Critic, Generator, ModelConfig, SplitMix64};
 use serde_json::json;
 
@@ -64,15 +63,7 @@ fn write_stage(run: &Path, ema: &Generator, config: &ModelConfig, level: usize, 
     let dir = run.join("stages");
     std::fs::create_dir_all(&dir)?;
     let res = ModelConfig::level_resolution(level);
-    let stage_config = config.clone().with_resolution(res);
-    let mut meta = BTreeMap::new();
-    meta.insert("format".to_string(), pggan_model::weights::FORMAT.to_string());
-    meta.insert("kind".to_string(), "generator".to_string());
-    meta.insert("config".to_string(), serde_json::to_string(&stage_config)?);
-    meta.insert("level".to_string(), level.to_string());
-    meta.insert("alpha".to_string(), "1".to_string());
-    meta.insert("kimg".to_string(), format!("{kimg:.3}"));
-    let bytes = encode(&truncate_to_level(collect_tensors(ema), level), WeightDtype::F32, &meta)?;
+    let bytes = snapshot_to_bytes(ema, config, level, 1.0, kimg, WeightDtype::F32, &[])?;
     let path = dir.join(format!("level{level}-{res}x{res}.safetensors"));
     let tmp = path.with_extension("tmp");
     write_synced(&tmp, &bytes)?;
@@ -374,15 +365,8 @@ impl Ticker<'_> {
         ));
         if phase.level == self.top_level && !phase.fading() && state.best_swd.is_none_or(|b| avg < b) {
             state.best_swd = Some(avg);
-            let mut meta = BTreeMap::new();
-            meta.insert("format".to_string(), pggan_model::weights::FORMAT.to_string());
-            meta.insert("kind".to_string(), "generator".to_string());
-            meta.insert("config".to_string(), serde_json::to_string(&self.config)?);
-            meta.insert("level".to_string(), phase.level.to_string());
-            meta.insert("alpha".to_string(), "1".to_string());
-            meta.insert("kimg".to_string(), format!("{:.3}", state.nimg as f64 / 1000.0));
-            meta.insert("swd_avg".to_string(), format!("{avg:.4}"));
-            let bytes = encode(&collect_tensors(ema), WeightDtype::F32, &meta)?;
+            let kimg = state.nimg as f64 / 1000.0;
+            let bytes = snapshot_to_bytes(ema, &self.config, phase.level, 1.0, kimg, WeightDtype::F32, &[("swd_avg", format!("{avg:.4}"))])?;
             let path = self.run.join("best.safetensors");
             write_synced(&path.with_extension("tmp"), &bytes)?;
             std::fs::rename(path.with_extension("tmp"), &path)?;
