@@ -71,13 +71,15 @@ pub fn read_rgb(path: &Path) -> image::RgbImage {
     image::open(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display())).to_rgb8()
 }
 
-/// Lines of a run's metrics.jsonl, parsed.
+/// Lines of a run's metrics.jsonl, parsed. A line still being written (no newline yet) is left
+/// out; every complete line must be JSON.
 pub fn metrics(run: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(run.join("metrics.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("metrics line is JSON"))
-        .collect()
+    let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap_or_default();
+    let complete = match text.rfind('\n') {
+        Some(i) => &text[..i],
+        None => "",
+    };
+    complete.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("metrics line is not JSON ({e}): {l}"))).collect()
 }
 
 /// A small deterministic generator for test data.

@@ -71,6 +71,22 @@ fn write_stage(run: &Path, ema: &Generator, config: &ModelConfig, level: usize, 
     Ok(())
 }
 
+/// On resume, drops the log lines of ticks after the checkpoint (work that is being redone) and
+/// a half-written last line left by a kill, so the log matches the checkpoint.
+fn trim_metrics(path: &Path, last_tick: u64) -> Result<()> {
+    let Ok(text) = std::fs::read_to_string(path) else { return Ok(()) };
+    let kept: Vec<&str> = text
+        .lines()
+        .filter(|l| serde_json::from_str::<serde_json::Value>(l).ok().and_then(|v| v["tick"].as_u64()).is_some_and(|t| t <= last_tick))
+        .collect();
+    if kept.len() != text.lines().count() {
+        let tmp = path.with_extension("jsonl.tmp");
+        std::fs::write(&tmp, kept.iter().map(|l| format!("{l}\n")).collect::<String>())?;
+        std::fs::rename(&tmp, path).context("trimming metrics.jsonl to the checkpoint")?;
+    }
+    Ok(())
+}
+
 /// Runs (or resumes) training as the options say, until the total or an interrupt.
 pub fn train(opts: &TrainOptions, stop: Arc<AtomicBool>) -> Result<TrainOutcome> {
     let run = opts.run.clone();
@@ -143,6 +159,9 @@ pub fn train(opts: &TrainOptions, stop: Arc<AtomicBool>) -> Result<TrainOutcome>
         opts.backend.name(),
         total_kimg
     ));
+    if opts.resume {
+        trim_metrics(&run.join("metrics.jsonl"), state.tick)?;
+    }
     let metrics = std::fs::OpenOptions::new().create(true).append(true).open(run.join("metrics.jsonl")).context("opening metrics.jsonl")?;
     let mut ticker = Ticker {
         run: &run,
@@ -322,7 +341,8 @@ impl Ticker<'_> {
                 line["metrics"] = m;
             }
         }
-        writeln!(self.metrics, "{line}")?;
+        // One write per line, so a reader (or a kill) never sees half of one.
+        self.metrics.write_all(format!("{line}\n").as_bytes())?;
         self.metrics.flush()?;
         let fakes = ema.forward(self.grid_latents.clone(), phase.level, phase.alpha); // [g², 3, r, r]
         let picture = grid(&to_rgb_images(fakes), self.grid_side, self.final_res as u32);
