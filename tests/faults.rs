@@ -110,3 +110,79 @@ fn lsgan_trains_across_a_fade() {
     assert!(m.iter().all(|l| l["loss_d"].as_f64().unwrap().is_finite() && l["penalty"].as_f64().unwrap() == 0.0));
     assert_eq!(m.last().unwrap()["level"], 1);
 }
+
+#[test]
+fn repeated_sigkills_even_during_checkpoint_writes_lose_at_most_a_tick_each() {
+    let dir = Scratch::new("killstorm");
+    let data = pack(&dir);
+    let run = dir.arg("run");
+    let base = ["train", "--data", &data, "--run", &run, "--stabilize-kimg", "0.3", "--fade-kimg", "0.3", "--total-kimg", "1.0"];
+    let mut rng = pggan_e2e::Lcg(99);
+    let mut kills_during_write = 0;
+    let mut killed = 0;
+    for round in 0..5 {
+        let mut args: Vec<&str> = base.to_vec();
+        args.extend(SMALL);
+        if round > 0 && dir.path("run/checkpoint.safetensors").exists() {
+            args.push("--resume");
+        }
+        let mut child = pggan(&args)
+            .env("PGGAN_DEBUG_CHECKPOINT_DELAY_MS", "150")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(300 + (rng.next() * 700.0) as u64));
+        if child.try_wait().unwrap().is_some() {
+            break; // finished before this kill
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        killed += 1;
+        if dir.path("run/checkpoint.safetensors.tmp").exists() {
+            kills_during_write += 1;
+        }
+        // Whatever the moment, the checkpoint in place is whole.
+        if let Ok(bytes) = std::fs::read(dir.path("run/checkpoint.safetensors")) {
+            pggan_model::weights::decode(&bytes).expect("the checkpoint in place is always whole");
+        }
+    }
+    assert!(killed >= 3, "the run was killed {killed} times");
+    assert!(kills_during_write >= 1, "at least one kill landed between a checkpoint's write and its rename");
+    let mut args: Vec<&str> = base.to_vec();
+    args.extend(SMALL);
+    args.push("--resume");
+    let out = pggan(&args).output().unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    let log = metrics(&dir.path("run"));
+    for pair in log.windows(2) {
+        assert_eq!(pair[1]["tick"].as_u64().unwrap(), pair[0]["tick"].as_u64().unwrap() + 1, "the log follows the checkpoints");
+    }
+    assert!(log.last().unwrap()["kimg"].as_f64().unwrap() >= 1.0);
+    assert!(dir.path("run/stages/level0-4x4.safetensors").exists() && dir.path("run/stages/level1-8x8.safetensors").exists());
+}
+
+#[test]
+fn a_checkpoint_that_cannot_be_written_stops_the_run_and_keeps_the_last_one() {
+    let dir = Scratch::new("nowrite");
+    let data = pack(&dir);
+    let run = dir.arg("run");
+    let mut args = vec!["train", "--data", &data, "--run", &run, "--stabilize-kimg", "1", "--fade-kimg", "1", "--total-kimg", "0.1"];
+    args.extend(SMALL);
+    pggan_ok(&args);
+    let good = std::fs::read(dir.path("run/checkpoint.safetensors")).unwrap();
+    // The temporary file's place is taken (as by a full disk or a read-only folder, which root
+    // would not feel): the next save cannot happen.
+    std::fs::create_dir(dir.path("run/checkpoint.safetensors.tmp")).unwrap();
+    let mut more = vec!["train", "--data", &data, "--run", &run, "--resume", "--total-kimg", "0.3"];
+    more.extend(SMALL);
+    let out = pggan(&more).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("checkpoint.safetensors.tmp") && stderr.contains("previous checkpoint is untouched"), "{stderr}");
+    assert_eq!(std::fs::read(dir.path("run/checkpoint.safetensors")).unwrap(), good, "the last good checkpoint is intact");
+    std::fs::remove_dir(dir.path("run/checkpoint.safetensors.tmp")).unwrap();
+    let out = pggan(&more).output().unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(metrics(&dir.path("run")).last().unwrap()["kimg"].as_f64().unwrap() >= 0.3);
+}

@@ -101,7 +101,11 @@ pub fn save(
     let path = checkpoint_path(run);
     let tmp = run.join("checkpoint.safetensors.tmp");
     write_synced(&tmp, &bytes).with_context(|| format!("writing {} (the previous checkpoint is untouched)", tmp.display()))?;
-    std::fs::rename(&tmp, &path).with_context(|| format!("moving {} into place", path.display()))?;
+    // Test hook: widen the window between write and rename, so fault tests can kill in it.
+    if let Some(ms) = std::env::var("PGGAN_DEBUG_CHECKPOINT_DELAY_MS").ok().and_then(|v| v.parse::<u64>().ok()) {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
+    std::fs::rename(&tmp, &path).with_context(|| format!("moving {} into place (the previous checkpoint is untouched)", path.display()))?;
     Ok(())
 }
 

@@ -11,6 +11,8 @@ mod eval;
 mod export;
 mod generate;
 mod images;
+#[cfg(test)]
+mod ingest_fuzz;
 mod loss;
 mod metrics;
 mod options;

@@ -82,7 +82,7 @@ pub struct PrepareReport {
     pub padded_cropped: usize,
 }
 
-enum Outcome {
+pub(crate) enum Outcome {
     Image { rgb: Vec<u8>, grey: bool, padded: bool, cropped: bool },
     Skip(SkipReason),
 }
@@ -124,7 +124,7 @@ fn is_greyscale(img: &DynamicImage) -> bool {
     }
 }
 
-fn process(bytes: &[u8], opts: &PrepareOptions) -> Outcome {
+pub(crate) fn process(bytes: &[u8], opts: &PrepareOptions) -> Outcome {
     let reader = match ImageReader::new(Cursor::new(bytes)).with_guessed_format() {
         Ok(r) if r.format().is_some() => r,
         _ => return Outcome::Skip(SkipReason::NotAnImage),
