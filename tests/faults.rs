@@ -73,7 +73,9 @@ fn a_nan_stops_the_run_and_keeps_the_last_good_checkpoint() {
 fn nonsense_options_are_refused_with_what_is_allowed() {
     let dir = Scratch::new("options");
     let data = pack(&dir);
-    let cases: [(&[&str], &str); 6] = [
+    let cases: [(&[&str], &str); 8] = [
+        (&["--backend", "tpu"], "possible values"),
+        (&["--metrics-kimg=-5"], "--metrics-kimg"),
         (&["--resolution", "12"], "power of two"),
         (&["--resolution", "16"], "above the pack"),
         (&["--minibatch", "0"], "at least 1"),
