@@ -40,7 +40,7 @@ fn ctrl_c_saves_a_checkpoint_and_resume_finishes() {
     let stopped_at = metrics(&dir.path("run")).last().unwrap()["kimg"].as_f64().unwrap();
     // The checkpoint is whole: resume to a little further and finish.
     let total = format!("{:.3}", stopped_at + 0.1);
-    let mut resume = vec!["train", "--data", &data, "--run", &run, "--resume", "--total-kimg", &total];
+    let mut resume = vec!["train", "--data", &data, "--run", &run, "--resume", "--stop-kimg", &total];
     resume.extend(SMALL);
     let out = pggan(&resume).output().unwrap();
     assert!(out.status.success(), "{}", describe(&out));
@@ -73,7 +73,9 @@ fn a_nan_stops_the_run_and_keeps_the_last_good_checkpoint() {
 fn nonsense_options_are_refused_with_what_is_allowed() {
     let dir = Scratch::new("options");
     let data = pack(&dir);
-    let cases: [(&[&str], &str); 8] = [
+    let cases: [(&[&str], &str); 10] = [
+        (&["--fade-kimg", "5", "--total-kimg", "2"], "longer than the whole run"),
+        (&["--stop-kimg", "0"], "--stop-kimg"),
         (&["--backend", "tpu"], "possible values"),
         (&["--metrics-kimg=-5"], "--metrics-kimg"),
         (&["--resolution", "12"], "power of two"),
@@ -169,14 +171,15 @@ fn a_checkpoint_that_cannot_be_written_stops_the_run_and_keeps_the_last_one() {
     let dir = Scratch::new("nowrite");
     let data = pack(&dir);
     let run = dir.arg("run");
-    let mut args = vec!["train", "--data", &data, "--run", &run, "--stabilize-kimg", "1", "--fade-kimg", "1", "--total-kimg", "0.1"];
+    let mut args = vec!["train", "--data", &data, "--run", &run, "--stabilize-kimg", "1", "--fade-kimg", "1", "--stop-kimg", "0.1"];
     args.extend(SMALL);
-    pggan_ok(&args);
+    let out = pggan_ok(&args);
+    assert!(out.contains("Paused at 0.104"), "{out}");
     let good = std::fs::read(dir.path("run/checkpoint.safetensors")).unwrap();
     // The temporary file's place is taken (as by a full disk or a read-only folder, which root
     // would not feel): the next save cannot happen.
     std::fs::create_dir(dir.path("run/checkpoint.safetensors.tmp")).unwrap();
-    let mut more = vec!["train", "--data", &data, "--run", &run, "--resume", "--total-kimg", "0.3"];
+    let mut more = vec!["train", "--data", &data, "--run", &run, "--resume", "--stop-kimg", "0.3"];
     more.extend(SMALL);
     let out = pggan(&more).output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
@@ -187,4 +190,18 @@ fn a_checkpoint_that_cannot_be_written_stops_the_run_and_keeps_the_last_one() {
     let out = pggan(&more).output().unwrap();
     assert!(out.status.success(), "{}", describe(&out));
     assert!(metrics(&dir.path("run")).last().unwrap()["kimg"].as_f64().unwrap() >= 0.3);
+}
+
+#[test]
+fn max_minutes_pauses_a_session_with_a_checkpoint() {
+    let dir = Scratch::new("minutes");
+    let data = pack(&dir);
+    let run = dir.arg("run");
+    let mut args = vec!["train", "--data", &data, "--run", &run, "--max-minutes", "0.01"];
+    args.extend(SMALL);
+    let start = Instant::now();
+    let out = pggan_ok(&args);
+    assert!(start.elapsed() < Duration::from_secs(30), "stopped after about 0.6 s of training");
+    assert!(out.contains("Paused at"), "{out}");
+    assert!(dir.path("run/checkpoint.safetensors").exists());
 }

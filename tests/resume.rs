@@ -14,11 +14,14 @@ fn tiny_pack(dir: &Scratch) {
     pggan_ok(&["prepare", &dir.arg("images"), "--out", &dir.arg("p.pack"), "--resolution", "8"]);
 }
 
-fn train(dir: &Scratch, run: &str, total: &str, resume: bool) {
+fn train(dir: &Scratch, run: &str, stop: Option<&str>, resume: bool) {
     let data = dir.arg("p.pack");
     let run = dir.arg(run);
     let mut args = vec!["train", "--data", &data, "--run", &run, "--latent", "8", "--fmap-base", "32", "--fmap-max", "8", "--minibatch", "8"];
-    args.extend(["--stabilize-kimg", "0.2", "--fade-kimg", "0.2", "--tick-kimg", "0.1", "--grid", "2", "--total-kimg", total]);
+    args.extend(["--stabilize-kimg", "0.2", "--fade-kimg", "0.2", "--tick-kimg", "0.1", "--grid", "2", "--total-kimg", "0.6"]);
+    if let Some(k) = stop {
+        args.extend(["--stop-kimg", k]);
+    }
     if resume {
         args.push("--resume");
     }
@@ -29,13 +32,13 @@ fn train(dir: &Scratch, run: &str, total: &str, resume: bool) {
 fn stop_and_resume_mid_fade_equals_one_straight_run() {
     let dir = Scratch::new("resume");
     tiny_pack(&dir);
-    train(&dir, "straight", "0.6", false);
-    // 0.304 kimg is inside the fade (0.2 … 0.4).
-    train(&dir, "halves", "0.3", false);
+    train(&dir, "straight", None, false);
+    // Paused at 0.304 kimg, inside the fade (0.2 … 0.4).
+    train(&dir, "halves", Some("0.3"), false);
     let half: Vec<serde_json::Value> = pggan_e2e::metrics(&dir.path("halves"));
     let alpha = half.last().unwrap()["alpha"].as_f64().unwrap();
     assert!(alpha > 0.0 && alpha < 1.0, "stopped mid-fade (alpha {alpha})");
-    train(&dir, "halves", "0.6", true);
+    train(&dir, "halves", None, true);
 
     let (a, meta_a) = decode(&std::fs::read(dir.path("straight/checkpoint.safetensors")).unwrap()).unwrap();
     let (b, meta_b) = decode(&std::fs::read(dir.path("halves/checkpoint.safetensors")).unwrap()).unwrap();

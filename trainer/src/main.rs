@@ -213,7 +213,10 @@ fn run() -> Result<()> {
                 let stored: options::TrainOptions = serde_json::from_slice(&std::fs::read(&path).with_context(|| format!("reading {} to resume", path.display()))?)
                     .with_context(|| format!("parsing {}", path.display()))?;
                 let (backend, total, run, data, nan) = (opts.backend, opts.total_kimg, opts.run.clone(), opts.data.clone(), opts.debug_nan_at_kimg);
+                let (stop_kimg, max_minutes) = (opts.stop_kimg, opts.max_minutes);
                 opts = stored;
+                opts.stop_kimg = stop_kimg;
+                opts.max_minutes = max_minutes;
                 opts.resume = true;
                 opts.backend = backend;
                 opts.run = run;

@@ -107,6 +107,14 @@ pub struct TrainOptions {
     /// Seed of initialisation, data order, latents and augmentation.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// End this session at this many kimg with a checkpoint (continue later with --resume).
+    #[arg(long)]
+    #[serde(skip)]
+    pub stop_kimg: Option<f64>,
+    /// End this session after this many minutes of training with a checkpoint.
+    #[arg(long)]
+    #[serde(skip)]
+    pub max_minutes: Option<f64>,
     /// Test hook: poison the reals with NaN from this many kimg on.
     #[arg(long, hide = true)]
     #[serde(skip)]
@@ -179,6 +187,21 @@ impl TrainOptions {
             && !(t > 0.0 && t.is_finite())
         {
             bail!("--total-kimg must be a positive number (got {t})");
+        }
+        let total = self.total_kimg(&self.schedule_spec(&config));
+        if config.num_levels() > 1 && self.fade_kimg > total {
+            bail!(
+                "--fade-kimg {} is longer than the whole run ({total} kimg): no level could finish fading in; \
+                 lengthen --total-kimg, or end this session early with --stop-kimg / --max-minutes",
+                self.fade_kimg
+            );
+        }
+        for (name, v) in [("--stop-kimg", self.stop_kimg), ("--max-minutes", self.max_minutes)] {
+            if let Some(v) = v
+                && !(v > 0.0 && v.is_finite())
+            {
+                bail!("{name} must be a positive number (got {v})");
+            }
         }
         if !(self.tick_kimg > 0.0 && self.tick_kimg.is_finite()) {
             bail!("--tick-kimg must be positive (got {})", self.tick_kimg);

@@ -36,6 +36,8 @@ pub enum TrainOutcome {
     Finished,
     /// Interrupted (Ctrl-C); a checkpoint was saved.
     Interrupted,
+    /// Paused at `--stop-kimg` or after `--max-minutes`; a checkpoint was saved.
+    Paused,
 }
 
 /// Statistics summed over a tick.
@@ -182,9 +184,14 @@ pub fn train(opts: &TrainOptions, stop: Arc<AtomicBool>) -> Result<TrainOutcome>
     let adam = opts.adam();
     let mut outcome = TrainOutcome::Finished;
 
+    let stop_nimg = opts.stop_kimg.map_or(u64::MAX, |k| (k * 1000.0).round() as u64);
     while state.nimg < total_nimg {
         if stop.load(Ordering::SeqCst) {
             outcome = TrainOutcome::Interrupted;
+            break;
+        }
+        if state.nimg >= stop_nimg || opts.max_minutes.is_some_and(|m| session_start.elapsed().as_secs_f64() >= m * 60.0) {
+            outcome = TrainOutcome::Paused;
             break;
         }
         let kimg = state.nimg as f64 / 1000.0;
@@ -240,7 +247,7 @@ pub fn train(opts: &TrainOptions, stop: Arc<AtomicBool>) -> Result<TrainOutcome>
         }
 
         // Maintenance once per tick.
-        if state.nimg >= next_tick || state.nimg >= total_nimg {
+        if state.nimg >= next_tick || state.nimg >= total_nimg || state.nimg >= stop_nimg {
             next_tick = (state.nimg / tick_nimg + 1) * tick_nimg;
             state.tick += 1;
             state.train_seconds = seconds_before + session_start.elapsed().as_secs_f64();
@@ -274,6 +281,7 @@ pub fn train(opts: &TrainOptions, stop: Arc<AtomicBool>) -> Result<TrainOutcome>
     match outcome {
         TrainOutcome::Finished => say(&format!("Done: {:.1} kimg in {:.0} s. Checkpoint in {}", state.nimg as f64 / 1000.0, state.train_seconds, run.display())),
         TrainOutcome::Interrupted => say(&format!("Interrupted at {:.3} kimg; checkpoint saved. Continue with --resume.", state.nimg as f64 / 1000.0)),
+        TrainOutcome::Paused => say(&format!("Paused at {:.3} kimg of {total_kimg:.1}; checkpoint saved. Continue with --resume.", state.nimg as f64 / 1000.0)),
     }
     Ok(outcome)
 }
