@@ -39,9 +39,20 @@ impl BackendKind {
             #[cfg(feature = "flex")]
             BackendKind::Flex => Ok(Device::flex()),
             #[cfg(feature = "wgpu")]
-            BackendKind::Wgpu => Ok(Device::wgpu(burn::tensor::DeviceKind::DefaultDevice)),
+            BackendKind::Wgpu => {
+                // Refuse up front rather than fail at the first tensor.
+                if Device::enumerate(burn::tensor::DeviceType::Wgpu).into_vec().is_empty() {
+                    bail!("--backend wgpu: no GPU adapter found (is a Vulkan, Metal or DX12 driver installed? on Linux, VK_ICD_FILENAMES may need to point at its ICD); use --backend flex for the CPU");
+                }
+                Ok(Device::wgpu(burn::tensor::DeviceKind::DefaultDevice))
+            }
             #[cfg(feature = "cuda")]
-            BackendKind::Cuda => Ok(Device::cuda(0)),
+            BackendKind::Cuda => {
+                if Device::enumerate(burn::tensor::DeviceType::Cuda).into_vec().is_empty() {
+                    bail!("--backend cuda: no CUDA device found; use --backend wgpu or flex");
+                }
+                Ok(Device::cuda(0))
+            }
             #[allow(unreachable_patterns)]
             other => bail!(
                 "backend `{}` is not compiled into this binary (it has: {}); rebuild with `--features {}`",
