@@ -10,7 +10,7 @@ fn pack(dir: &Scratch) -> String {
     std::fs::create_dir_all(dir.path("images")).unwrap();
     let mut rng = pggan_e2e::Lcg(11);
     for i in 0..16 {
-        let img = image::RgbImage::from_fn(8, 8, |_, _| image::Rgb([(rng.next() * 255.0) as u8, 60, (rng.next() * 255.0) as u8]));
+        let img = image::RgbImage::from_fn(8, 8, |_, _| image::Rgb([(rng.next_f64() * 255.0) as u8, 60, (rng.next_f64() * 255.0) as u8]));
         img.save(dir.path(&format!("images/{i}.png"))).unwrap();
     }
     pggan_ok(&["prepare", &dir.arg("images"), "--out", &dir.arg("p.pack"), "--resolution", "8"]);
@@ -136,7 +136,7 @@ fn repeated_sigkills_even_during_checkpoint_writes_lose_at_most_a_tick_each() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(300 + (rng.next() * 700.0) as u64));
+        std::thread::sleep(Duration::from_millis(300 + (rng.next_f64() * 700.0) as u64));
         if child.try_wait().unwrap().is_some() {
             break; // finished before this kill
         }

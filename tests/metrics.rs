@@ -7,7 +7,7 @@ fn images(dir: &std::path::Path) {
     std::fs::create_dir_all(dir).unwrap();
     let mut rng = Lcg(21);
     for i in 0..80 {
-        let (cx, cy, red, blue) = (rng.next() * 16.0, rng.next() * 16.0, rng.next(), rng.next());
+        let (cx, cy, red, blue) = (rng.next_f64() * 16.0, rng.next_f64() * 16.0, rng.next_f64(), rng.next_f64());
         let img = image::RgbImage::from_fn(16, 16, |x, y| {
             let d = ((x as f64 - cx).powi(2) + (y as f64 - cy).powi(2)).sqrt();
             let v = (255.0 * (-d / 5.0).exp()) as u8;

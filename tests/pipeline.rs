@@ -13,7 +13,7 @@ fn make_images(dir: &std::path::Path) {
     std::fs::create_dir_all(dir.join("nested")).unwrap();
     let mut rng = Lcg(7);
     for i in 0..48 {
-        let (a, b, c) = (rng.next(), rng.next(), rng.next());
+        let (a, b, c) = (rng.next_f64(), rng.next_f64(), rng.next_f64());
         let img = image::RgbImage::from_fn(20, 16, |x, y| {
             let t = x as f64 / 19.0;
             let s = y as f64 / 15.0;

@@ -8,7 +8,7 @@ fn tiny_pack(dir: &Scratch) {
     std::fs::create_dir_all(dir.path("images")).unwrap();
     let mut rng = pggan_e2e::Lcg(3);
     for i in 0..24 {
-        let img = image::RgbImage::from_fn(8, 8, |_, _| image::Rgb([(rng.next() * 255.0) as u8, (rng.next() * 255.0) as u8, 128]));
+        let img = image::RgbImage::from_fn(8, 8, |_, _| image::Rgb([(rng.next_f64() * 255.0) as u8, (rng.next_f64() * 255.0) as u8, 128]));
         img.save(dir.path(&format!("images/{i}.png"))).unwrap();
     }
     pggan_ok(&["prepare", &dir.arg("images"), "--out", &dir.arg("p.pack"), "--resolution", "8"]);

@@ -175,7 +175,7 @@ pub fn lerp<const D: usize>(a: Tensor<D>, b: Tensor<D>, t: f64) -> Tensor<D> {
 /// batch, else the largest divisor of the batch below it.
 pub fn mbstd_group(preferred: usize, batch: usize) -> usize {
     let g = preferred.min(batch).max(1);
-    (1..=g).rev().find(|d| batch % d == 0).unwrap_or(1)
+    (1..=g).rev().find(|d| batch.is_multiple_of(*d)).unwrap_or(1)
 }
 
 /// Minibatch standard deviation: appends one feature map holding, for each sample's group, the

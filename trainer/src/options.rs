@@ -206,7 +206,8 @@ impl TrainOptions {
         if !(self.tick_kimg > 0.0 && self.tick_kimg.is_finite()) {
             bail!("--tick-kimg must be positive (got {})", self.tick_kimg);
         }
-        if !(self.lr > 0.0) || !(0.0..1.0).contains(&self.beta1) || !(0.0..1.0).contains(&self.beta2) {
+        let adam_ok = self.lr.is_finite() && self.lr > 0.0 && (0.0..1.0).contains(&self.beta1) && (0.0..1.0).contains(&self.beta2);
+        if !adam_ok {
             bail!("Adam needs lr > 0 and 0 ≤ β1, β2 < 1");
         }
         if !(self.metrics_kimg >= 0.0 && self.metrics_kimg.is_finite()) || self.metrics_count < 2 {

@@ -21,7 +21,7 @@ const MAX_VAL: f64 = 255.0;
 /// product, normalised).
 fn gauss_1d(size: usize, sigma: f64) -> Vec<f64> {
     let radius = (size / 2) as f64;
-    let offset = if size % 2 == 0 { 0.5 } else { 0.0 };
+    let offset = if size.is_multiple_of(2) { 0.5 } else { 0.0 };
     let g: Vec<f64> = (0..size).map(|i| {
         let x = offset - radius + i as f64;
         (-(x * x) / (2.0 * sigma * sigma)).exp()

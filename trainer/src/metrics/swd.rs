@@ -187,7 +187,7 @@ pub fn normalize_descriptors(desc: &mut [f32]) {
 }
 
 /// Sorts `f32`s by an LSD radix sort on their order-preserving bit patterns.
-fn radix_sort(values: &mut Vec<f32>) {
+fn radix_sort(values: &mut [f32]) {
     let key = |v: f32| {
         let b = v.to_bits();
         if b >> 31 == 1 { !b } else { b | 0x8000_0000 }
