@@ -205,3 +205,16 @@ fn max_minutes_pauses_a_session_with_a_checkpoint() {
     assert!(out.contains("Paused at"), "{out}");
     assert!(dir.path("run/checkpoint.safetensors").exists());
 }
+
+#[test]
+fn dry_run_prints_the_record_and_writes_nothing() {
+    let dir = Scratch::new("dry");
+    let data = pack(&dir);
+    let run = dir.arg("run");
+    let out = pggan_ok(&["train", "--data", &data, "--run", &run, "--dry-run", "--stabilize-kimg", "10", "--fade-kimg", "5"]);
+    let json_end = out.find("\nmodel:").expect("options, then the model");
+    let options: serde_json::Value = serde_json::from_str(&out[..json_end]).expect("the options record is JSON");
+    assert_eq!(options["fade_kimg"], 5.0);
+    assert!(out.contains("level 1 (8×8)") && out.contains("fade-in 10.0→15.0 kimg"), "{out}");
+    assert!(!dir.path("run").exists(), "a dry run writes nothing");
+}

@@ -115,6 +115,10 @@ pub struct TrainOptions {
     #[arg(long)]
     #[serde(skip)]
     pub max_minutes: Option<f64>,
+    /// Print the options record, the model and the schedule, then stop without training.
+    #[arg(long)]
+    #[serde(skip)]
+    pub dry_run: bool,
     /// Test hook: poison the reals with NaN from this many kimg on.
     #[arg(long, hide = true)]
     #[serde(skip)]

@@ -73,6 +73,37 @@ fn write_stage(run: &Path, ema: &Generator, config: &ModelConfig, level: usize, 
     Ok(())
 }
 
+/// `--dry-run`: the whole options record, the networks and the schedule, and nothing else.
+fn dry_run(opts: &TrainOptions, pack: &Pack) {
+    let config = opts.model_config(pack.header.resolution);
+    let spec = opts.schedule_spec(&config);
+    let mut rng = SplitMix64::new(0);
+    let plain = burn::tensor::Device::flex();
+    let g = Generator::new(&config, &mut rng, &plain);
+    let d = Critic::new(&config, &mut rng, &plain);
+    println!("{}", serde_json::to_string_pretty(opts).unwrap_or_default());
+    println!(
+        "model: {}×{}, latent {}, channels {:?}; G {} params, D {} params",
+        config.resolution,
+        config.resolution,
+        config.latent_size,
+        (0..config.num_levels()).map(|l| config.channels(l)).collect::<Vec<_>>(),
+        g.num_params(),
+        d.num_params()
+    );
+    println!("data: {} training and {} held-out images", pack.count(Split::Train), pack.count(Split::Holdout));
+    let total = opts.total_kimg(&spec);
+    let phase_kimg = spec.stabilize_kimg + spec.fade_kimg;
+    for level in 0..config.num_levels() {
+        let r = ModelConfig::level_resolution(level);
+        let full = level as f64 * phase_kimg;
+        let fade = if level == 0 { String::from("no fade") } else { format!("fade-in {:.1}→{full:.1} kimg", spec.stage_end_kimg(level - 1)) };
+        let stable_end = if level + 1 == config.num_levels() { total } else { spec.stage_end_kimg(level) };
+        println!("level {level} ({r}×{r}): minibatch {:>3}, {fade}, stable {full:.1}→{stable_end:.1} kimg", spec.minibatch(level));
+    }
+    println!("total: {total:.1} kimg (dry run: nothing trained, nothing written)");
+}
+
 /// On resume, drops the log lines of ticks after the checkpoint (work that is being redone) and
 /// a half-written last line left by a kill, so the log matches the checkpoint.
 fn trim_metrics(path: &Path, last_tick: u64) -> Result<()> {
@@ -92,9 +123,13 @@ fn trim_metrics(path: &Path, last_tick: u64) -> Result<()> {
 /// Runs (or resumes) training as the options say, until the total or an interrupt.
 pub fn train(opts: &TrainOptions, stop: Arc<AtomicBool>) -> Result<TrainOutcome> {
     let run = opts.run.clone();
-    std::fs::create_dir_all(run.join("grids")).with_context(|| format!("creating run folder {}", run.display()))?;
     let pack = Pack::open(&opts.data)?;
     opts.validate(pack.header.resolution)?;
+    if opts.dry_run {
+        dry_run(opts, &pack);
+        return Ok(TrainOutcome::Finished);
+    }
+    std::fs::create_dir_all(run.join("grids")).with_context(|| format!("creating run folder {}", run.display()))?;
     let plain = opts.backend.device()?;
     let device = plain.clone().autodiff();
 
