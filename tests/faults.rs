@@ -45,8 +45,12 @@ fn ctrl_c_saves_a_checkpoint_and_resume_finishes() {
     let out = pggan(&resume).output().unwrap();
     assert!(out.status.success(), "{}", describe(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("Resuming"));
-    let end = metrics(&dir.path("run")).last().unwrap()["kimg"].as_f64().unwrap();
+    let log = metrics(&dir.path("run"));
+    let end = log.last().unwrap()["kimg"].as_f64().unwrap();
     assert!(end >= stopped_at + 0.1 - 1e-9);
+    for pair in log.windows(2) {
+        assert_eq!(pair[1]["tick"].as_u64().unwrap(), pair[0]["tick"].as_u64().unwrap() + 1, "ticks are numbered once each: {pair:?}");
+    }
 }
 
 #[test]

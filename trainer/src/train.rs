@@ -175,7 +175,7 @@ pub fn train(opts: &TrainOptions, stop: Arc<AtomicBool>) -> Result<TrainOutcome>
     let top = config.num_levels() - 1;
 
     let bar = ProgressBar::new(total_nimg);
-    bar.set_style(ProgressStyle::with_template("{bar:40} {percent}% kimg {msg} ETA {eta}").unwrap_or_else(|_| ProgressStyle::default_bar()));
+    bar.set_style(ProgressStyle::with_template("{bar:40} {percent:>3}% {msg} ETA {eta}").unwrap_or_else(|_| ProgressStyle::default_bar()));
     bar.set_position(state.nimg);
     let say = |line: &str| {
         if bar.is_hidden() {
@@ -270,6 +270,7 @@ pub fn train(opts: &TrainOptions, stop: Arc<AtomicBool>) -> Result<TrainOutcome>
         let gs = gloss.detach().inner();
         tick_stats.generator = Some(match tick_stats.generator.take() { Some(s) => s + gs, None => gs });
         bar.set_position(state.nimg);
+        bar.set_message(format!("kimg {:.1} · {r}×{r} α {alpha:.2}", state.nimg as f64 / 1000.0, r = phase.resolution()));
 
         // Stage snapshots at the end of each level's stabilisation (the top one at the end).
         for l in 0..top {
@@ -308,6 +309,7 @@ pub fn train(opts: &TrainOptions, stop: Arc<AtomicBool>) -> Result<TrainOutcome>
     }
     if tick_stats.steps > 0 {
         // An interrupt mid-tick: check the partial tick's numbers before saving.
+        state.tick += 1;
         let phase = schedule(state.nimg as f64 / 1000.0, &spec);
         ticker.tick(&mut tick_stats, &mut state, &phase, &ema, &say)?;
     }
