@@ -13,7 +13,7 @@ cargo build --release -j"$THREADS" -p pggan-trainer >&2
 if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
     echo "installing PyTorch into $VENV (large download)" >&2
     python3 -m venv "$VENV"
-    "$VENV/bin/pip" install -q torch numpy >&2
+    "$VENV/bin/pip" install -q torch numpy safetensors >&2
 fi
 
 echo "== machine: $(lscpu | sed -n 's/^Model name: *//p'), $THREADS cores"
