@@ -140,6 +140,8 @@ pub fn train(opts: &TrainOptions, stop: Arc<AtomicBool>) -> Result<TrainOutcome>
         if checkpoint::checkpoint_path(&run).exists() {
             bail!("{} already holds a run; pass --resume to continue it or choose another --run", run.display());
         }
+        // A fresh run starts a fresh log (lines left by an attempt that never checkpointed go).
+        let _ = std::fs::remove_file(run.join("metrics.jsonl"));
         let config = opts.model_config(pack.header.resolution);
         let mut init = SplitMix64::derive(opts.seed, "init");
         let g = Generator::new(&config, &mut init, &device);
