@@ -131,9 +131,8 @@ pub fn lrelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 /// Input gradient of [`lrelu`] given its input `pre`: `g · (1 if pre > 0 else 0.2)`. The mask is
 /// piecewise constant, so it carries no gradient of its own.
 pub fn lrelu_vjp<const D: usize>(pre: Tensor<D>, grad_out: Tensor<D>) -> Tensor<D> {
-    let positive = pre.detach().greater_elem(0.0).float(); // 1 where pre > 0
-    let mask = positive.mul_scalar(1.0 - LRELU_SLOPE).add_scalar(LRELU_SLOPE);
-    grad_out * mask
+    let negative = pre.detach().lower_equal_elem(0.0); // where the slope is 0.2
+    grad_out.clone().mask_where(negative, grad_out.mul_scalar(LRELU_SLOPE))
 }
 
 /// Pixelwise feature normalisation: each pixel's feature vector scaled to unit RMS.
