@@ -60,3 +60,50 @@ fn stop_and_resume_mid_fade_equals_one_straight_run() {
         assert_eq!(sa[key], sb[key], "state `{key}` differs");
     }
 }
+
+/// A model big enough that its checkpoint splits into several 0.5 MiB parts.
+fn train_wide(dir: &Scratch, run: &str, stop: Option<&str>, resume: bool) {
+    let data = dir.arg("p.pack");
+    let run = dir.arg(run);
+    let mut args = vec!["train", "--data", &data, "--run", &run, "--latent", "32", "--fmap-base", "256", "--fmap-max", "64", "--minibatch", "8"];
+    args.extend(["--stabilize-kimg", "0.2", "--fade-kimg", "0.2", "--tick-kimg", "0.1", "--grid", "2", "--total-kimg", "0.6"]);
+    if let Some(k) = stop {
+        args.extend(["--stop-kimg", k]);
+    }
+    if resume {
+        args.push("--resume");
+    }
+    pggan_ok(&args);
+}
+
+#[test]
+fn a_compacted_run_carries_in_small_files_and_resumes() {
+    let dir = Scratch::new("compact");
+    tiny_pack(&dir);
+    train_wide(&dir, "straight", None, false);
+    train_wide(&dir, "first", Some("0.3"), false);
+
+    // Exact form: f32 with the optimiser, split into parts of at most 0.5 MiB.
+    let out = pggan_ok(&["compact", "--run", &dir.arg("first"), "--out", &dir.arg("carried"), "--dtype", "f32", "--keep-optimizer", "--max-file-mib", "0.5"]);
+    let parts: Vec<_> = std::fs::read_dir(dir.path("carried")).unwrap().map(|e| e.unwrap().path()).filter(|p| p.to_string_lossy().contains("checkpoint-part")).collect();
+    assert!(parts.len() >= 3, "split into parts: {out}");
+    for p in &parts {
+        assert!(std::fs::metadata(p).unwrap().len() <= 512 * 1024, "{} over 0.5 MiB", p.display());
+    }
+    assert!(dir.path("carried/options.json").exists() && dir.path("carried/metrics.jsonl").exists());
+    train_wide(&dir, "carried", None, true);
+    let (a, _) = decode(&std::fs::read(dir.path("straight/checkpoint.safetensors")).unwrap()).unwrap();
+    let (b, _) = decode(&std::fs::read(dir.path("carried/checkpoint.safetensors")).unwrap()).unwrap();
+    assert_eq!(a, b, "an f32 compact with the optimiser resumes bit-exactly");
+
+    // Small form: bf16 weights, no optimiser — half the size or less, and it still resumes.
+    pggan_ok(&["compact", "--run", &dir.arg("first"), "--out", &dir.arg("small"), "--max-file-mib", "0.5"]);
+    let size = |d: &str| -> u64 {
+        std::fs::read_dir(dir.path(d)).unwrap().map(|e| e.unwrap().path()).filter(|p| p.to_string_lossy().contains("checkpoint-part")).map(|p| std::fs::metadata(p).unwrap().len()).sum()
+    };
+    assert!(size("small") * 4 < size("carried"), "bf16 without moments: {} vs {} bytes", size("small"), size("carried"));
+    pggan_ok(&["generate", "--model", &dir.arg("small"), "--out", &dir.arg("small.png")]);
+    train_wide(&dir, "small", None, true);
+    let log = pggan_e2e::metrics(&dir.path("small"));
+    assert!(log.last().unwrap()["kimg"].as_f64().unwrap() >= 0.6);
+}

@@ -26,6 +26,8 @@ pub enum WeightDtype {
     F32,
     /// IEEE half precision (half the bytes, for the web).
     F16,
+    /// bfloat16 (half the bytes, f32's range).
+    BF16,
 }
 
 /// A weight file that cannot be read or does not fit the network.
@@ -160,12 +162,14 @@ pub fn encode(tensors: &[NamedTensor], dtype: WeightDtype, metadata: &BTreeMap<S
         let bytes = match dtype {
             WeightDtype::F32 => t.values.iter().flat_map(|v| v.to_le_bytes()).collect(),
             WeightDtype::F16 => t.values.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect(),
+            WeightDtype::BF16 => t.values.iter().flat_map(|&v| half::bf16::from_f32(v).to_le_bytes()).collect(),
         };
         buffers.push((t.name.clone(), t.shape.clone(), bytes));
     }
     let st_dtype = match dtype {
         WeightDtype::F32 => Dtype::F32,
         WeightDtype::F16 => Dtype::F16,
+        WeightDtype::BF16 => Dtype::BF16,
     };
     let views = buffers
         .iter()

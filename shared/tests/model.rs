@@ -94,6 +94,11 @@ fn weights_round_trip_in_f32_exactly_and_f16_closely() {
     let a = tensor_to_f32(g.forward(latents(2), 3, 1.0));
     assert_eq!(a, tensor_to_f32(g2.forward(latents(2), 3, 1.0)));
 
+    let bf = generator_to_bytes(&g, &cfg, WeightDtype::BF16, &meta).unwrap();
+    let (g_bf, _, _) = generator_from_bytes(&bf, &dev()).unwrap();
+    let out_bf = tensor_to_f32(g_bf.forward(latents(2), 3, 1.0));
+    let scale_bf = a.iter().map(|v| v.abs()).fold(0.0, f32::max);
+    assert!(max_abs_diff(&a, &out_bf) < 0.05 * scale_bf, "bf16 output drifted");
     let half = generator_to_bytes(&g, &cfg, WeightDtype::F16, &meta).unwrap();
     assert!(half.len() < bytes.len() * 6 / 10);
     let (g3, _, _) = generator_from_bytes(&half, &dev()).unwrap();

@@ -118,7 +118,9 @@ impl Adam {
                 v_parts.insert(p.to_string(), tensor);
             }
         }
-        let moments = m_parts.into_iter().filter_map(|(k, m)| v_parts.remove(&k).map(|v| (k, (m, v)))).collect();
+        let moments: HashMap<String, (Tensor<1>, Tensor<1>)> = m_parts.into_iter().filter_map(|(k, m)| v_parts.remove(&k).map(|v| (k, (m, v)))).collect();
+        // Without its moments (a compact checkpoint) Adam starts afresh, bias correction included.
+        let step = if moments.is_empty() { 0 } else { step };
         Self { step, moments }
     }
 }

@@ -125,17 +125,56 @@ fn take(tensors: &BTreeMap<String, NamedTensor>, prefix: &str) -> Vec<NamedTenso
         .collect()
 }
 
+/// Paths of a split (compact) checkpoint's parts, in order.
+fn part_paths(run: &Path) -> Vec<PathBuf> {
+    let mut parts: Vec<PathBuf> = std::fs::read_dir(run)
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    parts.retain(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("checkpoint-part") && n.ends_with(".safetensors")));
+    parts.sort();
+    parts
+}
+
+/// Whether `run` holds a checkpoint (whole, or split into parts by `pggan compact`).
+pub fn has_checkpoint(run: &Path) -> bool {
+    checkpoint_path(run).exists() || !part_paths(run).is_empty()
+}
+
+/// Every tensor and the metadata of a run's checkpoint, whole or in parts.
+fn read_checkpoint(run: &Path) -> Result<(BTreeMap<String, NamedTensor>, BTreeMap<String, String>)> {
+    let whole = checkpoint_path(run);
+    let files = if whole.exists() { vec![whole] } else { part_paths(run) };
+    if files.is_empty() {
+        bail!("{} has no checkpoint ({} is missing)", run.display(), checkpoint_path(run).display());
+    }
+    let mut tensors = BTreeMap::new();
+    let mut meta: Option<BTreeMap<String, String>> = None;
+    for path in &files {
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let (list, m) = decode(&bytes).with_context(|| format!("{} is damaged", path.display()))?;
+        if let Some(first) = &meta
+            && first.get("state") != m.get("state")
+        {
+            bail!("{} belongs to another checkpoint than {}", path.display(), files[0].display());
+        }
+        meta.get_or_insert(m);
+        tensors.extend(list.into_iter().map(|t| (t.name.clone(), t)));
+    }
+    Ok((tensors, meta.unwrap_or_default()))
+}
+
+fn parse_state(meta: &BTreeMap<String, String>, run: &Path) -> Result<TrainState> {
+    serde_json::from_str(meta.get("state").map(String::as_str).unwrap_or("")).with_context(|| format!("the checkpoint in {} has no valid training state", run.display()))
+}
+
 /// Reads a run's checkpoint; `device` is the autodiff device for G and D, `plain` for the rest.
 pub fn load(run: &Path, device: &Device, plain: &Device) -> Result<Checkpoint> {
-    let path = checkpoint_path(run);
-    if !path.exists() {
-        bail!("{} has no checkpoint to resume from ({} is missing)", run.display(), path.display());
+    if !has_checkpoint(run) {
+        bail!("{} has no checkpoint to resume from ({} is missing)", run.display(), checkpoint_path(run).display());
     }
-    let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-    let (list, meta) = decode(&bytes).with_context(|| format!("{} is damaged", path.display()))?;
-    let config = config_from_metadata(&meta, "checkpoint").with_context(|| format!("{}", path.display()))?;
-    let state: TrainState = serde_json::from_str(meta.get("state").map(String::as_str).unwrap_or("")).with_context(|| format!("{} has no valid training state", path.display()))?;
-    let tensors: BTreeMap<String, NamedTensor> = list.into_iter().map(|t| (t.name.clone(), t)).collect();
+    let (tensors, meta) = read_checkpoint(run)?;
+    let config = config_from_metadata(&meta, "checkpoint").with_context(|| format!("the checkpoint in {}", run.display()))?;
+    let state = parse_state(&meta, run)?;
     let mut rng = SplitMix64::new(0);
     let generator = apply_tensors(Generator::new(&config, &mut rng, device), take(&tensors, "g.")).context("checkpoint generator")?;
     let critic = apply_tensors(Critic::new(&config, &mut rng, device), take(&tensors, "d.")).context("checkpoint critic")?;
@@ -147,12 +186,73 @@ pub fn load(run: &Path, device: &Device, plain: &Device) -> Result<Checkpoint> {
 
 /// Reads only the EMA generator of a run (for `generate` and `export`), with the state.
 pub fn load_ema(run: &Path, device: &Device) -> Result<(Generator, ModelConfig, TrainState)> {
-    let path = checkpoint_path(run);
-    let bytes = std::fs::read(&path).with_context(|| format!("reading {} (is {} a run folder?)", path.display(), run.display()))?;
-    let (list, meta) = decode(&bytes).with_context(|| format!("{} is damaged", path.display()))?;
+    let (tensors, meta) = read_checkpoint(run).with_context(|| format!("is {} a run folder?", run.display()))?;
     let config = config_from_metadata(&meta, "checkpoint")?;
-    let state: TrainState = serde_json::from_str(meta.get("state").map(String::as_str).unwrap_or("")).context("checkpoint state")?;
-    let tensors: BTreeMap<String, NamedTensor> = list.into_iter().map(|t| (t.name.clone(), t)).collect();
+    let state = parse_state(&meta, run)?;
     let ema = apply_tensors(Generator::new(&config, &mut SplitMix64::new(0), device), take(&tensors, "ema.")).context("checkpoint EMA generator")?;
     Ok((ema, config, state))
+}
+
+/// What `pggan compact` wrote.
+pub struct CompactReport {
+    /// Files written, with their sizes in bytes.
+    pub files: Vec<(PathBuf, u64)>,
+    /// Whether Adam's moments were kept.
+    pub optimizer_kept: bool,
+}
+
+/// Writes a run's checkpoint into `out` as parts of at most `max_file_bytes` each, the weights in
+/// `dtype`, Adam's moments (f32) only if `keep_optimizer`, with `options.json` and
+/// `metrics.jsonl`: a run folder that `--resume` continues (not bit-exactly unless f32 with the
+/// optimiser). For carrying a run between machines with file-size limits.
+pub fn compact(run: &Path, out: &Path, dtype: WeightDtype, keep_optimizer: bool, max_file_bytes: u64) -> Result<CompactReport> {
+    let (tensors, mut meta) = read_checkpoint(run)?;
+    let mut state = parse_state(&meta, run)?;
+    if !keep_optimizer {
+        state.adam_g_step = 0;
+        state.adam_d_step = 0;
+    }
+    meta.insert("state".to_string(), serde_json::to_string(&state)?);
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    if out.canonicalize()? == run.canonicalize()? {
+        bail!("--out must be another folder than the run");
+    }
+    for old in part_paths(out) {
+        std::fs::remove_file(old)?;
+    }
+    // Greedy packing in name order: weights in `dtype`, moments in f32.
+    let mut parts: Vec<(WeightDtype, Vec<NamedTensor>, u64)> = Vec::new();
+    for (name, t) in tensors {
+        let is_moment = name.starts_with("adam_");
+        if is_moment && !keep_optimizer {
+            continue;
+        }
+        let d = if is_moment { WeightDtype::F32 } else { dtype };
+        let size = t.values.len() as u64 * if d == WeightDtype::F32 { 4 } else { 2 };
+        if size + 64 * 1024 > max_file_bytes {
+            bail!("tensor {name} alone takes {:.1} MiB, more than --max-file-mib allows", size as f64 / (1 << 20) as f64);
+        }
+        match parts.last_mut() {
+            Some((pd, list, bytes)) if *pd == d && *bytes + size + 64 * 1024 <= max_file_bytes => {
+                list.push(t);
+                *bytes += size;
+            }
+            _ => parts.push((d, vec![t], size)),
+        }
+    }
+    let mut files = Vec::new();
+    for (i, (d, list, _)) in parts.iter().enumerate() {
+        let path = out.join(format!("checkpoint-part{i:03}.safetensors"));
+        let bytes = encode(list, *d, &meta)?;
+        write_synced(&path, &bytes).with_context(|| format!("writing {}", path.display()))?;
+        files.push((path, bytes.len() as u64));
+    }
+    let _ = std::fs::remove_file(checkpoint_path(out));
+    for name in ["options.json", "metrics.jsonl"] {
+        if run.join(name).exists() {
+            std::fs::copy(run.join(name), out.join(name)).with_context(|| format!("copying {name}"))?;
+            files.push((out.join(name), std::fs::metadata(out.join(name))?.len()));
+        }
+    }
+    Ok(CompactReport { files, optimizer_kept: keep_optimizer })
 }

@@ -80,7 +80,7 @@ pub fn load_model(model: &Path, device: &Device) -> Result<LoadedModel> {
         let (generator, config, _) = generator_from_bytes(&bytes, device)?;
         return Ok(LoadedModel { level: manifest.level.min(config.num_levels() - 1), alpha: manifest.alpha, generator, config });
     }
-    if checkpoint::checkpoint_path(model).exists() {
+    if checkpoint::has_checkpoint(model) {
         let (generator, config, state) = checkpoint::load_ema(model, device)?;
         let (level, alpha) = run_phase(model, &config, state.nimg)?;
         return Ok(LoadedModel { generator, config, level, alpha });

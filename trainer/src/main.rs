@@ -93,6 +93,26 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Write a run's checkpoint as parts of at most --max-file-mib each (half-precision weights,
+    /// Adam's moments only with --keep-optimizer), with options.json and metrics.jsonl: a small
+    /// run folder to carry between machines and continue with `train --resume`.
+    Compact {
+        /// Run folder.
+        #[arg(long)]
+        run: PathBuf,
+        /// Folder to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// Storage type of the weights.
+        #[arg(long, value_enum, default_value = "bf16")]
+        dtype: StoreDtype,
+        /// Keep Adam's moments (f32); without them Adam restarts on resume.
+        #[arg(long)]
+        keep_optimizer: bool,
+        /// Largest file to write, in MiB.
+        #[arg(long, default_value_t = 16.0)]
+        max_file_mib: f64,
+    },
     /// The paper's metrics: multi-scale SWD and MS-SSIM against real images.
     Eval {
         /// Exported model folder, run folder or generator file to sample from (seeds --seed…).
@@ -191,6 +211,17 @@ enum Command {
     },
 }
 
+/// Storage precision of `pggan compact`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum StoreDtype {
+    /// bfloat16: f32's range, 8 bits of mantissa.
+    Bf16,
+    /// IEEE half: 11 bits of mantissa, a narrow range.
+    F16,
+    /// Exact.
+    F32,
+}
+
 fn main() {
     if let Err(e) = run() {
         eprintln!("error: {e:#}");
@@ -247,6 +278,23 @@ fn run() -> Result<()> {
         Command::Export { run, out } => {
             let m = export::export(&run, &out, &BackendKind::Flex.device()?)?;
             println!("exported {}×{} generator (level {}, alpha {}) and {} stage(s) to {}", m.resolution, m.resolution, m.level, m.alpha, m.stages.len(), out.display());
+        }
+        Command::Compact { run, out, dtype, keep_optimizer, max_file_mib } => {
+            anyhow::ensure!(max_file_mib >= 0.5 && max_file_mib.is_finite(), "--max-file-mib must be at least 0.5");
+            let dtype = match dtype {
+                StoreDtype::Bf16 => pggan_model::weights::WeightDtype::BF16,
+                StoreDtype::F16 => pggan_model::weights::WeightDtype::F16,
+                StoreDtype::F32 => pggan_model::weights::WeightDtype::F32,
+            };
+            let report = checkpoint::compact(&run, &out, dtype, keep_optimizer, (max_file_mib * (1 << 20) as f64) as u64)?;
+            for (path, bytes) in &report.files {
+                println!("{:>10.2} MiB  {}", *bytes as f64 / (1 << 20) as f64, path.display());
+            }
+            println!(
+                "continue with: pggan train --data PACK --run {} --resume{}",
+                out.display(),
+                if report.optimizer_kept { "" } else { "   (Adam restarts: its moments were not kept)" }
+            );
         }
         Command::Eval { model, images, reference, count, resolution, seed, json } => {
             anyhow::ensure!(resolution >= 16 && resolution.is_power_of_two(), "--resolution must be a power of two ≥ 16 (SWD's coarsest level is 16×16)");

@@ -137,7 +137,7 @@ pub fn train(opts: &TrainOptions, stop: Arc<AtomicBool>) -> Result<TrainOutcome>
         let ck = checkpoint::load(&run, &device, &plain)?;
         (ck.config, ck.generator, ck.critic, ck.ema, ck.adam_g, ck.adam_d, ck.state)
     } else {
-        if checkpoint::checkpoint_path(&run).exists() {
+        if checkpoint::has_checkpoint(&run) {
             bail!("{} already holds a run; pass --resume to continue it or choose another --run", run.display());
         }
         // A fresh run starts a fresh log (lines left by an attempt that never checkpointed go).
