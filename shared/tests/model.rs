@@ -97,8 +97,10 @@ fn weights_round_trip_in_f32_exactly_and_f16_closely() {
     let bf = generator_to_bytes(&g, &cfg, WeightDtype::BF16, &meta).unwrap();
     let (g_bf, _, _) = generator_from_bytes(&bf, &dev()).unwrap();
     let out_bf = tensor_to_f32(g_bf.forward(latents(2), 3, 1.0));
-    let scale_bf = a.iter().map(|v| v.abs()).fold(0.0, f32::max);
-    assert!(max_abs_diff(&a, &out_bf) < 0.05 * scale_bf, "bf16 output drifted");
+    // bf16 keeps 8 mantissa bits: the output moves by well under a tenth of its spread.
+    let rms = |v: &[f32]| (v.iter().map(|x| x * x).sum::<f32>() / v.len() as f32).sqrt();
+    let err: Vec<f32> = a.iter().zip(&out_bf).map(|(x, y)| x - y).collect();
+    assert!(rms(&err) < 0.1 * rms(&a), "bf16 output drifted: rms error {} vs rms {}", rms(&err), rms(&a));
     let half = generator_to_bytes(&g, &cfg, WeightDtype::F16, &meta).unwrap();
     assert!(half.len() < bytes.len() * 6 / 10);
     let (g3, _, _) = generator_from_bytes(&half, &dev()).unwrap();
