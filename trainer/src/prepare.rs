@@ -124,28 +124,31 @@ fn is_greyscale(img: &DynamicImage) -> bool {
     }
 }
 
-pub(crate) fn process(bytes: &[u8], opts: &PrepareOptions) -> Outcome {
-    let reader = match ImageReader::new(Cursor::new(bytes)).with_guessed_format() {
-        Ok(r) if r.format().is_some() => r,
-        _ => return Outcome::Skip(SkipReason::NotAnImage),
-    };
-    let mut reader = reader;
+/// A reader over `bytes` with its format sniffed from the content (names and extensions are not
+/// trusted) and the allocation limit set; `None` when no known format matches.
+fn sniffed_reader(bytes: &[u8], max_pixels: u64) -> Option<ImageReader<Cursor<&[u8]>>> {
+    let mut reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format().ok()?;
+    reader.format()?;
     let mut limits = Limits::default();
-    let side = (opts.max_pixels as f64).sqrt().ceil() as u32 * 4;
-    limits.max_image_width = Some(side);
-    limits.max_image_height = Some(side);
-    limits.max_alloc = Some(opts.max_pixels * 8);
+    limits.max_alloc = Some(max_pixels * 8);
     reader.limits(limits);
+    Some(reader)
+}
+
+pub(crate) fn process(bytes: &[u8], opts: &PrepareOptions) -> Outcome {
+    // The header first: a decompression bomb is refused before anything is decoded.
+    let Some(reader) = sniffed_reader(bytes, opts.max_pixels) else {
+        return Outcome::Skip(SkipReason::NotAnImage);
+    };
     match reader.into_dimensions() {
         Ok((w, h)) if w as u64 * h as u64 > opts.max_pixels => return Outcome::Skip(SkipReason::TooLarge),
         Ok(_) => {}
         Err(image::ImageError::Limits(_)) => return Outcome::Skip(SkipReason::TooLarge),
         Err(_) => return Outcome::Skip(SkipReason::Undecodable),
     }
-    let mut reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format().expect("in-memory reader");
-    let mut limits = Limits::default();
-    limits.max_alloc = Some(opts.max_pixels * 8);
-    reader.limits(limits);
+    let Some(reader) = sniffed_reader(bytes, opts.max_pixels) else {
+        return Outcome::Skip(SkipReason::NotAnImage);
+    };
     let img = match reader.decode() {
         Ok(img) => img,
         Err(image::ImageError::Limits(_)) => return Outcome::Skip(SkipReason::TooLarge),
