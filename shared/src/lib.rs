@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! # pggan-model
 //!
 //! The model of *Progressive Growing of GANs for Improved Quality, Stability, and Variation*
