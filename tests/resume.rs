@@ -14,10 +14,15 @@ fn tiny_pack(dir: &Scratch) {
     pggan_ok(&["prepare", &dir.arg("images"), "--out", &dir.arg("p.pack"), "--resolution", "8"]);
 }
 
-fn train(dir: &Scratch, run: &str, stop: Option<&str>, resume: bool) {
+/// The smallest model, and one big enough that its checkpoint splits into several 0.5 MiB parts.
+const TINY: [&str; 6] = ["--latent", "8", "--fmap-base", "32", "--fmap-max", "8"];
+const WIDE: [&str; 6] = ["--latent", "32", "--fmap-base", "256", "--fmap-max", "64"];
+
+fn train_model(dir: &Scratch, model: [&str; 6], run: &str, stop: Option<&str>, resume: bool) {
     let data = dir.arg("p.pack");
     let run = dir.arg(run);
-    let mut args = vec!["train", "--data", &data, "--run", &run, "--latent", "8", "--fmap-base", "32", "--fmap-max", "8", "--minibatch", "8"];
+    let mut args = vec!["train", "--data", &data, "--run", &run, "--minibatch", "8"];
+    args.extend(model);
     args.extend(["--stabilize-kimg", "0.2", "--fade-kimg", "0.2", "--tick-kimg", "0.1", "--grid", "2", "--total-kimg", "0.6"]);
     if let Some(k) = stop {
         args.extend(["--stop-kimg", k]);
@@ -26,6 +31,14 @@ fn train(dir: &Scratch, run: &str, stop: Option<&str>, resume: bool) {
         args.push("--resume");
     }
     pggan_ok(&args);
+}
+
+fn train(dir: &Scratch, run: &str, stop: Option<&str>, resume: bool) {
+    train_model(dir, TINY, run, stop, resume);
+}
+
+fn train_wide(dir: &Scratch, run: &str, stop: Option<&str>, resume: bool) {
+    train_model(dir, WIDE, run, stop, resume);
 }
 
 #[test]
@@ -59,21 +72,6 @@ fn stop_and_resume_mid_fade_equals_one_straight_run() {
     for key in ["nimg", "latent_rng", "mix_rng", "mirror_rng", "cursor", "adam_g_step", "adam_d_step", "stages_done"] {
         assert_eq!(sa[key], sb[key], "state `{key}` differs");
     }
-}
-
-/// A model big enough that its checkpoint splits into several 0.5 MiB parts.
-fn train_wide(dir: &Scratch, run: &str, stop: Option<&str>, resume: bool) {
-    let data = dir.arg("p.pack");
-    let run = dir.arg(run);
-    let mut args = vec!["train", "--data", &data, "--run", &run, "--latent", "32", "--fmap-base", "256", "--fmap-max", "64", "--minibatch", "8"];
-    args.extend(["--stabilize-kimg", "0.2", "--fade-kimg", "0.2", "--tick-kimg", "0.1", "--grid", "2", "--total-kimg", "0.6"]);
-    if let Some(k) = stop {
-        args.extend(["--stop-kimg", k]);
-    }
-    if resume {
-        args.push("--resume");
-    }
-    pggan_ok(&args);
 }
 
 #[test]
