@@ -7,18 +7,24 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/pggan-target}"
 JOBS="${JOBS:-2}"
 
-if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
-    echo "== installing the wasm32-unknown-unknown target"
-    rustup target add wasm32-unknown-unknown
+export WEB_DIST="${WEB_DIST:-$CARGO_TARGET_DIR/www-dist}"
+# wasm32 target, trunk, wasm-bindgen-cli.
+source scripts/setup-web.sh
+if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null && [ -z "${CHROMIUM:-}" ]; then
+    echo "== installing Debian's chromium (for the page's tests)"
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get install -y chromium || { $SUDO apt-get update && $SUDO apt-get install -y chromium; }
 fi
 
 echo "== building pggan (release)"
 cargo build --release -j"$JOBS" -p pggan-trainer
 
-echo "== the model crate builds for the browser (wasm32)"
-cargo check --release -j"$JOBS" -p pggan-model --target wasm32-unknown-unknown
+# The page: the model crate and the worker crate for wasm32, bundled by trunk.
+build_page
+export PGGAN_WEB_DIST="$WEB_DIST"
+export PGGAN_ARTIFACTS="${PGGAN_ARTIFACTS:-$CARGO_TARGET_DIR/test-artifacts}"
 
-echo "== unit, model and end-to-end tests"
+echo "== unit, model, end-to-end and browser tests (screenshots: $PGGAN_ARTIFACTS)"
 LOG="$(mktemp)"
 trap 'rm -f "$LOG"' EXIT
 status=0

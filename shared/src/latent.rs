@@ -31,6 +31,34 @@ pub fn blend_latents(a: &[f32], b: &[f32], t: f32) -> Vec<f32> {
     normalize_latent(&mixed)
 }
 
+/// A looping, smooth random walk through latent space, as in the paper's videos: `frames` random
+/// latents from `seed`, blurred along time by a Gaussian of `sigma_frames` (wrapping around, so
+/// the last frame flows into the first), each frame put back onto the hypersphere.
+/// Rows of `[frames, latent_size]`.
+pub fn smooth_walk(seed: u64, frames: usize, sigma_frames: f64, latent_size: usize) -> Vec<f32> {
+    let raw = latents_for_seeds(seed, frames, latent_size);
+    if frames == 0 || sigma_frames <= 0.0 {
+        return raw.chunks(latent_size.max(1)).flat_map(normalize_latent).collect();
+    }
+    let reach = ((4.0 * sigma_frames).ceil() as usize).min(frames / 2);
+    let weights: Vec<f64> = (0..=reach).map(|d| (-0.5 * (d as f64 / sigma_frames).powi(2)).exp()).collect();
+    let mut out = Vec::with_capacity(raw.len());
+    let mut frame = vec![0f64; latent_size];
+    for t in 0..frames {
+        frame.iter_mut().for_each(|v| *v = 0.0);
+        for d in -(reach as isize)..=reach as isize {
+            let w = weights[d.unsigned_abs()];
+            let src = (t as isize + d).rem_euclid(frames as isize) as usize;
+            for (acc, &v) in frame.iter_mut().zip(&raw[src * latent_size..(src + 1) * latent_size]) {
+                *acc += w * v as f64;
+            }
+        }
+        let blurred: Vec<f32> = frame.iter().map(|&v| v as f32).collect();
+        out.extend(normalize_latent(&blurred));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -71,5 +99,26 @@ mod tests {
         let mid = blend_latents(&latent_for_seed(1, 512), &latent_for_seed(2, 512), 0.5);
         let rms = (mid.iter().map(|v| v * v).sum::<f32>() / 512.0).sqrt();
         assert!((rms - 1.0).abs() < 1e-5);
+    }
+
+    #[test]
+    fn smooth_walk_is_smooth_and_loops() {
+        let (frames, n) = (60, 64);
+        let walk = smooth_walk(3, frames, 4.0, n);
+        assert_eq!(walk.len(), frames * n);
+        assert_eq!(walk, smooth_walk(3, frames, 4.0, n));
+        let frame = |t: usize| &walk[(t % frames) * n..(t % frames + 1) * n];
+        let dist = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum::<f32>().sqrt();
+        // Neighbouring frames (wrap included) are much closer than independent latents are.
+        let independent = dist(&normalize_latent(&latent_for_seed(1, n)), &normalize_latent(&latent_for_seed(2, n)));
+        for t in 0..frames {
+            assert!(dist(frame(t), frame(t + 1)) < 0.3 * independent, "step {t}");
+        }
+        // …but the walk goes somewhere.
+        assert!(dist(frame(0), frame(frames / 2)) > 0.5 * independent);
+        for t in 0..frames {
+            let rms = (frame(t).iter().map(|v| v * v).sum::<f32>() / n as f32).sqrt();
+            assert!((rms - 1.0).abs() < 1e-4);
+        }
     }
 }

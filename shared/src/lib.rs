@@ -8,7 +8,8 @@
 //!   weight α, equalised learning rate, pixelwise feature normalisation, minibatch stddev;
 //! - [`Critic::input_gradient`]: the critic's hand-written input gradient for WGAN-GP;
 //! - [`latent`]: seeded latents that are the same numbers on every platform;
-//! - [`weights`]: the safetensors weight format (f32 or f16) with the architecture inside.
+//! - [`weights`]: the safetensors weight format (f32 or f16) with the architecture inside;
+//! - [`link`]: shareable latent links; [`manifest`]: an exported model's `manifest.json`.
 //!
 //! Level 0 is 4×4; level `l` is `4·2^l` pixels. Images are `[n, 3, h, w]` in `[-1, 1]`.
 
@@ -18,6 +19,8 @@ pub mod critic_grad;
 pub mod generator;
 pub mod latent;
 pub mod layers;
+pub mod link;
+pub mod manifest;
 pub mod rng;
 pub mod weights;
 

@@ -1,5 +1,8 @@
 //! Helpers for the end-to-end tests: find and run the `pggan` binary, scratch folders, images.
 
+pub mod browser;
+pub mod server;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -91,4 +94,17 @@ impl Lcg {
         self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         (self.0 >> 11) as f64 / (1u64 << 53) as f64
     }
+}
+
+/// The built page: `$PGGAN_WEB_DIST`, else `www/dist` (the test command builds it with trunk).
+pub fn web_dist() -> PathBuf {
+    let dist = std::env::var_os("PGGAN_WEB_DIST")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../www/dist"));
+    assert!(
+        dist.join("index.html").exists(),
+        "the page is not built at {}: run `bash scripts/test.sh`, or `cd www && trunk build --release`",
+        dist.display()
+    );
+    dist
 }

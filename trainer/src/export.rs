@@ -6,51 +6,12 @@ use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
 use pggan_model::weights::{WeightDtype, apply_tensors, config_from_metadata, decode, encode, generator_from_bytes, snapshot_to_bytes};
 use pggan_model::{Generator, ModelConfig, SplitMix64};
-use serde::{Deserialize, Serialize};
 
 use crate::checkpoint;
 use crate::options::TrainOptions;
 use crate::schedule::schedule;
 
-/// A growth stage in the manifest.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct StageEntry {
-    /// Level (0 = 4×4).
-    pub level: usize,
-    /// Resolution in pixels.
-    pub resolution: usize,
-    /// File name, relative to the manifest.
-    pub file: String,
-    /// Thousands of images shown when it was taken.
-    pub kimg: f64,
-}
-
-/// `manifest.json` of an exported model.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Manifest {
-    /// Format tag.
-    pub format: String,
-    /// Model name (the export folder's name).
-    pub name: String,
-    /// Output resolution of `generator`.
-    pub resolution: usize,
-    /// Level of `generator`.
-    pub level: usize,
-    /// Its fade weight (1 unless exported mid-fade).
-    pub alpha: f64,
-    /// Latent size.
-    pub latent_size: usize,
-    /// Channels by level.
-    pub channels: Vec<usize>,
-    /// The architecture.
-    pub config: ModelConfig,
-    /// The final generator's file.
-    pub generator: String,
-    /// Snapshots at the end of each level.
-    pub stages: Vec<StageEntry>,
-    /// Training figures.
-    pub training: serde_json::Value,
-}
+pub use pggan_model::manifest::{MANIFEST_FORMAT, Manifest, StageEntry};
 
 /// A generator ready to sample, with where it stands.
 pub struct LoadedModel {
@@ -75,7 +36,8 @@ fn run_phase(run: &Path, config: &ModelConfig, nimg: u64) -> Result<(usize, f64)
 /// one generator `.safetensors` file.
 pub fn load_model(model: &Path, device: &Device) -> Result<LoadedModel> {
     if model.join("manifest.json").exists() {
-        let manifest: Manifest = serde_json::from_slice(&std::fs::read(model.join("manifest.json"))?).context("parsing manifest.json")?;
+        let text = std::fs::read_to_string(model.join("manifest.json")).with_context(|| format!("reading {}/manifest.json", model.display()))?;
+        let manifest = Manifest::parse(&text).with_context(|| format!("in {}", model.display()))?;
         let bytes = std::fs::read(model.join(&manifest.generator)).with_context(|| format!("reading {}", manifest.generator))?;
         let (generator, config, _) = generator_from_bytes(&bytes, device)?;
         return Ok(LoadedModel { level: manifest.level.min(config.num_levels() - 1), alpha: manifest.alpha, generator, config });
@@ -104,7 +66,7 @@ pub fn export(run: &Path, out: &Path, device: &Device) -> Result<Manifest> {
     let res = ModelConfig::level_resolution(level);
     let gen_config = config.clone().with_resolution(res);
     let bytes = snapshot_to_bytes(&ema, &config, level, alpha, kimg, WeightDtype::F16, &[])?;
-    std::fs::write(out.join("generator.safetensors"), bytes)?;
+    std::fs::write(out.join("generator.safetensors"), &bytes)?;
 
     let mut stages = Vec::new();
     let mut files: Vec<PathBuf> = std::fs::read_dir(run.join("stages")).map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect()).unwrap_or_default();
@@ -117,14 +79,15 @@ pub fn export(run: &Path, out: &Path, device: &Device) -> Result<Manifest> {
         let check = apply_tensors(Generator::new(&stage_config, &mut SplitMix64::new(0), device), tensors.clone())?;
         drop(check);
         let file = format!("stages/level{stage_level}.safetensors");
-        std::fs::write(out.join(&file), encode(&tensors, WeightDtype::F16, &meta)?)?;
+        let stage_bytes = encode(&tensors, WeightDtype::F16, &meta)?;
+        std::fs::write(out.join(&file), &stage_bytes)?;
         let stage_kimg = meta.get("kimg").and_then(|k| k.parse().ok()).unwrap_or(0.0);
-        stages.push(StageEntry { level: stage_level, resolution: stage_config.resolution, file, kimg: stage_kimg });
+        stages.push(StageEntry { level: stage_level, resolution: stage_config.resolution, file, kimg: stage_kimg, bytes: Some(stage_bytes.len() as u64) });
     }
     stages.sort_by_key(|s| s.level);
     let opts: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("options.json"))?)?;
     let manifest = Manifest {
-        format: "pggan-rs-export/1".into(),
+        format: MANIFEST_FORMAT.into(),
         name: out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into()),
         resolution: res,
         level,
@@ -133,6 +96,7 @@ pub fn export(run: &Path, out: &Path, device: &Device) -> Result<Manifest> {
         channels: (0..=level).map(|l| config.channels(l)).collect(),
         config: gen_config,
         generator: "generator.safetensors".into(),
+        generator_bytes: Some(bytes.len() as u64),
         stages,
         training: serde_json::json!({
             "kimg": kimg,
@@ -141,6 +105,7 @@ pub fn export(run: &Path, out: &Path, device: &Device) -> Result<Manifest> {
             "options": opts,
         }),
     };
+    manifest.check().context("the export's own manifest")?;
     std::fs::write(out.join("manifest.json"), serde_json::to_string_pretty(&manifest)?)?;
     Ok(manifest)
 }

@@ -1,0 +1,172 @@
+//! Shareable latent links: the part of a page URL after `#` that names one face.
+//!
+//! Two forms, both plain ASCII:
+//!
+//! - `seed=<n>`: the latent of seed `n` ([`crate::latent::latent_for_seed`]), a decimal `u64`;
+//! - `z=<base64url>`: an exact latent, each value an IEEE half-precision float, little-endian,
+//!   base64url without padding (a 512-long latent is 1,366 characters).
+//!
+//! Parsing looks at the length before anything else and only ever decodes numbers: a link can name
+//! a face and nothing more. Every error says what was wrong in words a visitor can act on.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use half::f16;
+
+/// Longest link accepted, in characters (a latent of 8,192 values fits).
+pub const MAX_LINK_CHARS: usize = 22_000;
+
+/// What a link names.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LinkTarget {
+    /// No face (an empty hash): show the default grid.
+    Empty,
+    /// The latent of this seed.
+    Seed(u64),
+    /// This exact latent.
+    Latent(Vec<f32>),
+}
+
+/// Why a link was refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum LinkError {
+    /// Longer than [`MAX_LINK_CHARS`].
+    #[error("the link is {0} characters long; at most {max} are accepted", max = MAX_LINK_CHARS)]
+    TooLong(usize),
+    /// Not of the form `seed=…` or `z=…`.
+    #[error("the link should look like #seed=123 or #z=…, not “{0}”")]
+    Form(String),
+    /// The seed is not a whole number in range.
+    #[error("the seed “{0}” is not a whole number between 0 and 18446744073709551615")]
+    Seed(String),
+    /// The latent is not valid base64url.
+    #[error("the latent in the link is damaged (not base64url)")]
+    Base64,
+    /// The latent has the wrong number of values.
+    #[error("the latent in the link has {got} values; this model takes {want}")]
+    LatentSize {
+        /// Values in the link.
+        got: usize,
+        /// Values the model takes.
+        want: usize,
+    },
+    /// A value is infinite or not a number.
+    #[error("the latent in the link holds a value that is not a finite number")]
+    NotFinite,
+}
+
+/// Shortens `s` to a few characters for an error message.
+fn excerpt(s: &str) -> String {
+    let mut out: String = s.chars().take(24).collect();
+    if s.chars().nth(24).is_some() {
+        out.push('…');
+    }
+    out
+}
+
+/// Parses a link (with or without its leading `#`) for a model with latents of `latent_size`.
+pub fn parse_link(link: &str, latent_size: usize) -> Result<LinkTarget, LinkError> {
+    if link.len() > MAX_LINK_CHARS {
+        return Err(LinkError::TooLong(link.len()));
+    }
+    let body = link.strip_prefix('#').unwrap_or(link).trim();
+    if body.is_empty() {
+        return Ok(LinkTarget::Empty);
+    }
+    let Some((key, value)) = body.split_once('=') else {
+        return Err(LinkError::Form(excerpt(body)));
+    };
+    match key {
+        "seed" => {
+            let ok = !value.is_empty() && value.len() <= 20 && value.bytes().all(|b| b.is_ascii_digit());
+            let seed = if ok { value.parse::<u64>().ok() } else { None };
+            seed.map(LinkTarget::Seed).ok_or_else(|| LinkError::Seed(excerpt(value)))
+        }
+        "z" => {
+            // Bound the work before decoding: the text must be exactly as long as the model's latent.
+            let want_chars = (latent_size * 2 * 4).div_ceil(3);
+            if value.len() != want_chars {
+                let got = value.len() * 3 / 4 / 2;
+                return Err(LinkError::LatentSize { got, want: latent_size });
+            }
+            let bytes = URL_SAFE_NO_PAD.decode(value).map_err(|_| LinkError::Base64)?;
+            if bytes.len() != latent_size * 2 {
+                return Err(LinkError::LatentSize { got: bytes.len() / 2, want: latent_size });
+            }
+            let z: Vec<f32> = bytes.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32()).collect();
+            if z.iter().any(|v| !v.is_finite()) {
+                return Err(LinkError::NotFinite);
+            }
+            Ok(LinkTarget::Latent(z))
+        }
+        _ => Err(LinkError::Form(excerpt(body))),
+    }
+}
+
+/// The link (without `#`) of a seed.
+pub fn seed_link(seed: u64) -> String {
+    format!("seed={seed}")
+}
+
+/// The link (without `#`) of an exact latent, stored in half precision.
+///
+/// Values beyond the half-precision range are clamped to it (a latent never has them).
+pub fn latent_link(z: &[f32]) -> String {
+    let bytes: Vec<u8> = z
+        .iter()
+        .flat_map(|&v| f16::from_f32(if v.is_finite() { v.clamp(-65504.0, 65504.0) } else { 0.0 }).to_le_bytes())
+        .collect();
+    format!("z={}", URL_SAFE_NO_PAD.encode(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::latent::latent_for_seed;
+
+    #[test]
+    fn seed_links_round_trip() {
+        for seed in [0, 1, 42, u32::MAX as u64, u64::MAX] {
+            assert_eq!(parse_link(&format!("#{}", seed_link(seed)), 512), Ok(LinkTarget::Seed(seed)));
+        }
+        assert_eq!(parse_link("", 512), Ok(LinkTarget::Empty));
+        assert_eq!(parse_link("#", 512), Ok(LinkTarget::Empty));
+    }
+
+    #[test]
+    fn latent_links_round_trip_in_half_precision() {
+        let z = latent_for_seed(7, 512);
+        let link = latent_link(&z);
+        assert_eq!(link.len(), 2 + 1366);
+        let LinkTarget::Latent(back) = parse_link(&link, 512).unwrap() else { panic!("not a latent") };
+        assert_eq!(back.len(), 512);
+        for (a, b) in z.iter().zip(&back) {
+            // Half precision keeps 11 significant bits.
+            assert!((a - b).abs() <= a.abs() * 1e-3 + 1e-6, "{a} vs {b}");
+        }
+        // Encoding what was decoded is exact.
+        assert_eq!(latent_link(&back), link);
+    }
+
+    #[test]
+    fn bad_links_say_what_is_wrong() {
+        assert!(matches!(parse_link("#seed=-1", 8), Err(LinkError::Seed(_))));
+        assert!(matches!(parse_link("#seed=18446744073709551616", 8), Err(LinkError::Seed(_))));
+        assert!(matches!(parse_link("#seed=1e3", 8), Err(LinkError::Seed(_))));
+        assert!(matches!(parse_link("#seed=", 8), Err(LinkError::Seed(_))));
+        assert!(matches!(parse_link("#hello", 8), Err(LinkError::Form(_))));
+        assert!(matches!(parse_link("#script=alert(1)", 8), Err(LinkError::Form(_))));
+        let z = latent_link(&latent_for_seed(1, 8));
+        assert_eq!(parse_link(&z, 16), Err(LinkError::LatentSize { got: 8, want: 16 }));
+        let broken = format!("z={}", z[2..].replace(|c: char| c.is_ascii_alphanumeric(), "*"));
+        assert_eq!(parse_link(&broken, 8), Err(LinkError::Base64));
+        let nan = format!("z={}", URL_SAFE_NO_PAD.encode([0u8, 0, 0xff, 0x7f]));
+        let inf = format!("z={}", URL_SAFE_NO_PAD.encode([0u8, 0, 0x00, 0x7c]));
+        assert_eq!(parse_link(&nan, 2), Err(LinkError::NotFinite));
+        assert_eq!(parse_link(&inf, 2), Err(LinkError::NotFinite));
+        let long = format!("#seed={}", "1".repeat(MAX_LINK_CHARS));
+        assert_eq!(parse_link(&long, 8), Err(LinkError::TooLong(long.len())));
+        // Messages name the problem.
+        assert!(parse_link("#seed=abc", 8).unwrap_err().to_string().contains("abc"));
+    }
+}

@@ -1,0 +1,325 @@
+//! The built page in headless Chromium, on WebGPU (SwiftShader here) and on the CPU fallback,
+//! with a small model made by the trainer: faces are drawn, links round-trip, a seed gives the
+//! image `pggan generate` gives, the stage stepper and the blend change the picture, and bad links
+//! or models show a message. Screenshots go to `$PGGAN_ARTIFACTS` (default
+//! `target/test-artifacts`).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use pggan_e2e::browser::Browser;
+use pggan_e2e::server::Server;
+use pggan_e2e::{Lcg, Scratch, pggan_ok, read_rgb, web_dist};
+use serde_json::Value;
+
+const LOAD: Duration = Duration::from_secs(180);
+
+/// The trained test model (exported), made once per test binary.
+fn model() -> &'static Path {
+    static MODEL: OnceLock<(Scratch, PathBuf)> = OnceLock::new();
+    &MODEL
+        .get_or_init(|| {
+            let dir = Scratch::new("web-model");
+            std::fs::create_dir_all(dir.path("images")).unwrap();
+            let mut rng = Lcg(11);
+            for i in 0..40 {
+                let (a, b, c) = (rng.next_f64(), rng.next_f64(), rng.next_f64());
+                image::RgbImage::from_fn(16, 16, |x, y| {
+                    let d = ((x as f64 - 7.5).powi(2) + (y as f64 - 7.5).powi(2)).sqrt() / 10.6;
+                    image::Rgb([(255.0 * a * (1.0 - d)) as u8, (255.0 * b * d) as u8, (255.0 * c) as u8])
+                })
+                .save(dir.path(&format!("images/{i:02}.png")))
+                .unwrap();
+            }
+            pggan_ok(&["prepare", &dir.arg("images"), "--out", &dir.arg("d.pack"), "--resolution", "16", "--holdout", "4"]);
+            pggan_ok(&[
+                "train", "--data", &dir.arg("d.pack"), "--run", &dir.arg("run"), "--latent", "32", "--fmap-base", "128",
+                "--fmap-max", "32", "--minibatch", "8", "--stabilize-kimg", "0.2", "--fade-kimg", "0.2", "--total-kimg", "1.2",
+                "--tick-kimg", "0.2", "--grid", "2", "--metrics-kimg", "0",
+            ]);
+            pggan_ok(&["export", "--run", &dir.arg("run"), "--out", &dir.arg("e2e")]);
+            let path = dir.path("e2e");
+            (dir, path)
+        })
+        .1
+}
+
+/// One browser at a time: each is several processes on a 2-core machine.
+static BROWSER: Mutex<()> = Mutex::new(());
+
+struct Page {
+    browser: Browser,
+    server: Server,
+}
+
+fn artifacts() -> PathBuf {
+    std::env::var_os("PGGAN_ARTIFACTS").map(PathBuf::from).unwrap_or_else(|| {
+        let exe = std::env::current_exe().unwrap();
+        exe.parent().unwrap().parent().unwrap().join("test-artifacts")
+    })
+}
+
+impl Page {
+    fn open(webgpu: bool, extra_mounts: Vec<(String, PathBuf)>) -> Page {
+        let mut mounts = vec![("/models/e2e/".to_string(), model().to_path_buf())];
+        mounts.extend(extra_mounts);
+        let server = Server::start(&web_dist(), mounts);
+        Page { browser: Browser::launch(webgpu), server }
+    }
+
+    fn goto(&mut self, path: &str) {
+        let url = self.server.url(path);
+        self.browser.goto("about:blank");
+        self.browser.goto(&url);
+    }
+
+    fn wait_ready(&mut self) {
+        let state = self.browser.wait_for("document.body && ['ready','error'].includes(document.body.dataset.state) && document.body.dataset.state", LOAD);
+        assert_eq!(state, "ready", "page failed: {}", self.text("error"));
+        // The grid is drawn.
+        self.browser.wait_for("document.querySelector('#grid canvas') && document.querySelector('#grid canvas').dataset.rendered", LOAD);
+    }
+
+    fn text(&mut self, id: &str) -> String {
+        self.browser.eval(&format!("document.getElementById('{id}').textContent")).as_str().unwrap_or("").to_string()
+    }
+
+    fn visible(&mut self, id: &str) -> bool {
+        self.browser.eval(&format!("!document.getElementById('{id}').hidden")) == Value::Bool(true)
+    }
+
+    /// RGB bytes of a canvas (alpha dropped).
+    fn pixels(&mut self, selector: &str) -> Vec<u8> {
+        let v = self.browser.eval(&format!(
+            "(() => {{ const c = document.querySelector('{selector}'); return Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data); }})()"
+        ));
+        v.as_array().unwrap().chunks(4).flat_map(|p| p[..3].iter().map(|x| x.as_u64().unwrap() as u8)).collect()
+    }
+
+    fn rendered(&mut self, selector: &str) -> u64 {
+        self.browser.eval(&format!("Number(document.querySelector('{selector}').dataset.rendered || 0)")).as_u64().unwrap()
+    }
+
+    /// Runs `action` (JavaScript) and waits until `selector` has been drawn again.
+    fn redraw(&mut self, selector: &str, action: &str) -> Vec<u8> {
+        let before = self.rendered(selector);
+        self.browser.eval(action);
+        self.browser.wait_for(&format!("Number(document.querySelector('{selector}').dataset.rendered || 0) > {before}"), LOAD);
+        self.pixels(selector)
+    }
+
+    /// Runs `action` and waits until `selector` says it shows `shows` (its `data-shows`).
+    fn redraw_to(&mut self, selector: &str, action: &str, shows: &str) -> Vec<u8> {
+        self.browser.eval(action);
+        self.browser.wait_for(&format!("document.querySelector('{selector}').dataset.shows === '{shows}'"), LOAD);
+        self.pixels(selector)
+    }
+
+    fn shot(&mut self, name: &str) {
+        self.browser.screenshot(&artifacts().join(format!("{name}.png")));
+    }
+}
+
+fn std_dev(v: &[u8]) -> f64 {
+    let mean = v.iter().map(|&x| x as f64).sum::<f64>() / v.len() as f64;
+    (v.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / v.len() as f64).sqrt()
+}
+
+fn mean_abs_diff(a: &[u8], b: &[u8]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(&x, &y)| (x as f64 - y as f64).abs()).sum::<f64>() / a.len() as f64
+}
+
+fn max_abs_diff(a: &[u8], b: &[u8]) -> u8 {
+    a.iter().zip(b).map(|(&x, &y)| x.abs_diff(y)).max().unwrap()
+}
+
+/// What `pggan generate` draws for `seed`, as RGB bytes.
+fn native_face(seed: u64) -> Vec<u8> {
+    let dir = Scratch::new(&format!("web-native-{seed}"));
+    pggan_ok(&["generate", "--model", &model().to_string_lossy(), "--seed", &seed.to_string(), "--out", &dir.arg("face.png")]);
+    read_rgb(&dir.path("face.png")).into_raw()
+}
+
+fn check_faces_drawn(page: &mut Page) {
+    let count = page.browser.eval("document.querySelectorAll('#grid canvas[data-rendered]').length").as_u64().unwrap();
+    assert_eq!(count, 16, "all 16 faces drawn");
+    let faces: Vec<Vec<u8>> = (1..=3).map(|i| page.pixels(&format!("#grid div:nth-child({i}) canvas"))).collect();
+    for f in &faces {
+        assert!(std_dev(f) > 8.0, "a face is (nearly) uniform: std {}", std_dev(f));
+        assert!(f.iter().any(|&x| x > 20), "a face is blank");
+    }
+    assert!(mean_abs_diff(&faces[0], &faces[1]) > 2.0, "two faces of different seeds look the same");
+}
+
+/// Both backends: faces drawn, backend reported, a seed link matches `pggan generate`, and a
+/// latent link reproduces the same pixels on the same backend and, within tolerance, on the other.
+#[test]
+fn faces_links_and_backends() {
+    let _one = BROWSER.lock().unwrap_or_else(|e| e.into_inner());
+    let native = native_face(1234);
+    let mut latent_link_pixels: Option<(String, Vec<u8>)> = None;
+    for (webgpu, query, expect) in [(true, "?model=e2e", "webgpu"), (false, "?model=e2e", "cpu"), (true, "?model=e2e&backend=cpu", "cpu")] {
+        let mut page = Page::open(webgpu, vec![]);
+        page.goto(&format!("/{query}#seed=1234"));
+        page.wait_ready();
+        let backend = page.browser.eval("document.body.dataset.backend");
+        assert_eq!(backend, expect, "{query} with webgpu={webgpu}");
+        assert!(page.text("status").contains("ms per face"), "status: {}", page.text("status"));
+        if expect == "cpu" {
+            assert!(page.visible("notice"), "the CPU fallback is announced");
+        }
+        check_faces_drawn(&mut page);
+
+        // The seed link opened that face; it is the image `pggan generate` makes.
+        page.browser.wait_for("document.getElementById('detail-canvas').dataset.rendered", LOAD);
+        let face = page.pixels("#detail-canvas");
+        let (mean, max) = (mean_abs_diff(&face, &native), max_abs_diff(&face, &native));
+        assert!(mean < 1.0 && max <= 6, "{expect}: seed 1234 differs from pggan generate by mean {mean:.3}, max {max}");
+        assert!(page.text("detail-label").contains("1234"));
+        page.shot(&format!("page-{expect}-{}", if webgpu { "gpu-browser" } else { "no-gpu-browser" }));
+
+        // A latent link (from a blend) round-trips.
+        match &latent_link_pixels {
+            None => {
+                page.browser.eval("document.getElementById('use-a').click()");
+                page.browser.eval("document.querySelector('#grid div:nth-child(2) button').click()");
+                page.browser.wait_for("document.getElementById('detail-label').textContent.startsWith('Seed') && !document.getElementById('detail-label').textContent.includes('1234')", LOAD);
+                page.browser.eval("document.getElementById('use-b').click()");
+                page.browser.wait_for("!document.getElementById('mix').disabled", LOAD);
+                page.redraw_to("#canvas-mix", "(() => { const m = document.getElementById('mix'); m.value = '0.3'; m.dispatchEvent(new Event('input')); })()", "blend 0.30");
+                let mix = page.redraw("#detail-canvas", "document.getElementById('open-mix').click()");
+                let link = page.browser.eval("location.hash").as_str().unwrap().to_string();
+                assert!(link.starts_with("#z="), "a blend's link holds its latent: {link}");
+                assert_eq!(page.browser.eval("document.getElementById('link-text').value").as_str().unwrap(), page.browser.eval("location.href").as_str().unwrap());
+                // The same link in a fresh page, same backend: the same pixels.
+                page.goto(&format!("/{query}{link}"));
+                page.wait_ready();
+                page.browser.wait_for("document.getElementById('detail-canvas').dataset.rendered", LOAD);
+                let again = page.pixels("#detail-canvas");
+                assert_eq!(max_abs_diff(&mix, &again), 0, "latent link on the same backend");
+                latent_link_pixels = Some((link, mix));
+            }
+            Some((link, pixels)) => {
+                let link = link.clone();
+                page.goto(&format!("/{query}{link}"));
+                page.wait_ready();
+                page.browser.wait_for("document.getElementById('detail-canvas').dataset.rendered", LOAD);
+                let here = page.pixels("#detail-canvas");
+                let (mean, max) = (mean_abs_diff(&here, pixels), max_abs_diff(&here, pixels));
+                assert!(mean < 1.0 && max <= 6, "latent link on {expect} vs webgpu: mean {mean:.3}, max {max}");
+            }
+        }
+    }
+}
+
+/// The stage stepper, the fade slider and the blend slider change the picture.
+#[test]
+fn stages_and_blending_change_the_picture() {
+    let _one = BROWSER.lock().unwrap_or_else(|e| e.into_inner());
+    let mut page = Page::open(true, vec![]);
+    page.goto("/?model=e2e#seed=77");
+    page.wait_ready();
+    page.browser.wait_for("document.getElementById('stage-canvas').dataset.shows === 'stage 2 alpha 1.00'", LOAD);
+    let stages = page.browser.eval("document.querySelectorAll('#stages canvas').length").as_u64().unwrap();
+    assert_eq!(stages, 3, "4×4, 8×8 and 16×16 stages");
+    let widths = page.browser.eval("Array.from(document.querySelectorAll('#stages canvas')).map(c => c.width)");
+    assert_eq!(widths, serde_json::json!([4, 8, 16]));
+    // Stepping back shows the 8×8 stage: another size, another picture.
+    let last = page.pixels("#stage-canvas");
+    assert_eq!(last.len(), 16 * 16 * 3);
+    let prev = page.redraw_to("#stage-canvas", "document.getElementById('stage-prev').click()", "stage 1 alpha 1.00");
+    assert_eq!(prev.len(), 8 * 8 * 3);
+    assert!(page.text("stage-label").contains("8×8"), "{}", page.text("stage-label"));
+    page.redraw_to("#stage-canvas", "document.getElementById('stage-next').click()", "stage 2 alpha 1.00");
+    // Fading: α = 0 is the upsampled coarse picture, unlike α = 1.
+    let faded = page.redraw_to("#stage-canvas", "(() => { const a = document.getElementById('alpha'); a.value = '0'; a.dispatchEvent(new Event('input')); })()", "stage 2 alpha 0.00");
+    assert_eq!(faded.len(), last.len());
+    assert!(mean_abs_diff(&faded, &last) > 1.0, "α = 0 looks like α = 1");
+    // At α = 0 every 2×2 block is one colour (nearest upsampling of the 8×8 image).
+    for y in (0..16).step_by(2) {
+        for x in (0..16).step_by(2) {
+            let at = |xx: usize, yy: usize| &faded[(yy * 16 + xx) * 3..(yy * 16 + xx) * 3 + 3];
+            assert_eq!(at(x, y), at(x + 1, y + 1), "2×2 block at {x},{y}");
+        }
+    }
+    assert!(page.text("stage-label").contains("fading in"), "{}", page.text("stage-label"));
+    page.shot("stages-fade");
+
+    // Blending: A at t = 0, B at t = 1, something else between.
+    let a = page.redraw("#canvas-a", "document.getElementById('use-a').click()");
+    page.browser.eval("document.querySelector('#grid div:nth-child(1) button').click()");
+    page.browser.wait_for("!document.getElementById('detail-label').textContent.includes('77')", LOAD);
+    page.browser.eval("document.getElementById('use-b').click()");
+    page.browser.wait_for("!document.getElementById('mix').disabled", LOAD);
+    let set_mix = |t: &str| format!("(() => {{ const m = document.getElementById('mix'); m.value = '{t}'; m.dispatchEvent(new Event('input')); }})()");
+    let at0 = page.redraw_to("#canvas-mix", &set_mix("0"), "blend 0.00");
+    let at1 = page.redraw_to("#canvas-mix", &set_mix("1"), "blend 1.00");
+    let mid = page.redraw_to("#canvas-mix", &set_mix("0.5"), "blend 0.50");
+    let b = page.pixels("#canvas-b");
+    assert!(max_abs_diff(&at0, &a) <= 2, "blend at 0 is A");
+    assert!(max_abs_diff(&at1, &b) <= 2, "blend at 1 is B");
+    assert!(mean_abs_diff(&mid, &a) > 0.5 && mean_abs_diff(&mid, &b) > 0.5, "the middle is neither end");
+    // Play walks through latent space: the picture keeps changing.
+    page.browser.eval("document.getElementById('play').click()");
+    let first = page.redraw("#canvas-mix", "void 0");
+    let later = page.redraw("#canvas-mix", "void 0");
+    page.browser.eval("document.getElementById('play').click()");
+    assert!(mean_abs_diff(&first, &later) > 0.0, "play does not move");
+    page.shot("blend");
+}
+
+/// Malformed or oversized links, and a missing or damaged model, show a clear message.
+#[test]
+fn bad_links_and_models_show_a_message() {
+    let _one = BROWSER.lock().unwrap_or_else(|e| e.into_inner());
+    // A model whose weights are damaged, and one whose manifest does not match its weights.
+    let bad = Scratch::new("web-bad-models");
+    let copy = |name: &str| {
+        let dir = bad.path(name);
+        std::fs::create_dir_all(dir.join("stages")).unwrap();
+        for entry in walk(model()) {
+            let rel = entry.strip_prefix(model()).unwrap();
+            std::fs::copy(&entry, dir.join(rel)).unwrap();
+        }
+        dir
+    };
+    let corrupt = copy("corrupt");
+    let bytes = std::fs::read(corrupt.join("generator.safetensors")).unwrap();
+    std::fs::write(corrupt.join("generator.safetensors"), &bytes[..bytes.len() / 2]).unwrap();
+    let mismatch = copy("mismatch");
+    let mut m: Value = serde_json::from_str(&std::fs::read_to_string(mismatch.join("manifest.json")).unwrap()).unwrap();
+    // Claim the final generator is the 8×8 stage's file.
+    m["generator"] = m["stages"][1]["file"].clone();
+    std::fs::write(mismatch.join("manifest.json"), m.to_string()).unwrap();
+
+    let mut page = Page::open(false, vec![("/models/corrupt/".into(), corrupt), ("/models/mismatch/".into(), mismatch)]);
+    let long = format!("#seed={}", "9".repeat(30_000));
+    for (link, says) in [("#seed=abc", "abc"), ("#z=!!!!", "values"), ("#hello", "should look like"), (long.as_str(), "characters long")] {
+        page.goto(&format!("/?model=e2e{link}"));
+        page.wait_ready();
+        page.browser.wait_for("!document.getElementById('error').hidden", LOAD);
+        let error = page.text("error");
+        assert!(error.contains("does not name a face") && error.contains(says), "{link:.40}: {error}");
+        check_faces_drawn(&mut page);
+        assert!(!page.visible("detail"), "no face opened from a bad link");
+    }
+    page.shot("bad-link");
+    for (model, says) in [("nope", "HTTP 404"), ("corrupt", "generator.safetensors"), ("mismatch", "does not match the manifest"), ("..%2Fx", "folder name")] {
+        page.goto(&format!("/?model={model}"));
+        page.browser.wait_for("document.body.dataset.state === 'error' || (document.body.dataset.state === 'ready' && !document.getElementById('error').hidden)", LOAD);
+        let error = page.text("error");
+        assert!(error.contains(says), "model {model}: {error}");
+    }
+    page.shot("bad-model");
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = entry.path();
+        if p.is_dir() { out.extend(walk(&p)) } else { out.push(p) }
+    }
+    out
+}

@@ -1,0 +1,98 @@
+//! The page's benchmark, in headless Chromium on this machine, for the model the page ships (or
+//! `--model NAME` under www/models): time to first face, warm milliseconds per face on WebGPU
+//! and on the CPU fallback, the longest main-thread task while generating, and the bytes
+//! transferred (wasm and model, raw and gzip).
+//!
+//!     cargo run --release -p pggan-e2e --bin web-bench [-- --model utk64 --rounds 5]
+
+use std::io::Write as _;
+use std::time::Duration;
+
+use pggan_e2e::browser::Browser;
+use pggan_e2e::server::Server;
+use pggan_e2e::web_dist;
+use serde_json::json;
+
+const LONG_TASKS: &str = "window.__longTasks = []; new PerformanceObserver((list) => { for (const e of list.getEntries()) window.__longTasks.push([e.startTime, e.duration]); }).observe({ type: 'longtask', buffered: true });";
+
+fn gzip_len(bytes: &[u8]) -> usize {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    enc.write_all(bytes).unwrap();
+    enc.finish().unwrap().len()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let opt = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
+    let model = opt("--model");
+    let rounds: usize = opt("--rounds").and_then(|r| r.parse().ok()).unwrap_or(5);
+    let dist = web_dist();
+    let server = Server::start(&dist, vec![]);
+    let query = model.as_ref().map(|m| format!("model={m}&")).unwrap_or_default();
+    let wait = Duration::from_secs(600);
+
+    println!("page benchmark ({} rounds of 16 faces per backend)", rounds);
+    println!("{:<22} {:>14} {:>16} {:>16} {:>16}", "backend", "first face ms", "ms/face (x16)", "ms/face (x1)", "longest task ms");
+    for (label, webgpu, backend) in [("WebGPU (this machine)", true, ""), ("CPU fallback", true, "backend=cpu")] {
+        let mut b = Browser::launch(webgpu);
+        b.call("Page.addScriptToEvaluateOnNewDocument", json!({ "source": LONG_TASKS }));
+        b.goto(&server.url(&format!("/?{query}{backend}")));
+        let state = b.wait_for("['ready','error'].includes(document.body.dataset.state) && document.body.dataset.state", wait);
+        assert_eq!(state, "ready", "the page did not load: {}", b.eval("document.getElementById('error').textContent"));
+        b.wait_for("performance.getEntriesByName('first-face').length", wait);
+        let first = b.eval("performance.getEntriesByName('first-face')[0].startTime").as_f64().unwrap();
+        let mut batch = Vec::new();
+        for _ in 0..rounds {
+            let before = b.eval("Number(document.querySelector('#grid canvas').dataset.rendered)").as_f64().unwrap();
+            b.eval("document.getElementById('new-faces').click()");
+            b.wait_for(&format!("Number(document.querySelector('#grid canvas').dataset.rendered) > {before}"), wait);
+            batch.push(b.eval("Number(document.body.dataset.msPerFace)").as_f64().unwrap());
+        }
+        let mut single = Vec::new();
+        for i in 0..rounds {
+            let before = b.eval("Number(document.getElementById('detail-canvas').dataset.rendered || 0)").as_f64().unwrap();
+            b.eval(&format!("document.querySelector('#grid div:nth-child({}) button').click()", i % 16 + 1));
+            b.wait_for(&format!("Number(document.getElementById('detail-canvas').dataset.rendered || 0) > {before}"), wait);
+            // The detail view renders one face; the stage strip follows with more requests.
+            b.wait_for("document.body.dataset.lastCount === '1'", wait);
+            std::thread::sleep(Duration::from_millis(200));
+            single.push(b.eval("Number(document.body.dataset.lastMs)").as_f64().unwrap());
+        }
+        let longest = b
+            .eval(&format!("Math.max(0, ...window.__longTasks.filter(([t]) => t >= {first}).map(([, d]) => d))"))
+            .as_f64()
+            .unwrap();
+        println!("{label:<22} {first:>14.0} {:>16.1} {:>16.1} {longest:>16.0}", median(batch), median(single));
+    }
+
+    println!("\nbytes transferred for one page load (first visit):");
+    let sent = server.bytes_sent();
+    let (mut wasm, mut wasm_gz, mut model_raw, mut model_gz, mut other, mut other_gz) = (0, 0, 0, 0, 0, 0);
+    let mut seen = std::collections::BTreeSet::new();
+    for path in sent.keys() {
+        let rel = path.trim_start_matches('/');
+        let file = if rel.is_empty() { dist.join("index.html") } else { dist.join(rel) };
+        let Ok(bytes) = std::fs::read(&file) else { continue };
+        if !seen.insert(file.clone()) {
+            continue;
+        }
+        let (raw, gz) = (bytes.len(), gzip_len(&bytes));
+        if rel.ends_with(".wasm") {
+            (wasm, wasm_gz) = (wasm + raw, wasm_gz + gz);
+        } else if rel.starts_with("models/") {
+            (model_raw, model_gz) = (model_raw + raw, model_gz + gz);
+        } else {
+            (other, other_gz) = (other + raw, other_gz + gz);
+        }
+    }
+    let mb = |b: usize| b as f64 / 1e6;
+    println!("  wasm           {:>8.2} MB raw {:>8.2} MB gzip", mb(wasm), mb(wasm_gz));
+    println!("  model          {:>8.2} MB raw {:>8.2} MB gzip", mb(model_raw), mb(model_gz));
+    println!("  html, js, css  {:>8.2} MB raw {:>8.2} MB gzip", mb(other), mb(other_gz));
+    println!("  total          {:>8.2} MB raw {:>8.2} MB gzip", mb(wasm + model_raw + other), mb(wasm_gz + model_gz + other_gz));
+}

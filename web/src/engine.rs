@@ -1,0 +1,143 @@
+//! The generator on a Burn device: WebGPU when the browser has an adapter, else the `flex` CPU
+//! backend; every growth stage loaded, images returned as RGBA bytes.
+
+use burn::tensor::Device;
+use burn::tensor::wgpu::WgpuBackend;
+use pggan_model::layers::tensor_from_f32;
+use pggan_model::manifest::Manifest;
+use pggan_model::weights::generator_from_bytes;
+use pggan_model::{Generator, ModelConfig};
+use wasm_bindgen::JsCast;
+
+/// Which backend the page asked for.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum BackendChoice {
+    /// WebGPU when available, else CPU.
+    Auto,
+    /// The CPU fallback, even where WebGPU exists.
+    Cpu,
+}
+
+impl BackendChoice {
+    /// `"cpu"` forces the CPU; anything else is automatic.
+    pub fn parse(s: &str) -> Self {
+        if s.eq_ignore_ascii_case("cpu") { Self::Cpu } else { Self::Auto }
+    }
+}
+
+/// A device and what to tell the visitor about it.
+pub struct ChosenDevice {
+    /// The Burn device.
+    pub device: Device,
+    /// `"webgpu"` or `"cpu"`.
+    pub backend: &'static str,
+    /// A one-line notice when the page fell back to the CPU.
+    pub notice: Option<String>,
+}
+
+thread_local! {
+    // The WebGPU runtime can be initialised once per worker; keep the device.
+    static WEBGPU: std::cell::RefCell<Option<Device>> = const { std::cell::RefCell::new(None) };
+}
+
+fn browser_has_webgpu() -> bool {
+    let navigator = js_sys::global().unchecked_into::<web_sys::WorkerGlobalScope>().navigator();
+    js_sys::Reflect::get(&navigator, &"gpu".into()).map(|g| !g.is_undefined() && !g.is_null()).unwrap_or(false)
+}
+
+/// Picks the device: WebGPU first (unless `choice` is CPU), the CPU when WebGPU is missing or
+/// fails to start.
+pub async fn choose_device(choice: BackendChoice) -> ChosenDevice {
+    let cpu = |notice: Option<String>| ChosenDevice { device: Device::flex(), backend: "cpu", notice };
+    if choice == BackendChoice::Cpu {
+        return cpu(Some("Running on the CPU, as the link asked (?backend=cpu).".into()));
+    }
+    if !browser_has_webgpu() {
+        return cpu(Some("This browser has no WebGPU; running on the CPU (slower).".into()));
+    }
+    if let Some(device) = WEBGPU.with(|d| d.borrow().clone()) {
+        return ChosenDevice { device, backend: "webgpu", notice: None };
+    }
+    match Device::wgpu_options().graphics_api(WgpuBackend::WebGpu).init_async().await {
+        Ok(device) => {
+            WEBGPU.with(|d| *d.borrow_mut() = Some(device.clone()));
+            ChosenDevice { device, backend: "webgpu", notice: None }
+        }
+        Err(e) => cpu(Some(format!("WebGPU did not start ({e}); running on the CPU (slower)."))),
+    }
+}
+
+/// One loaded generator and the level/α it samples at by default.
+pub struct Slot {
+    /// The generator.
+    pub generator: Generator,
+    /// Its top level.
+    pub level: usize,
+    /// Default fade weight.
+    pub alpha: f64,
+}
+
+/// The model: the final generator and the growth stages.
+pub struct Engine {
+    /// Where it runs.
+    pub device: Device,
+    /// `"webgpu"` or `"cpu"`.
+    pub backend: &'static str,
+    /// The parsed manifest.
+    pub manifest: Manifest,
+    /// Stages in manifest order, then the final generator last.
+    pub slots: Vec<Slot>,
+}
+
+/// Loads one weight file and checks it against what the manifest says it is.
+pub fn load_slot(bytes: &[u8], file: &str, manifest: &Manifest, level: usize, alpha: f64, device: &Device) -> Result<Slot, String> {
+    let (generator, config, _) = generator_from_bytes(bytes, device).map_err(|e| format!("{file} is not a usable generator: {e}"))?;
+    let want_res = ModelConfig::level_resolution(level);
+    if config.latent_size != manifest.latent_size || config.resolution != want_res {
+        return Err(format!(
+            "{file} does not match the manifest: it is a {r}×{r} generator with latents of {l}, the manifest says {want_res}×{want_res} and {ml}",
+            r = config.resolution,
+            l = config.latent_size,
+            ml = manifest.latent_size
+        ));
+    }
+    let channels: Vec<usize> = (0..=level).map(|l| config.channels(l)).collect();
+    if channels[..] != manifest.channels[..=level] {
+        return Err(format!("{file} does not match the manifest: channels {channels:?}, the manifest says {:?}", &manifest.channels[..=level]));
+    }
+    Ok(Slot { generator, level, alpha })
+}
+
+impl Engine {
+    /// Index of the final generator in `slots`.
+    pub fn final_slot(&self) -> usize {
+        self.slots.len() - 1
+    }
+
+    /// Images from `latents` (`[n, latent]`, row after row) through slot `slot` at its level with
+    /// fade weight `alpha` (the slot's own when `None`): RGBA bytes `[n, r, r, 4]` and `r`.
+    pub async fn generate(&self, slot: usize, latents: Vec<f32>, alpha: Option<f64>) -> Result<(Vec<u8>, usize), String> {
+        let slot = self.slots.get(slot).ok_or_else(|| format!("no stage {slot}"))?;
+        let latent = self.manifest.latent_size;
+        if latents.is_empty() || latents.len() % latent != 0 || latents.len() / latent > 256 {
+            return Err(format!("{} latent values do not make 1–256 latents of {latent}", latents.len()));
+        }
+        if latents.iter().any(|v| !v.is_finite()) {
+            return Err("a latent holds a value that is not a finite number".into());
+        }
+        let n = latents.len() / latent;
+        let alpha = alpha.unwrap_or(slot.alpha).clamp(0.0, 1.0);
+        let z = tensor_from_f32(latents, [n, latent], &self.device); // [n, latent]
+        let img = slot.generator.forward(z, slot.level, alpha); // [n, 3, r, r] in [-1, 1]
+        let r = img.dims()[2];
+        let img = img.add_scalar(1.0).mul_scalar(127.5).clamp(0.0, 255.0).permute([0, 2, 3, 1]); // [n, r, r, 3]
+        let data = img.into_data_async().await.map_err(|e| format!("reading the images back failed: {e:?}"))?;
+        let values: Vec<f32> = data.convert::<f32>().try_to_vec::<f32>().map_err(|e| format!("unexpected image data: {e:?}"))?;
+        let mut rgba = Vec::with_capacity(n * r * r * 4);
+        for px in values.chunks_exact(3) {
+            rgba.extend(px.iter().map(|v| v.round() as u8));
+            rgba.push(255);
+        }
+        Ok((rgba, r))
+    }
+}

@@ -1,0 +1,313 @@
+//! # pggan-web
+//!
+//! The browser demo's Web Worker. The page (`www/app.js`) sends it requests; it loads the exported
+//! model (manifest and f16 safetensors, with download progress), runs the generator with Burn on
+//! WebGPU or, without it, on the `flex` CPU backend, and answers with RGBA pixels. Generation never
+//! runs on the page's main thread.
+//!
+//! Requests are plain objects `{op, id, …}`; every reply carries the same `id` and either its
+//! results or `error` (a sentence for the visitor). Besides replies the worker posts
+//! `{op: "progress", loaded, total, file}` while downloading and `{op: "panic", message}` if it
+//! dies, after which the page starts a fresh worker on the CPU.
+//!
+//! | op | fields | reply |
+//! |---|---|---|
+//! | `init` | `model` (folder URL), `backend` (`"auto"`/`"cpu"`) | `backend`, `notice`, `warmupMs`, `model` |
+//! | `generate` | `stage` (index, −1 = final), `latents` (Float32Array), `alpha`? | `pixels`, `count`, `size`, `ms` |
+//! | `latents` | `seeds` (decimal strings) | `latents` |
+//! | `parse-link` | `hash` | `kind` (`empty`/`seed`/`latent`), `seed`, `latent` |
+//! | `make-link` | `seed` or `latent` | `link`, and `latent` as the link stores it |
+//! | `blend` | `a`, `b`, `t` | `latent` |
+//! | `walk` | `seed`, `frames`, `sigma` | `latents` |
+#![cfg(target_arch = "wasm32")]
+
+mod engine;
+mod fetch;
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use gloo_utils::format::JsValueSerdeExt;
+use js_sys::{Array, Float32Array, Object, Reflect, Uint8ClampedArray};
+use pggan_model::latent::{blend_latents, latent_for_seed, smooth_walk};
+use pggan_model::link::{LinkTarget, latent_link, parse_link, seed_link};
+use pggan_model::manifest::Manifest;
+use wasm_bindgen::prelude::*;
+use web_sys::{DedicatedWorkerGlobalScope, MessageEvent};
+
+use engine::{BackendChoice, Engine, choose_device, load_slot};
+use fetch::fetch_bytes;
+
+thread_local! {
+    static ENGINE: RefCell<Option<Rc<Engine>>> = const { RefCell::new(None) };
+}
+
+fn scope() -> DedicatedWorkerGlobalScope {
+    js_sys::global().unchecked_into()
+}
+
+fn now_ms() -> f64 {
+    scope().performance().map(|p| p.now()).unwrap_or_else(js_sys::Date::now)
+}
+
+fn set(obj: &Object, key: &str, value: impl Into<JsValue>) {
+    let _ = Reflect::set(obj, &key.into(), &value.into());
+}
+
+fn get(obj: &JsValue, key: &str) -> JsValue {
+    Reflect::get(obj, &key.into()).unwrap_or(JsValue::UNDEFINED)
+}
+
+fn get_string(obj: &JsValue, key: &str) -> Result<String, String> {
+    get(obj, key).as_string().ok_or_else(|| format!("request field `{key}` is missing or not text"))
+}
+
+fn get_f64(obj: &JsValue, key: &str) -> Result<f64, String> {
+    get(obj, key).as_f64().filter(|v| v.is_finite()).ok_or_else(|| format!("request field `{key}` is missing or not a number"))
+}
+
+fn get_floats(obj: &JsValue, key: &str) -> Result<Vec<f32>, String> {
+    let v = get(obj, key);
+    if v.is_instance_of::<Float32Array>() {
+        Ok(v.unchecked_into::<Float32Array>().to_vec())
+    } else if Array::is_array(&v) {
+        Array::from(&v).iter().map(|x| x.as_f64().map(|f| f as f32).ok_or_else(|| format!("`{key}` holds a non-number"))).collect()
+    } else {
+        Err(format!("request field `{key}` is not a list of numbers"))
+    }
+}
+
+fn parse_seed(text: &str) -> Result<u64, String> {
+    text.parse::<u64>().map_err(|_| format!("“{text}” is not a seed (a whole number 0 … 2^64−1)"))
+}
+
+fn post(message: &JsValue, transfer: Option<&JsValue>) {
+    let scope = scope();
+    let _ = match transfer {
+        Some(buffer) => scope.post_message_with_transfer(message, &Array::of1(buffer)),
+        None => scope.post_message(message),
+    };
+}
+
+fn engine() -> Result<Rc<Engine>, String> {
+    ENGINE.with(|e| e.borrow().clone()).ok_or_else(|| "the model is not loaded yet".to_string())
+}
+
+/// Starts the worker: installs the message handler and a panic reporter, then says it is alive.
+#[wasm_bindgen(start)]
+pub fn start() {
+    std::panic::set_hook(Box::new(|info| {
+        let message = Object::new();
+        set(&message, "op", "panic");
+        set(&message, "message", info.to_string());
+        post(&message, None);
+    }));
+    let on_message = Closure::<dyn FnMut(MessageEvent)>::new(|event: MessageEvent| {
+        wasm_bindgen_futures::spawn_local(handle(event.data()));
+    });
+    scope().set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+    on_message.forget();
+    let alive = Object::new();
+    set(&alive, "op", "alive");
+    post(&alive, None);
+}
+
+async fn handle(request: JsValue) {
+    let reply = Object::new();
+    set(&reply, "op", "reply");
+    set(&reply, "id", get(&request, "id"));
+    let op = get(&request, "op").as_string().unwrap_or_default();
+    let mut transfer = None;
+    let outcome = match op.as_str() {
+        "init" => init(&request, &reply).await,
+        "generate" => generate(&request, &reply).await.map(|buffer| transfer = Some(buffer)),
+        "latents" => latents(&request, &reply),
+        "parse-link" => link_parse(&request, &reply),
+        "make-link" => link_make(&request, &reply),
+        "blend" => blend(&request, &reply),
+        "walk" => walk(&request, &reply),
+        other => Err(format!("unknown request “{other}”")),
+    };
+    if let Err(message) = outcome {
+        set(&reply, "error", message);
+        transfer = None;
+    }
+    post(&reply, transfer.as_ref());
+}
+
+fn progress(loaded: u64, total: u64, file: &str) {
+    let message = Object::new();
+    set(&message, "op", "progress");
+    set(&message, "loaded", loaded as f64);
+    set(&message, "total", total as f64);
+    set(&message, "file", file);
+    post(&message, None);
+}
+
+async fn init(request: &JsValue, reply: &Object) -> Result<(), String> {
+    let base = get_string(request, "model")?;
+    let base = if base.ends_with('/') { base } else { format!("{base}/") };
+    let choice = BackendChoice::parse(&get(request, "backend").as_string().unwrap_or_default());
+
+    let manifest_bytes = fetch_bytes(&format!("{base}manifest.json"), |_, _| {}).await?;
+    let text = String::from_utf8(manifest_bytes).map_err(|_| "manifest.json is not UTF-8 text".to_string())?;
+    let manifest = Manifest::parse(&text).map_err(|e| e.to_string())?;
+
+    let chosen = choose_device(choice).await;
+    // Files in slot order: the stages, then the final generator.
+    let mut files: Vec<(String, usize, f64, Option<u64>)> =
+        manifest.stages.iter().map(|s| (s.file.clone(), s.level, 1.0, s.bytes)).collect();
+    files.push((manifest.generator.clone(), manifest.level, manifest.alpha, manifest.generator_bytes));
+    let mut total: u64 = files.iter().map(|f| f.3.unwrap_or(0)).sum();
+    let mut done = 0u64;
+    let mut slots = Vec::with_capacity(files.len());
+    for (file, level, alpha, size) in &files {
+        let url = format!("{base}{file}");
+        let mut counted_unknown = false;
+        let bytes = fetch_bytes(&url, |loaded, length| {
+            if size.is_none() && !counted_unknown {
+                total += length.unwrap_or(0);
+                counted_unknown = true;
+            }
+            progress(done + loaded, total.max(done + loaded), file);
+        })
+        .await?;
+        done += bytes.len() as u64;
+        slots.push(load_slot(&bytes, file, &manifest, *level, *alpha, &chosen.device)?);
+    }
+    let engine = Engine { device: chosen.device, backend: chosen.backend, manifest, slots };
+
+    // Warm-up: the first pass compiles the GPU kernels (or faults in the CPU code).
+    let started = now_ms();
+    let warm = latent_for_seed(0, engine.manifest.latent_size);
+    engine.generate(engine.final_slot(), warm, None).await?;
+    let warmup_ms = now_ms() - started;
+
+    set(reply, "backend", engine.backend);
+    set(reply, "notice", chosen.notice.map(JsValue::from).unwrap_or(JsValue::NULL));
+    set(reply, "warmupMs", warmup_ms);
+    set(reply, "model", model_summary(&engine)?);
+    ENGINE.with(|e| *e.borrow_mut() = Some(Rc::new(engine)));
+    Ok(())
+}
+
+fn model_summary(engine: &Engine) -> Result<JsValue, String> {
+    let m = &engine.manifest;
+    let mut stages: Vec<serde_json::Value> = m
+        .stages
+        .iter()
+        .enumerate()
+        .map(|(index, s)| serde_json::json!({"index": index, "level": s.level, "resolution": s.resolution, "kimg": s.kimg, "alpha": 1.0}))
+        .collect();
+    // An export taken before the last level finished: the final generator is the last stage.
+    if m.stages.last().is_none_or(|s| s.level < m.level) {
+        let kimg = m.training.get("kimg").and_then(|k| k.as_f64()).unwrap_or(0.0);
+        stages.push(serde_json::json!({"index": engine.final_slot(), "level": m.level, "resolution": m.resolution, "kimg": kimg, "alpha": m.alpha}));
+    }
+    let summary = serde_json::json!({
+        "name": m.name,
+        "resolution": m.resolution,
+        "latentSize": m.latent_size,
+        "level": m.level,
+        "alpha": m.alpha,
+        "channels": m.channels,
+        "stages": stages,
+        "finalIndex": engine.final_slot(),
+        "training": m.training,
+    });
+    JsValue::from_serde(&summary).map_err(|e| e.to_string())
+}
+
+async fn generate(request: &JsValue, reply: &Object) -> Result<JsValue, String> {
+    let engine = engine()?;
+    let stage = get_f64(request, "stage").unwrap_or(-1.0);
+    let slot = if stage < 0.0 { engine.final_slot() } else { stage as usize };
+    let alpha = get(request, "alpha").as_f64();
+    let latents = get_floats(request, "latents")?;
+    let count = latents.len() / engine.manifest.latent_size.max(1);
+    let started = now_ms();
+    let (rgba, size) = engine.generate(slot, latents, alpha).await?;
+    let ms = now_ms() - started;
+    let pixels = Uint8ClampedArray::new_with_length(rgba.len() as u32);
+    pixels.copy_from(&rgba);
+    set(reply, "pixels", &pixels);
+    set(reply, "count", count as f64);
+    set(reply, "size", size as f64);
+    set(reply, "ms", ms);
+    Ok(pixels.buffer().into())
+}
+
+fn latent_size() -> Result<usize, String> {
+    Ok(engine()?.manifest.latent_size)
+}
+
+fn latents(request: &JsValue, reply: &Object) -> Result<(), String> {
+    let n = latent_size()?;
+    let seeds = get(request, "seeds");
+    if !Array::is_array(&seeds) || Array::from(&seeds).length() > 256 {
+        return Err("`seeds` must be a list of at most 256 seeds".into());
+    }
+    let mut out = Vec::new();
+    for seed in Array::from(&seeds).iter() {
+        let text = seed.as_string().or_else(|| seed.as_f64().map(|f| format!("{f}"))).unwrap_or_default();
+        out.extend(latent_for_seed(parse_seed(&text)?, n));
+    }
+    set(reply, "latents", Float32Array::from(out.as_slice()));
+    Ok(())
+}
+
+fn link_parse(request: &JsValue, reply: &Object) -> Result<(), String> {
+    let hash = get_string(request, "hash")?;
+    match parse_link(&hash, latent_size()?).map_err(|e| e.to_string())? {
+        LinkTarget::Empty => set(reply, "kind", "empty"),
+        LinkTarget::Seed(seed) => {
+            set(reply, "kind", "seed");
+            set(reply, "seed", seed.to_string());
+        }
+        LinkTarget::Latent(z) => {
+            set(reply, "kind", "latent");
+            set(reply, "latent", Float32Array::from(z.as_slice()));
+        }
+    }
+    Ok(())
+}
+
+fn link_make(request: &JsValue, reply: &Object) -> Result<(), String> {
+    let link = match get(request, "seed").as_string() {
+        Some(seed) => seed_link(parse_seed(&seed)?),
+        None => {
+            let z = get_floats(request, "latent")?;
+            if z.len() != latent_size()? {
+                return Err(format!("a latent of {} values; this model takes {}", z.len(), latent_size()?));
+            }
+            let link = latent_link(&z);
+            // The latent as the link stores it (half precision), so what the page shows is
+            // exactly what the link reproduces.
+            if let Ok(LinkTarget::Latent(stored)) = parse_link(&link, z.len()) {
+                set(reply, "latent", Float32Array::from(stored.as_slice()));
+            }
+            link
+        }
+    };
+    set(reply, "link", link);
+    Ok(())
+}
+
+fn blend(request: &JsValue, reply: &Object) -> Result<(), String> {
+    let (a, b) = (get_floats(request, "a")?, get_floats(request, "b")?);
+    let n = latent_size()?;
+    if a.len() != n || b.len() != n {
+        return Err(format!("blend needs two latents of {n} values"));
+    }
+    let t = get_f64(request, "t")?.clamp(0.0, 1.0) as f32;
+    set(reply, "latent", Float32Array::from(blend_latents(&a, &b, t).as_slice()));
+    Ok(())
+}
+
+fn walk(request: &JsValue, reply: &Object) -> Result<(), String> {
+    let seed = parse_seed(&get_string(request, "seed")?)?;
+    let frames = get_f64(request, "frames")?.clamp(2.0, 2048.0) as usize;
+    let sigma = get_f64(request, "sigma")?.clamp(0.0, 512.0);
+    set(reply, "latents", Float32Array::from(smooth_walk(seed, frames, sigma, latent_size()?).as_slice()));
+    Ok(())
+}

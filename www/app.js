@@ -1,0 +1,472 @@
+// The page: controls and drawing on the main thread; the model runs in a Web Worker (the
+// `pggan-web` WebAssembly crate), so generating never blocks the page. Links are parsed by the
+// worker's Rust code, as numbers only.
+
+const WORKER_URL = 'pggan-web_loader.js';
+const GRID_FACES = 16;
+const WALK_FRAMES = 240;
+const WALK_SIGMA_FRAMES = 8;
+const MODEL_NAME = /^[A-Za-z0-9_-]{1,64}$/;
+
+const $ = (id) => document.getElementById(id);
+const params = new URLSearchParams(location.search);
+const state = {
+  engine: null,
+  backend: null,
+  model: null,
+  current: null,   // { latent: Float32Array, seed: string | null }
+  a: null,
+  b: null,
+  mixLatent: null,
+  stage: 0,
+  playing: false,
+  msPerFace: null,
+};
+
+// ---------------------------------------------------------------- messages
+
+function showError(text) {
+  const el = $('error');
+  el.textContent = text;
+  el.hidden = !text;
+}
+
+function showNotice(text) {
+  const el = $('notice');
+  el.textContent = text;
+  el.hidden = !text;
+}
+
+function setStatus() {
+  const name = state.backend === 'webgpu' ? 'WebGPU (your GPU)' : 'the CPU (WebAssembly)';
+  const speed = state.msPerFace == null ? '' : ` · ${state.msPerFace.toFixed(1)} ms per face`;
+  $('status').textContent = `Running on ${name}${speed}`;
+  $('where').textContent = state.backend === 'webgpu' ? ', on your GPU through WebGPU' : ', on your CPU';
+  document.body.dataset.backend = state.backend;
+  if (state.msPerFace != null) document.body.dataset.msPerFace = state.msPerFace.toFixed(2);
+}
+
+// ---------------------------------------------------------------- the worker
+
+class Engine {
+  constructor(onDeath) {
+    this.pending = new Map();
+    this.nextId = 1;
+    this.onProgress = () => {};
+    this.onDeath = onDeath;
+    this.dead = false;
+  }
+
+  // Resolves once the worker's WebAssembly is running and listening.
+  start() {
+    return new Promise((resolve, reject) => {
+      this.worker = new Worker(WORKER_URL);
+      this.worker.onmessage = (event) => {
+        const msg = event.data;
+        if (msg.op === 'alive') resolve();
+        else if (msg.op === 'progress') this.onProgress(msg);
+        else if (msg.op === 'panic') this.die(msg.message);
+        else if (msg.op === 'reply') this.settle(msg);
+      };
+      this.worker.onerror = (event) => {
+        const reason = event.message || 'the generator could not start';
+        reject(new Error(reason));
+        this.die(reason);
+      };
+    });
+  }
+
+  settle(msg) {
+    const waiter = this.pending.get(msg.id);
+    if (!waiter) return;
+    this.pending.delete(msg.id);
+    if (msg.error !== undefined) waiter.reject(new Error(msg.error));
+    else waiter.resolve(msg);
+  }
+
+  request(op, fields = {}, transfer = []) {
+    if (this.dead) return Promise.reject(new Error('the generator has stopped'));
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
+      this.worker.postMessage({ op, id, ...fields }, transfer);
+    });
+  }
+
+  die(reason) {
+    if (this.dead) return;
+    this.dead = true;
+    this.worker.terminate();
+    for (const waiter of this.pending.values()) waiter.reject(new Error(reason));
+    this.pending.clear();
+    this.onDeath(reason);
+  }
+}
+
+function modelUrl() {
+  const asked = params.get('model');
+  if (asked !== null) {
+    if (MODEL_NAME.test(asked)) return `models/${asked}/`;
+    throw new Error('“?model=” takes a model folder name (letters, digits, - and _)');
+  }
+  return `${document.body.dataset.model}/`;
+}
+
+async function boot(backend) {
+  document.body.dataset.state = 'loading';
+  setControls(false);
+  const engine = new Engine((reason) => onEngineDeath(engine, reason));
+  state.engine = engine;
+  engine.onProgress = ({ loaded, total, file }) => {
+    $('progress').max = Math.max(total, 1);
+    $('progress').value = loaded;
+    $('progress-label').textContent = `Downloading the model: ${(loaded / 1e6).toFixed(1)} of ${(total / 1e6).toFixed(1)} MB (${file})`;
+  };
+  $('loading').hidden = false;
+  try {
+    await engine.start();
+    $('progress-label').textContent = 'Downloading the model…';
+    const model = modelUrl();
+    const info = await engine.request('init', { model, backend });
+    state.backend = info.backend;
+    state.model = info.model;
+    if (info.notice) showNotice(info.notice);
+    $('loading').hidden = true;
+    setStatus();
+    describeModel(info.model);
+    buildStages();
+    setControls(true);
+    document.body.dataset.state = 'ready';
+  } catch (err) {
+    if (engine.dead && engine !== state.engine) return; // replaced by a CPU restart
+    $('loading').hidden = true;
+    $('status').textContent = 'Not running';
+    showError(`Could not load the model: ${err.message}`);
+    document.body.dataset.state = 'error';
+    return;
+  }
+  await showGrid();
+  await followLink();
+}
+
+function onEngineDeath(engine, reason) {
+  if (engine !== state.engine) return;
+  state.playing = false;
+  if (state.backend === 'webgpu') {
+    showNotice(`WebGPU stopped working (${reason}); continuing on the CPU.`);
+    boot('cpu');
+  } else {
+    showError(`The generator stopped: ${reason}. Reload the page to try again.`);
+    document.body.dataset.state = 'error';
+    setControls(false);
+  }
+}
+
+function setControls(on) {
+  for (const id of ['new-faces', 'play']) $(id).disabled = !on;
+}
+
+function describeModel(m) {
+  $('final-size').textContent = `${m.resolution}×${m.resolution}`;
+  const t = m.training || {};
+  const kimg = typeof t.kimg === 'number' ? `${Math.round(t.kimg)} thousand images shown` : '';
+  const hw = t.hardware ? `, ${t.hardware}` : '';
+  $('model-card').textContent = `Model “${m.name}”: ${m.resolution}×${m.resolution} pixels, latent of ${m.latentSize} numbers, ${m.stages.length} growth stages${kimg ? `, ${kimg}` : ''}${hw}.`;
+}
+
+// ---------------------------------------------------------------- generating and drawing
+
+let renderCount = 0;
+
+async function render(latents, stage = -1, alpha = undefined) {
+  const fields = { latents, stage };
+  if (alpha !== undefined) fields.alpha = alpha;
+  const reply = await state.engine.request('generate', fields);
+  document.body.dataset.lastMs = reply.ms.toFixed(2);
+  document.body.dataset.lastCount = String(reply.count);
+  return reply;
+}
+
+// Draws face `index` of a reply; `shows` (if given) records what it is, e.g. a blend weight.
+function draw(canvas, reply, index = 0, shows = undefined) {
+  const { size, pixels } = reply;
+  const per = size * size * 4;
+  if (canvas.width !== size) canvas.width = size;
+  if (canvas.height !== size) canvas.height = size;
+  const image = new ImageData(pixels.slice(index * per, (index + 1) * per), size, size);
+  canvas.getContext('2d').putImageData(image, 0, 0);
+  canvas.dataset.rendered = String(++renderCount);
+  if (shows !== undefined) canvas.dataset.shows = shows;
+}
+
+function latentRow(latents, i) {
+  const n = state.model.latentSize;
+  return latents.slice(i * n, (i + 1) * n);
+}
+
+function randomSeeds(count) {
+  return Array.from(crypto.getRandomValues(new Uint32Array(count)), String);
+}
+
+// Runs `fn` with the latest arguments only: calls that arrive while one runs are coalesced.
+function latest(fn) {
+  let running = false;
+  let queued = null;
+  return async (...args) => {
+    queued = args;
+    if (running) return;
+    running = true;
+    try {
+      while (queued) {
+        const next = queued;
+        queued = null;
+        await fn(...next);
+      }
+    } catch (err) {
+      showError(err.message);
+    } finally {
+      running = false;
+    }
+  };
+}
+
+// ---------------------------------------------------------------- the grid
+
+async function showGrid() {
+  const grid = $('grid');
+  if (!grid.children.length) {
+    for (let i = 0; i < GRID_FACES; i++) {
+      const item = document.createElement('div');
+      item.setAttribute('role', 'listitem');
+      const button = document.createElement('button');
+      button.type = 'button';
+      const canvas = document.createElement('canvas');
+      canvas.width = canvas.height = state.model.resolution;
+      button.append(canvas);
+      button.addEventListener('click', () => button.face && openFace(button.face));
+      item.append(button);
+      grid.append(item);
+    }
+  }
+  $('new-faces').disabled = true;
+  try {
+    const seeds = randomSeeds(GRID_FACES);
+    const { latents } = await state.engine.request('latents', { seeds });
+    const reply = await render(latents);
+    state.msPerFace = reply.ms / reply.count;
+    setStatus();
+    const buttons = grid.querySelectorAll('button');
+    buttons.forEach((button, i) => {
+      button.face = { latent: latentRow(latents, i), seed: seeds[i] };
+      button.setAttribute('aria-label', `Face of seed ${seeds[i]}; open it`);
+      button.dataset.seed = seeds[i];
+      draw(button.firstChild, reply, i);
+    });
+    if (!performance.getEntriesByName('first-face').length) performance.mark('first-face');
+  } catch (err) {
+    showError(`Could not make faces: ${err.message}`);
+  } finally {
+    $('new-faces').disabled = false;
+  }
+}
+
+// ---------------------------------------------------------------- one face
+
+async function openFace(face, { focus = true } = {}) {
+  // A latent's link holds it in half precision: show the face as the link will reproduce it.
+  const made = await state.engine.request('make-link', face.seed != null ? { seed: face.seed } : { latent: face.latent });
+  if (face.seed == null) face = { latent: made.latent, seed: null };
+  state.current = face;
+  $('detail').hidden = false;
+  $('detail-label').textContent = face.seed != null ? `Seed ${face.seed}` : 'A latent from a blend or a link';
+  const reply = await render(face.latent);
+  draw($('detail-canvas'), reply);
+  history.replaceState(null, '', `#${made.link}`);
+  $('link-text').value = location.href;
+  if (focus) $('detail-title').scrollIntoView({ block: 'nearest' });
+  await showStages();
+}
+
+async function followLink() {
+  const hash = location.hash;
+  if (!hash || hash === '#') return;
+  try {
+    const parsed = await state.engine.request('parse-link', { hash });
+    if (parsed.kind === 'seed') {
+      const { latents } = await state.engine.request('latents', { seeds: [parsed.seed] });
+      await openFace({ latent: latents, seed: parsed.seed });
+    } else if (parsed.kind === 'latent') {
+      await openFace({ latent: parsed.latent, seed: null });
+    }
+    showError('');
+  } catch (err) {
+    showError(`This link does not name a face: ${err.message}. Showing new faces instead.`);
+  }
+}
+
+function download() {
+  if (!state.current) return;
+  const out = document.createElement('canvas');
+  out.width = out.height = 256;
+  const ctx = out.getContext('2d');
+  ctx.imageSmoothingEnabled = true;
+  ctx.imageSmoothingQuality = 'high';
+  ctx.drawImage($('detail-canvas'), 0, 0, 256, 256);
+  out.toBlob((blob) => {
+    const a = document.createElement('a');
+    a.href = URL.createObjectURL(blob);
+    a.download = state.current.seed != null ? `face-seed${state.current.seed}.png` : 'face.png';
+    a.click();
+    setTimeout(() => URL.revokeObjectURL(a.href), 10_000);
+  }, 'image/png');
+}
+
+async function copyLink() {
+  const text = $('link-text').value;
+  try {
+    await navigator.clipboard.writeText(text);
+    $('copy-link').textContent = 'Copied';
+  } catch {
+    $('link-text').select();
+    $('copy-link').textContent = 'Press Ctrl+C';
+  }
+  setTimeout(() => { $('copy-link').textContent = 'Copy link'; }, 1500);
+}
+
+// ---------------------------------------------------------------- blending
+
+async function setEnd(which) {
+  if (!state.current) return;
+  state[which] = state.current;
+  const reply = await render(state.current.latent);
+  draw($(`canvas-${which}`), reply);
+  const ready = state.a && state.b;
+  $('mix').disabled = !ready;
+  if (ready) await mix(Number($('mix').value));
+}
+
+const mix = latest(async (t) => {
+  if (!state.a || !state.b) return;
+  $('mix-value').textContent = t.toFixed(2);
+  const { latent } = await state.engine.request('blend', { a: state.a.latent, b: state.b.latent, t });
+  state.mixLatent = latent;
+  draw($('canvas-mix'), await render(latent), 0, `blend ${t.toFixed(2)}`);
+  $('open-mix').disabled = false;
+});
+
+async function play() {
+  if (state.playing) {
+    state.playing = false;
+    return;
+  }
+  state.playing = true;
+  $('play').textContent = 'Stop';
+  $('play').setAttribute('aria-pressed', 'true');
+  try {
+    const [seed] = randomSeeds(1);
+    const { latents } = await state.engine.request('walk', { seed, frames: WALK_FRAMES, sigma: WALK_SIGMA_FRAMES });
+    for (let frame = 0; state.playing; frame = (frame + 1) % WALK_FRAMES) {
+      const started = performance.now();
+      const latent = latentRow(latents, frame);
+      const reply = await render(latent);
+      if (!state.playing) break;
+      state.mixLatent = latent;
+      draw($('canvas-mix'), reply, 0, `walk ${frame}`);
+      $('open-mix').disabled = false;
+      // At most 30 frames a second; always yield to the page between frames.
+      const wait = Math.max(0, 1000 / 30 - (performance.now() - started));
+      await new Promise((resolve) => setTimeout(resolve, wait));
+    }
+  } catch (err) {
+    showError(`Playing stopped: ${err.message}`);
+  } finally {
+    state.playing = false;
+    $('play').textContent = 'Play';
+    $('play').setAttribute('aria-pressed', 'false');
+  }
+}
+
+// ---------------------------------------------------------------- growth stages
+
+function buildStages() {
+  const strip = $('stages');
+  strip.replaceChildren();
+  const stages = state.model.stages;
+  if (!stages.length) {
+    strip.textContent = 'This model was exported without its growth stages.';
+    return;
+  }
+  for (const s of stages) {
+    const item = document.createElement('div');
+    item.setAttribute('role', 'listitem');
+    const button = document.createElement('button');
+    button.type = 'button';
+    button.setAttribute('aria-label', `Stage ${stages.indexOf(s) + 1}: ${s.resolution}×${s.resolution}`);
+    const canvas = document.createElement('canvas');
+    canvas.width = canvas.height = s.resolution;
+    const caption = document.createElement('span');
+    caption.textContent = `${s.resolution}×${s.resolution}`;
+    button.append(canvas, caption);
+    button.addEventListener('click', () => selectStage(stages.indexOf(s)));
+    item.append(button);
+    strip.append(item);
+  }
+  state.stage = stages.length - 1;
+}
+
+async function showStages() {
+  const stages = state.model.stages;
+  if (!state.current || !stages.length) return;
+  const buttons = $('stages').querySelectorAll('button');
+  for (const [i, s] of stages.entries()) {
+    draw(buttons[i].firstChild, await render(state.current.latent, s.index, s.alpha));
+  }
+  await selectStage(state.stage);
+}
+
+async function selectStage(index) {
+  const stages = state.model.stages;
+  if (!stages.length) return;
+  state.stage = Math.max(0, Math.min(stages.length - 1, index));
+  const s = stages[state.stage];
+  $('stages').querySelectorAll('button').forEach((b, i) => b.setAttribute('aria-current', String(i === state.stage)));
+  $('stage-prev').disabled = state.stage === 0;
+  $('stage-next').disabled = state.stage === stages.length - 1;
+  $('alpha').disabled = s.level === 0 || !state.current;
+  $('alpha').value = String(s.alpha);
+  await fade(s.alpha);
+}
+
+const fade = latest(async (alpha) => {
+  const s = state.model.stages[state.stage];
+  if (!s) return;
+  const from = s.level > 0 ? `, fading in from ${s.resolution / 2}×${s.resolution / 2}` : '';
+  $('alpha-value').textContent = alpha.toFixed(2);
+  $('stage-label').textContent = `Stage ${state.stage + 1} of ${state.model.stages.length}: ${s.resolution}×${s.resolution} after ${Math.round(s.kimg)} kimg${alpha < 1 ? from : ''}`;
+  if (!state.current) return;
+  draw($('stage-canvas'), await render(state.current.latent, s.index, alpha), 0, `stage ${state.stage} alpha ${alpha.toFixed(2)}`);
+});
+
+// ---------------------------------------------------------------- wiring
+
+function wire() {
+  $('new-faces').addEventListener('click', () => showGrid());
+  $('close-detail').addEventListener('click', () => { $('detail').hidden = true; });
+  $('download').addEventListener('click', download);
+  $('copy-link').addEventListener('click', copyLink);
+  $('use-a').addEventListener('click', () => setEnd('a'));
+  $('use-b').addEventListener('click', () => setEnd('b'));
+  $('mix').addEventListener('input', (e) => mix(Number(e.target.value)));
+  $('open-mix').addEventListener('click', () => state.mixLatent && openFace({ latent: state.mixLatent, seed: null }));
+  $('play').addEventListener('click', play);
+  $('stage-prev').addEventListener('click', () => selectStage(state.stage - 1));
+  $('stage-next').addEventListener('click', () => selectStage(state.stage + 1));
+  $('alpha').addEventListener('input', (e) => fade(Number(e.target.value)));
+  document.addEventListener('keydown', (e) => {
+    if (e.key === 'Escape' && !$('detail').hidden) $('detail').hidden = true;
+  });
+  window.addEventListener('hashchange', () => state.model && followLink());
+}
+
+wire();
+boot(params.get('backend') === 'cpu' ? 'cpu' : 'auto');
