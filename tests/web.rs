@@ -323,3 +323,26 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// The worker dying on WebGPU (as on a lost device) restarts the generator on the CPU with a
+/// notice, and the page keeps working.
+#[test]
+fn a_dead_webgpu_worker_falls_back_to_the_cpu() {
+    let _one = BROWSER.lock().unwrap_or_else(|e| e.into_inner());
+    let mut page = Page::open(true, vec![]);
+    page.browser.watch_workers();
+    page.goto("/?model=e2e");
+    page.wait_ready();
+    assert_eq!(page.browser.eval("document.body.dataset.backend"), "webgpu");
+    let before = page.pixels("#grid div:nth-child(1) canvas");
+    // An uncaught error inside the worker, as a lost GPU device would raise.
+    page.browser.eval_in_worker("setTimeout(() => { throw new Error('simulated loss of the GPU device'); }, 0); 1");
+    page.browser.wait_for("document.body.dataset.backend === 'cpu' && document.body.dataset.state === 'ready'", LOAD);
+    let notice = page.text("notice");
+    assert!(notice.contains("WebGPU stopped working") && notice.contains("CPU"), "{notice}");
+    // New faces come from the CPU now.
+    page.browser.wait_for("document.querySelector('#grid canvas').dataset.rendered > 16", LOAD);
+    let after = page.redraw("#grid div:nth-child(1) canvas", "document.getElementById('new-faces').click()");
+    assert!(std_dev(&after) > 8.0 && mean_abs_diff(&before, &after) > 0.0);
+    page.shot("webgpu-lost");
+}

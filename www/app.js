@@ -112,7 +112,8 @@ function modelUrl() {
   return `${document.body.dataset.model}/`;
 }
 
-async function boot(backend) {
+// Starts the worker and loads the model; `notice` (a restart's reason) replaces the worker's own.
+async function boot(backend, notice = null) {
   document.body.dataset.state = 'loading';
   setControls(false);
   const engine = new Engine((reason) => onEngineDeath(engine, reason));
@@ -130,7 +131,7 @@ async function boot(backend) {
     const info = await engine.request('init', { model, backend });
     state.backend = info.backend;
     state.model = info.model;
-    if (info.notice) showNotice(info.notice);
+    if (notice || info.notice) showNotice(notice || info.notice);
     $('loading').hidden = true;
     setStatus();
     describeModel(info.model);
@@ -147,14 +148,21 @@ async function boot(backend) {
   }
   await showGrid();
   await followLink();
+  // Until a face is chosen, the growth stages show the first face of the grid.
+  const first = document.querySelector('#grid button');
+  if (!state.current && first && first.face) {
+    state.current = first.face;
+    await showStages();
+  }
 }
 
 function onEngineDeath(engine, reason) {
   if (engine !== state.engine) return;
   state.playing = false;
   if (state.backend === 'webgpu') {
-    showNotice(`WebGPU stopped working (${reason}); continuing on the CPU.`);
-    boot('cpu');
+    const notice = `WebGPU stopped working (${reason}); continuing on the CPU.`;
+    showNotice(notice);
+    boot('cpu', notice);
   } else {
     showError(`The generator stopped: ${reason}. Reload the page to try again.`);
     document.body.dataset.state = 'error';

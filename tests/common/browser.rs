@@ -31,6 +31,8 @@ pub struct Browser {
     _profile: crate::Scratch,
     /// Console messages and uncaught exceptions seen so far.
     pub console: Vec<String>,
+    /// DevTools sessions of the page's workers (after [`Browser::watch_workers`]).
+    pub workers: Vec<String>,
 }
 
 impl Browser {
@@ -72,7 +74,7 @@ impl Browser {
         let stream = TcpStream::connect(&addr).expect("connect to DevTools");
         stream.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
         let (ws, _) = tungstenite::client(browser_url.as_str(), stream).expect("DevTools handshake");
-        let mut b = Browser { child, ws, session: String::new(), next_id: 0, _profile: profile, console: Vec::new() };
+        let mut b = Browser { child, ws, session: String::new(), next_id: 0, _profile: profile, console: Vec::new(), workers: Vec::new() };
         let target = b.call_browser("Target.createTarget", json!({"url": "about:blank"}));
         let target_id = target["targetId"].as_str().unwrap().to_string();
         let attached = b.call_browser("Target.attachToTarget", json!({"targetId": target_id, "flatten": true}));
@@ -113,6 +115,11 @@ impl Browser {
             Some("Runtime.exceptionThrown") => {
                 self.console.push(format!("exception: {}", v["params"]["exceptionDetails"]));
             }
+            Some("Target.attachedToTarget") if v["params"]["targetInfo"]["type"] == "worker" => {
+                if let Some(s) = v["params"]["sessionId"].as_str() {
+                    self.workers.push(s.to_string());
+                }
+            }
             _ => {}
         }
     }
@@ -125,6 +132,17 @@ impl Browser {
     pub fn call(&mut self, method: &str, params: Value) -> Value {
         let session = self.session.clone();
         self.send(method, params, Some(&session))
+    }
+
+    /// From now on, records a DevTools session for every worker the page starts.
+    pub fn watch_workers(&mut self) {
+        self.call("Target.setAutoAttach", json!({"autoAttach": true, "waitForDebuggerOnStart": false, "flatten": true}));
+    }
+
+    /// Evaluates JavaScript inside the page's newest worker.
+    pub fn eval_in_worker(&mut self, expression: &str) -> Value {
+        let session = self.workers.last().expect("no worker seen (call watch_workers before the page starts one)").clone();
+        self.send("Runtime.evaluate", json!({"expression": expression, "returnByValue": true}), Some(&session))
     }
 
     /// Opens `url` (returns once the navigation is committed; wait for the page's own state).
