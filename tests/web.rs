@@ -221,6 +221,10 @@ fn stages_and_blending_change_the_picture() {
     let mut page = Page::open(true, vec![]);
     page.goto("/?model=e2e#seed=77");
     page.wait_ready();
+    // The stages load on request.
+    assert_eq!(page.browser.eval("document.querySelectorAll('#stages canvas').length"), 0);
+    page.browser.wait_for("document.getElementById('detail-canvas').dataset.rendered", LOAD);
+    page.browser.eval("document.getElementById('load-stages').click()");
     page.browser.wait_for("document.getElementById('stage-canvas').dataset.shows === 'stage 2 alpha 1.00'", LOAD);
     let stages = page.browser.eval("document.querySelectorAll('#stages canvas').length").as_u64().unwrap();
     assert_eq!(stages, 3, "4×4, 8×8 and 16×16 stages");

@@ -4,6 +4,7 @@
 //! transferred (wasm and model, raw and gzip).
 //!
 //!     cargo run --release -p pggan-e2e --bin web-bench [-- --model utk64 --rounds 5]
+//!     cargo run --release -p pggan-e2e --bin web-bench -- --model-dir path/to/export
 
 use std::io::Write as _;
 use std::time::Duration;
@@ -29,10 +30,12 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let opt = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
-    let model = opt("--model");
+    let model_dir = opt("--model-dir").map(std::path::PathBuf::from);
+    let model = if model_dir.is_some() { Some("bench".to_string()) } else { opt("--model") };
     let rounds: usize = opt("--rounds").and_then(|r| r.parse().ok()).unwrap_or(5);
     let dist = web_dist();
-    let server = Server::start(&dist, vec![]);
+    let mounts = model_dir.iter().map(|d| ("/models/bench/".to_string(), d.clone())).collect();
+    let server = Server::start(&dist, mounts);
     let query = model.as_ref().map(|m| format!("model={m}&")).unwrap_or_default();
     let wait = Duration::from_secs(600);
 
@@ -68,6 +71,11 @@ fn main() {
             .as_f64()
             .unwrap();
         let all_long = b.eval("window.__longTasks.length").as_u64().unwrap();
+        // The observer works: a deliberate 120 ms task on the main thread is seen.
+        b.eval("setTimeout(() => { const t = performance.now(); while (performance.now() - t < 120) {} }, 0); 0");
+        std::thread::sleep(Duration::from_millis(300));
+        let seen = b.eval("window.__longTasks.length").as_u64().unwrap();
+        assert!(seen > all_long, "the long-task observer missed a deliberate 120 ms task");
         println!("{label:<22} {first:>14.0} {:>16.1} {:>16.1} {longest:>16.0}", median(batch), median(single));
         println!("{:<22} ({all_long} main-thread tasks over 50 ms in the whole visit, loading included)", "");
     }
@@ -79,6 +87,10 @@ fn main() {
     for path in sent.keys() {
         let rel = path.trim_start_matches('/');
         let file = if rel.is_empty() { dist.join("index.html") } else { dist.join(rel) };
+        let file = match (&model_dir, rel.strip_prefix("models/bench/")) {
+            (Some(dir), Some(inside)) => dir.join(inside),
+            _ => file,
+        };
         let Ok(bytes) = std::fs::read(&file) else { continue };
         if !seen.insert(file.clone()) {
             continue;
@@ -97,4 +109,19 @@ fn main() {
     println!("  model          {:>8.2} MB raw {:>8.2} MB gzip", mb(model_raw), mb(model_gz));
     println!("  html, js, css  {:>8.2} MB raw {:>8.2} MB gzip", mb(other), mb(other_gz));
     println!("  total          {:>8.2} MB raw {:>8.2} MB gzip", mb(wasm + model_raw + other), mb(wasm_gz + model_gz + other_gz));
+
+    // The growth stages load only when the visitor asks for them.
+    let model_root = model_dir.unwrap_or_else(|| dist.join("models").join(model.as_deref().unwrap_or("utk64")));
+    if let Ok(text) = std::fs::read_to_string(model_root.join("manifest.json")) {
+        let m: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let (mut raw, mut gz) = (0, 0);
+        for s in m["stages"].as_array().into_iter().flatten() {
+            if s["file"] == m["generator"] {
+                continue;
+            }
+            let bytes = std::fs::read(model_root.join(s["file"].as_str().unwrap())).unwrap();
+            (raw, gz) = (raw + bytes.len(), gz + gzip_len(&bytes));
+        }
+        println!("  growth stages  {:>8.2} MB raw {:>8.2} MB gzip (on request)", mb(raw), mb(gz));
+    }
 }

@@ -118,7 +118,12 @@ async function boot(backend, notice = null) {
   setControls(false);
   const engine = new Engine((reason) => onEngineDeath(engine, reason));
   state.engine = engine;
-  engine.onProgress = ({ loaded, total, file }) => {
+  engine.onProgress = ({ what, loaded, total, file }) => {
+    if (what === 'stages') {
+      $('stages-progress').max = Math.max(total, 1);
+      $('stages-progress').value = loaded;
+      return;
+    }
     $('progress').max = Math.max(total, 1);
     $('progress').value = loaded;
     $('progress-label').textContent = `Downloading the model: ${(loaded / 1e6).toFixed(1)} of ${(total / 1e6).toFixed(1)} MB (${file})`;
@@ -128,6 +133,7 @@ async function boot(backend, notice = null) {
     await engine.start();
     $('progress-label').textContent = 'Downloading the model…';
     const model = modelUrl();
+    state.modelUrl = model;
     const info = await engine.request('init', { model, backend });
     state.backend = info.backend;
     state.model = info.model;
@@ -135,7 +141,11 @@ async function boot(backend, notice = null) {
     $('loading').hidden = true;
     setStatus();
     describeModel(info.model);
-    buildStages();
+    state.stagesLoaded = false;
+    $('stages').replaceChildren();
+    $('stages-load').hidden = false;
+    const mb = (info.model.stageBytes / 1e6).toFixed(1);
+    $('load-stages').textContent = info.model.stageBytes > 0 ? `Show the growth stages (${mb} MB more)` : 'Show the growth stages';
     setControls(true);
     document.body.dataset.state = 'ready';
   } catch (err) {
@@ -148,11 +158,26 @@ async function boot(backend, notice = null) {
   }
   await showGrid();
   await followLink();
-  // Until a face is chosen, the growth stages show the first face of the grid.
-  const first = document.querySelector('#grid button');
-  if (!state.current && first && first.face) {
-    state.current = first.face;
+}
+
+// Downloads the growth stages (on request: they are several times the final generator's size).
+async function loadStages() {
+  $('load-stages').disabled = true;
+  $('stages-progress').hidden = false;
+  try {
+    await state.engine.request('load-stages', { model: state.modelUrl });
+    state.stagesLoaded = true;
+    $('stages-load').hidden = true;
+    buildStages();
+    // Until a face is chosen, the stages show the first face of the grid.
+    const first = document.querySelector('#grid button');
+    if (!state.current && first && first.face) state.current = first.face;
     await showStages();
+  } catch (err) {
+    showError(`Could not load the growth stages: ${err.message}`);
+    $('load-stages').disabled = false;
+  } finally {
+    $('stages-progress').hidden = true;
   }
 }
 
@@ -171,7 +196,7 @@ function onEngineDeath(engine, reason) {
 }
 
 function setControls(on) {
-  for (const id of ['new-faces', 'play']) $(id).disabled = !on;
+  for (const id of ['new-faces', 'play', 'load-stages']) $(id).disabled = !on;
 }
 
 function describeModel(m) {
@@ -424,7 +449,7 @@ function buildStages() {
 
 async function showStages() {
   const stages = state.model.stages;
-  if (!state.current || !stages.length) return;
+  if (!state.stagesLoaded || !state.current || !stages.length) return;
   const buttons = $('stages').querySelectorAll('button');
   for (const [i, s] of stages.entries()) {
     draw(buttons[i].firstChild, await render(state.current.latent, s.index, s.alpha));
@@ -434,7 +459,7 @@ async function showStages() {
 
 async function selectStage(index) {
   const stages = state.model.stages;
-  if (!stages.length) return;
+  if (!state.stagesLoaded || !stages.length) return;
   state.stage = Math.max(0, Math.min(stages.length - 1, index));
   const s = stages[state.stage];
   $('stages').querySelectorAll('button').forEach((b, i) => b.setAttribute('aria-current', String(i === state.stage)));
@@ -467,6 +492,7 @@ function wire() {
   $('mix').addEventListener('input', (e) => mix(Number(e.target.value)));
   $('open-mix').addEventListener('click', () => state.mixLatent && openFace({ latent: state.mixLatent, seed: null }));
   $('play').addEventListener('click', play);
+  $('load-stages').addEventListener('click', loadStages);
   $('stage-prev').addEventListener('click', () => selectStage(state.stage - 1));
   $('stage-next').addEventListener('click', () => selectStage(state.stage + 1));
   $('alpha').addEventListener('input', (e) => fade(Number(e.target.value)));

@@ -78,10 +78,16 @@ pub fn export(run: &Path, out: &Path, device: &Device) -> Result<Manifest> {
         // Validate that it loads, then store it in half precision.
         let check = apply_tensors(Generator::new(&stage_config, &mut SplitMix64::new(0), device), tensors.clone())?;
         drop(check);
+        let stage_kimg: f64 = meta.get("kimg").and_then(|k| k.parse().ok()).unwrap_or(0.0);
+        // The last level's snapshot, taken at the end of the run, is the final generator: one
+        // file serves both, so the page never downloads it twice.
+        if stage_level == level && alpha >= 1.0 && (stage_kimg - kimg).abs() < 1e-9 {
+            stages.push(StageEntry { level, resolution: res, file: "generator.safetensors".into(), kimg, bytes: Some(bytes.len() as u64) });
+            continue;
+        }
         let file = format!("stages/level{stage_level}.safetensors");
         let stage_bytes = encode(&tensors, WeightDtype::F16, &meta)?;
         std::fs::write(out.join(&file), &stage_bytes)?;
-        let stage_kimg = meta.get("kimg").and_then(|k| k.parse().ok()).unwrap_or(0.0);
         stages.push(StageEntry { level: stage_level, resolution: stage_config.resolution, file, kimg: stage_kimg, bytes: Some(stage_bytes.len() as u64) });
     }
     stages.sort_by_key(|s| s.level);

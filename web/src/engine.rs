@@ -1,6 +1,9 @@
 //! The generator on a Burn device: WebGPU when the browser has an adapter, else the `flex` CPU
 //! backend; every growth stage loaded, images returned as RGBA bytes.
 
+use std::cell::RefCell;
+use std::rc::Rc;
+
 use burn::tensor::Device;
 use burn::tensor::wgpu::WgpuBackend;
 use pggan_model::layers::tensor_from_f32;
@@ -77,7 +80,7 @@ pub struct Slot {
     pub alpha: f64,
 }
 
-/// The model: the final generator and the growth stages.
+/// The model: the final generator, and the growth stages once they are loaded.
 pub struct Engine {
     /// Where it runs.
     pub device: Device,
@@ -85,8 +88,10 @@ pub struct Engine {
     pub backend: &'static str,
     /// The parsed manifest.
     pub manifest: Manifest,
-    /// Stages in manifest order, then the final generator last.
-    pub slots: Vec<Slot>,
+    /// The final generator.
+    pub final_slot: Rc<Slot>,
+    /// The stages of `manifest.stages`, by index, as they are loaded.
+    pub stages: RefCell<Vec<Option<Rc<Slot>>>>,
 }
 
 /// Loads one weight file and checks it against what the manifest says it is.
@@ -109,15 +114,24 @@ pub fn load_slot(bytes: &[u8], file: &str, manifest: &Manifest, level: usize, al
 }
 
 impl Engine {
-    /// Index of the final generator in `slots`.
-    pub fn final_slot(&self) -> usize {
-        self.slots.len() - 1
+    /// The generator of `stage`: −1 (any negative) for the final one, else the manifest's stage
+    /// of that index.
+    pub fn slot(&self, stage: i64) -> Result<Rc<Slot>, String> {
+        if stage < 0 {
+            return Ok(self.final_slot.clone());
+        }
+        let stages = self.stages.borrow();
+        match stages.get(stage as usize) {
+            Some(Some(slot)) => Ok(slot.clone()),
+            Some(None) => Err(format!("stage {stage} is not loaded yet")),
+            None => Err(format!("there is no stage {stage}")),
+        }
     }
 
-    /// Images from `latents` (`[n, latent]`, row after row) through slot `slot` at its level with
+    /// Images from `latents` (`[n, latent]`, row after row) through `stage` (see [`Self::slot`]) at its level with
     /// fade weight `alpha` (the slot's own when `None`): RGBA bytes `[n, r, r, 4]` and `r`.
-    pub async fn generate(&self, slot: usize, latents: Vec<f32>, alpha: Option<f64>) -> Result<(Vec<u8>, usize), String> {
-        let slot = self.slots.get(slot).ok_or_else(|| format!("no stage {slot}"))?;
+    pub async fn generate(&self, stage: i64, latents: Vec<f32>, alpha: Option<f64>) -> Result<(Vec<u8>, usize), String> {
+        let slot = self.slot(stage)?;
         let latent = self.manifest.latent_size;
         if latents.is_empty() || latents.len() % latent != 0 || latents.len() / latent > 256 {
             return Err(format!("{} latent values do not make 1–256 latents of {latent}", latents.len()));

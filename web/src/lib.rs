@@ -7,13 +7,14 @@
 //!
 //! Requests are plain objects `{op, id, …}`; every reply carries the same `id` and either its
 //! results or `error` (a sentence for the visitor). Besides replies the worker posts
-//! `{op: "progress", loaded, total, file}` while downloading and `{op: "panic", message}` if it
+//! `{op: "progress", what, loaded, total, file}` while downloading (`what`: `model` or `stages`) and `{op: "panic", message}` if it
 //! dies, after which the page starts a fresh worker on the CPU.
 //!
 //! | op | fields | reply |
 //! |---|---|---|
-//! | `init` | `model` (folder URL), `backend` (`"auto"`/`"cpu"`) | `backend`, `notice`, `warmupMs`, `model` |
-//! | `generate` | `stage` (index, −1 = final), `latents` (Float32Array), `alpha`? | `pixels`, `count`, `size`, `ms` |
+//! | `init` | `model` (folder URL), `backend` (`"auto"`/`"cpu"`) | `backend`, `notice`, `warmupMs`, `model` (summary) |
+//! | `load-stages` | `model` | (the growth stages are loaded) |
+//! | `generate` | `stage` (index into the manifest's stages, −1 = final), `latents` (Float32Array), `alpha`? | `pixels`, `count`, `size`, `ms` |
 //! | `latents` | `seeds` (decimal strings) | `latents` |
 //! | `parse-link` | `hash` | `kind` (`empty`/`seed`/`latent`), `seed`, `latent` |
 //! | `make-link` | `seed` or `latent` | `link`, and `latent` as the link stores it |
@@ -120,6 +121,7 @@ async fn handle(request: JsValue) {
     let mut transfer = None;
     let outcome = match op.as_str() {
         "init" => init(&request, &reply).await,
+        "load-stages" => load_stages(&request, &reply).await,
         "generate" => generate(&request, &reply).await.map(|buffer| transfer = Some(buffer)),
         "latents" => latents(&request, &reply),
         "parse-link" => link_parse(&request, &reply),
@@ -135,13 +137,27 @@ async fn handle(request: JsValue) {
     post(&reply, transfer.as_ref());
 }
 
-fn progress(loaded: u64, total: u64, file: &str) {
+fn progress(loaded: u64, total: u64, file: &str, what: &str) {
     let message = Object::new();
     set(&message, "op", "progress");
+    set(&message, "what", what);
     set(&message, "loaded", loaded as f64);
     set(&message, "total", total as f64);
     set(&message, "file", file);
     post(&message, None);
+}
+
+/// Downloads `file` under the model's folder, reporting progress against a running total.
+async fn download(base: &str, file: &str, what: &str, done: u64, total: &mut u64, size: Option<u64>) -> Result<Vec<u8>, String> {
+    let mut counted = size.is_some();
+    fetch_bytes(&format!("{base}{file}"), |loaded, length| {
+        if !counted {
+            *total += length.unwrap_or(0);
+            counted = true;
+        }
+        progress(done + loaded, (*total).max(done + loaded), file, what);
+    })
+    .await
 }
 
 async fn init(request: &JsValue, reply: &Object) -> Result<(), String> {
@@ -154,40 +170,48 @@ async fn init(request: &JsValue, reply: &Object) -> Result<(), String> {
     let manifest = Manifest::parse(&text).map_err(|e| e.to_string())?;
 
     let chosen = choose_device(choice).await;
-    // Files in slot order: the stages, then the final generator.
-    let mut files: Vec<(String, usize, f64, Option<u64>)> =
-        manifest.stages.iter().map(|s| (s.file.clone(), s.level, 1.0, s.bytes)).collect();
-    files.push((manifest.generator.clone(), manifest.level, manifest.alpha, manifest.generator_bytes));
-    let mut total: u64 = files.iter().map(|f| f.3.unwrap_or(0)).sum();
-    let mut done = 0u64;
-    let mut slots = Vec::with_capacity(files.len());
-    for (file, level, alpha, size) in &files {
-        let url = format!("{base}{file}");
-        let mut counted_unknown = false;
-        let bytes = fetch_bytes(&url, |loaded, length| {
-            if size.is_none() && !counted_unknown {
-                total += length.unwrap_or(0);
-                counted_unknown = true;
-            }
-            progress(done + loaded, total.max(done + loaded), file);
-        })
-        .await?;
-        done += bytes.len() as u64;
-        slots.push(load_slot(&bytes, file, &manifest, *level, *alpha, &chosen.device)?);
-    }
-    let engine = Engine { device: chosen.device, backend: chosen.backend, manifest, slots };
+    // Only the final generator now: the growth stages load when the visitor asks for them.
+    let mut total = manifest.generator_bytes.unwrap_or(0);
+    let bytes = download(&base, &manifest.generator, "model", 0, &mut total, manifest.generator_bytes).await?;
+    let final_slot = load_slot(&bytes, &manifest.generator, &manifest, manifest.level, manifest.alpha, &chosen.device)?;
+    let stages = RefCell::new(vec![None; manifest.stages.len()]);
+    let engine = Engine { device: chosen.device, backend: chosen.backend, manifest, final_slot: Rc::new(final_slot), stages };
 
     // Warm-up: the first pass compiles the GPU kernels (or faults in the CPU code).
     let started = now_ms();
     let warm = latent_for_seed(0, engine.manifest.latent_size);
-    engine.generate(engine.final_slot(), warm, None).await?;
+    engine.generate(-1, warm, None).await?;
     let warmup_ms = now_ms() - started;
 
     set(reply, "backend", engine.backend);
     set(reply, "notice", chosen.notice.map(JsValue::from).unwrap_or(JsValue::NULL));
     set(reply, "warmupMs", warmup_ms);
     set(reply, "model", model_summary(&engine)?);
+    set(reply, "base", base);
     ENGINE.with(|e| *e.borrow_mut() = Some(Rc::new(engine)));
+    Ok(())
+}
+
+async fn load_stages(request: &JsValue, _reply: &Object) -> Result<(), String> {
+    let engine = engine()?;
+    let base = get_string(request, "model")?;
+    let base = if base.ends_with('/') { base } else { format!("{base}/") };
+    let m = &engine.manifest;
+    let todo: Vec<usize> = (0..m.stages.len()).filter(|&i| engine.stages.borrow()[i].is_none()).collect();
+    let mut total: u64 = todo.iter().filter(|&&i| m.stages[i].file != m.generator).map(|&i| m.stages[i].bytes.unwrap_or(0)).sum();
+    let mut done = 0;
+    for i in todo {
+        let s = &m.stages[i];
+        let slot = if s.file == m.generator {
+            // The final generator's own file (an export taken at the end of training).
+            engine.final_slot.clone()
+        } else {
+            let bytes = download(&base, &s.file, "stages", done, &mut total, s.bytes).await?;
+            done += bytes.len() as u64;
+            Rc::new(load_slot(&bytes, &s.file, m, s.level, 1.0, &engine.device)?)
+        };
+        engine.stages.borrow_mut()[i] = Some(slot);
+    }
     Ok(())
 }
 
@@ -202,8 +226,9 @@ fn model_summary(engine: &Engine) -> Result<JsValue, String> {
     // An export taken before the last level finished: the final generator is the last stage.
     if m.stages.last().is_none_or(|s| s.level < m.level) {
         let kimg = m.training.get("kimg").and_then(|k| k.as_f64()).unwrap_or(0.0);
-        stages.push(serde_json::json!({"index": engine.final_slot(), "level": m.level, "resolution": m.resolution, "kimg": kimg, "alpha": m.alpha}));
+        stages.push(serde_json::json!({"index": -1, "level": m.level, "resolution": m.resolution, "kimg": kimg, "alpha": m.alpha}));
     }
+    let stage_bytes: u64 = m.stages.iter().filter(|s| s.file != m.generator).map(|s| s.bytes.unwrap_or(0)).sum();
     let summary = serde_json::json!({
         "name": m.name,
         "resolution": m.resolution,
@@ -212,7 +237,7 @@ fn model_summary(engine: &Engine) -> Result<JsValue, String> {
         "alpha": m.alpha,
         "channels": m.channels,
         "stages": stages,
-        "finalIndex": engine.final_slot(),
+        "stageBytes": stage_bytes,
         "training": m.training,
     });
     JsValue::from_serde(&summary).map_err(|e| e.to_string())
@@ -220,13 +245,12 @@ fn model_summary(engine: &Engine) -> Result<JsValue, String> {
 
 async fn generate(request: &JsValue, reply: &Object) -> Result<JsValue, String> {
     let engine = engine()?;
-    let stage = get_f64(request, "stage").unwrap_or(-1.0);
-    let slot = if stage < 0.0 { engine.final_slot() } else { stage as usize };
+    let stage = get_f64(request, "stage").unwrap_or(-1.0) as i64;
     let alpha = get(request, "alpha").as_f64();
     let latents = get_floats(request, "latents")?;
     let count = latents.len() / engine.manifest.latent_size.max(1);
     let started = now_ms();
-    let (rgba, size) = engine.generate(slot, latents, alpha).await?;
+    let (rgba, size) = engine.generate(stage, latents, alpha).await?;
     let ms = now_ms() - started;
     let pixels = Uint8ClampedArray::new_with_length(rgba.len() as u32);
     pixels.copy_from(&rgba);
