@@ -160,11 +160,13 @@ impl Browser {
         r["result"]["value"].clone()
     }
 
-    /// Polls `expression` until it is truthy; returns its value. Panics after `timeout`.
+    /// Polls `expression` until it is truthy; returns its value. Panics after `timeout`. An
+    /// expression that throws (say, while the page is still loading) counts as not yet.
     pub fn wait_for(&mut self, expression: &str, timeout: Duration) -> Value {
         let start = Instant::now();
+        let guarded = format!("(() => {{ try {{ return ({expression}); }} catch (e) {{ return null; }} }})()");
         loop {
-            let v = self.eval(expression);
+            let v = self.eval(&guarded);
             let truthy = !matches!(v, Value::Null | Value::Bool(false)) && v != json!(0) && v != json!("");
             if truthy {
                 return v;
