@@ -1,6 +1,7 @@
 //! Interruptions and numerical faults: Ctrl-C saves and exits, a NaN stops the run with the last
 //! good checkpoint intact, nonsense options are refused up front.
 
+use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -191,6 +192,17 @@ fn a_checkpoint_that_cannot_be_written_stops_the_run_and_keeps_the_last_one() {
     assert!(stderr.contains("checkpoint.safetensors.tmp") && stderr.contains("previous checkpoint is untouched"), "{stderr}");
     assert_eq!(std::fs::read(dir.path("run/checkpoint.safetensors")).unwrap(), good, "the last good checkpoint is intact");
     std::fs::remove_dir(dir.path("run/checkpoint.safetensors.tmp")).unwrap();
+    // A full disk: the temporary file leads to /dev/full, where every write fails with ENOSPC.
+    #[cfg(unix)]
+    if Path::new("/dev/full").exists() {
+        std::os::unix::fs::symlink("/dev/full", dir.path("run/checkpoint.safetensors.tmp")).unwrap();
+        let out = pggan(&more).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("No space left on device") && stderr.contains("previous checkpoint is untouched"), "{stderr}");
+        assert_eq!(std::fs::read(dir.path("run/checkpoint.safetensors")).unwrap(), good, "the last good checkpoint is intact");
+        std::fs::remove_file(dir.path("run/checkpoint.safetensors.tmp")).unwrap();
+    }
     let out = pggan(&more).output().unwrap();
     assert!(out.status.success(), "{}", describe(&out));
     assert!(metrics(&dir.path("run")).last().unwrap()["kimg"].as_f64().unwrap() >= 0.3);

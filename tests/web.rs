@@ -13,7 +13,7 @@ use pggan_e2e::server::Server;
 use pggan_e2e::{Lcg, Scratch, pggan_ok, read_rgb, web_dist};
 use serde_json::Value;
 
-const LOAD: Duration = Duration::from_secs(180);
+const LOAD: Duration = Duration::from_secs(120);
 
 /// The trained test model (exported), made once per test binary.
 fn model() -> &'static Path {
@@ -349,4 +349,49 @@ fn a_dead_webgpu_worker_falls_back_to_the_cpu() {
     let after = page.redraw("#grid div:nth-child(1) canvas", "document.getElementById('new-faces').click()");
     assert!(std_dev(&after) > 8.0 && mean_abs_diff(&before, &after) > 0.0);
     page.shot("webgpu-lost");
+}
+
+/// Keyboard use, the PNG download, and a phone-sized screen.
+#[test]
+fn keyboard_download_and_narrow_screen() {
+    let _one = BROWSER.lock().unwrap_or_else(|e| e.into_inner());
+    let mut page = Page::open(false, vec![]);
+    page.goto("/?model=e2e");
+    page.wait_ready();
+    // Tab-reachable buttons: focus a face and press Enter to open it; Escape closes it.
+    page.browser.eval("document.querySelector('#grid div:nth-child(3) button').focus()");
+    page.browser.press("Enter", "Enter", 13);
+    page.browser.wait_for("!document.getElementById('detail').hidden && document.getElementById('detail-canvas').dataset.rendered", LOAD);
+    let seed = page.browser.eval("document.querySelector('#grid div:nth-child(3) button').dataset.seed").as_str().unwrap().to_string();
+    assert!(page.text("detail-label").contains(&seed));
+    // Every control has a name a screen reader can read.
+    let unnamed = page.browser.eval(
+        "Array.from(document.querySelectorAll('button, input')).filter(e => !(e.textContent.trim() || e.getAttribute('aria-label') || (e.id && document.querySelector(`label[for=\"${e.id}\"]`)))).length",
+    );
+    assert_eq!(unnamed, 0, "controls without a label");
+
+    // Download PNG saves the face, enlarged to 256×256.
+    let downloads = Scratch::new("web-downloads");
+    page.browser.call_browser("Browser.setDownloadBehavior", serde_json::json!({"behavior": "allow", "downloadPath": downloads.0.to_string_lossy()}));
+    page.browser.eval("document.getElementById('download').click()");
+    let file = downloads.path(&format!("face-seed{seed}.png"));
+    let start = std::time::Instant::now();
+    while !file.exists() {
+        assert!(start.elapsed() < Duration::from_secs(30), "no download at {}", file.display());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let png = read_rgb(&file);
+    assert_eq!(png.dimensions(), (256, 256));
+    assert!(std_dev(png.as_raw()) > 8.0);
+
+    page.browser.press("Escape", "Escape", 27);
+    page.browser.wait_for("document.getElementById('detail').hidden", LOAD);
+
+    // A phone-sized screen: nothing sticks out sideways.
+    page.browser.call("Emulation.setDeviceMetricsOverride", serde_json::json!({"width": 390, "height": 844, "deviceScaleFactor": 2, "mobile": true}));
+    std::thread::sleep(Duration::from_millis(300));
+    let fits = page.browser.eval("document.documentElement.scrollWidth <= window.innerWidth");
+    assert_eq!(fits, Value::Bool(true), "the page is wider than a 390-pixel screen");
+    page.shot("narrow-screen");
 }

@@ -2,23 +2,28 @@
 //! latent of the model's size, and never allocates more than a small bound, whatever the input.
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::cell::Cell;
 
 use pggan_model::latent::latent_for_seed;
 use pggan_model::link::{LinkTarget, MAX_LINK_CHARS, latent_link, parse_link};
 use proptest::prelude::*;
 
-/// Counts the largest single allocation made while `TRACK` is set (this test binary only).
+/// Records the largest single allocation a thread makes while its `TRACK` is set (this test
+/// binary only; per thread, so tests running side by side do not count each other's).
 struct Counting;
 
-static LARGEST: AtomicUsize = AtomicUsize::new(0);
-static TRACK: AtomicUsize = AtomicUsize::new(0);
+thread_local! {
+    static LARGEST: Cell<usize> = const { Cell::new(0) };
+    static TRACK: Cell<bool> = const { Cell::new(false) };
+}
 
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if TRACK.load(Ordering::Relaxed) != 0 {
-            LARGEST.fetch_max(layout.size(), Ordering::Relaxed);
-        }
+        let _ = TRACK.try_with(|t| {
+            if t.get() {
+                let _ = LARGEST.try_with(|l| l.set(l.get().max(layout.size())));
+            }
+        });
         unsafe { System.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
@@ -34,11 +39,11 @@ const LATENT: usize = 512;
 const BOUND: usize = 4 * LATENT + 256;
 
 fn check(link: &str) {
-    LARGEST.store(0, Ordering::Relaxed);
-    TRACK.store(1, Ordering::Relaxed);
+    LARGEST.with(|l| l.set(0));
+    TRACK.with(|t| t.set(true));
     let result = parse_link(link, LATENT);
-    TRACK.store(0, Ordering::Relaxed);
-    let largest = LARGEST.load(Ordering::Relaxed);
+    TRACK.with(|t| t.set(false));
+    let largest = LARGEST.with(|l| l.get());
     assert!(largest <= BOUND, "parsing a {}-character link allocated {largest} bytes at once", link.len());
     match result {
         Ok(LinkTarget::Latent(z)) => {

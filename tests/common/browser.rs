@@ -124,7 +124,8 @@ impl Browser {
         }
     }
 
-    fn call_browser(&mut self, method: &str, params: Value) -> Value {
+    /// A DevTools command on the browser (not the page).
+    pub fn call_browser(&mut self, method: &str, params: Value) -> Value {
         self.send(method, params, None)
     }
 
@@ -177,6 +178,14 @@ impl Browser {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Presses a key (as a keyboard would) in the focused element.
+    pub fn press(&mut self, key: &str, code: &str, key_code: u32) {
+        let text = if key == "Enter" { "\r" } else { "" };
+        let down = json!({"type": "keyDown", "key": key, "code": code, "windowsVirtualKeyCode": key_code, "text": text});
+        self.call("Input.dispatchKeyEvent", down);
+        self.call("Input.dispatchKeyEvent", json!({"type": "keyUp", "key": key, "code": code, "windowsVirtualKeyCode": key_code}));
     }
 
     /// Saves a PNG screenshot of the page.

@@ -66,7 +66,15 @@ pub async fn choose_device(choice: BackendChoice) -> ChosenDevice {
             WEBGPU.with(|d| *d.borrow_mut() = Some(device.clone()));
             ChosenDevice { device, backend: "webgpu", notice: None }
         }
-        Err(e) => cpu(Some(format!("WebGPU did not start ({e}); running on the CPU (slower)."))),
+        Err(e) => {
+            let detail = e.to_string();
+            let notice = if detail.contains("No adapter") || detail.contains("No suitable graphics adapter") {
+                "This browser offers WebGPU but no adapter for it; running on the CPU (slower).".to_string()
+            } else {
+                format!("WebGPU did not start ({}); running on the CPU (slower).", detail.chars().take(160).collect::<String>())
+            };
+            cpu(Some(notice))
+        }
     }
 }
 
