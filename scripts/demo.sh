@@ -8,4 +8,4 @@ WEB_DIST="${WEB_DIST:-$CARGO_TARGET_DIR/www-dist}"
 source scripts/setup-web.sh
 PORT="${PORT:-8080}"
 echo "== building the page (first time: about half an hour) and serving it at http://127.0.0.1:$PORT/"
-cd www && exec trunk serve --release --dist "$WEB_DIST" --address 127.0.0.1 --port "$PORT" --no-autoreload
+cd www && exec trunk serve --release --dist "$WEB_DIST" --address 127.0.0.1 --port "$PORT" --no-autoreload --disable-address-lookup
