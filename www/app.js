@@ -144,6 +144,7 @@ async function boot(backend, notice = null) {
     state.stagesLoaded = false;
     $('stages').replaceChildren();
     $('stages-load').hidden = false;
+    $('stage-view').hidden = true;
     const mb = (info.model.stageBytes / 1e6).toFixed(1);
     $('load-stages').textContent = info.model.stageBytes > 0 ? `Show the growth stages (${mb} MB more)` : 'Show the growth stages';
     setControls(true);
@@ -168,6 +169,7 @@ async function loadStages() {
     await state.engine.request('load-stages', { model: state.modelUrl });
     state.stagesLoaded = true;
     $('stages-load').hidden = true;
+    $('stage-view').hidden = false;
     buildStages();
     // Until a face is chosen, the stages show the first face of the grid.
     const first = document.querySelector('#grid button');
