@@ -234,3 +234,44 @@ fn dry_run_prints_the_record_and_writes_nothing() {
     assert!(out.contains("level 1 (8×8)") && out.contains("fade-in 10.0→15.0 kimg"), "{out}");
     assert!(!dir.path("run").exists(), "a dry run writes nothing");
 }
+
+/// A run folder that became read-only: the resumed run stops with the reason and the last
+/// checkpoint stays as it was. Root writes through permissions, so as root the run is started as
+/// the unprivileged user `nobody` (with `setpriv`).
+#[cfg(unix)]
+#[test]
+fn a_read_only_run_folder_stops_the_run_and_keeps_the_last_checkpoint() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = Scratch::new("readonly");
+    let data = pack(&dir);
+    let run = dir.arg("run");
+    let mut args = vec!["train", "--data", &data, "--run", &run, "--stabilize-kimg", "1", "--fade-kimg", "1", "--stop-kimg", "0.1"];
+    args.extend(SMALL);
+    pggan_ok(&args);
+    let good = std::fs::read(dir.path("run/checkpoint.safetensors")).unwrap();
+    // `nobody` must reach the binary and the data; the run folder is then made read-only.
+    let bin = dir.path("pggan");
+    std::fs::copy(pggan_e2e::pggan_bin(), &bin).unwrap();
+    std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(dir.path("run"), std::fs::Permissions::from_mode(0o555)).unwrap();
+    let mut more = vec!["train", "--data", &data, "--run", &run, "--resume", "--stop-kimg", "0.3"];
+    more.extend(SMALL);
+    let is_root = std::process::Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0")).unwrap_or(false);
+    let mut cmd = if is_root {
+        let mut c = std::process::Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"]).arg(&bin);
+        c
+    } else {
+        std::process::Command::new(&bin)
+    };
+    let out = cmd.args(&more).output().expect("run pggan as an unprivileged user");
+    std::fs::set_permissions(dir.path("run"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("Permission denied") && stderr.contains(&run), "the message names the folder and the reason: {stderr}");
+    assert_eq!(std::fs::read(dir.path("run/checkpoint.safetensors")).unwrap(), good, "the last good checkpoint is intact");
+    // Writable again: the run continues.
+    let out = pggan(&more).output().unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(metrics(&dir.path("run")).last().unwrap()["kimg"].as_f64().unwrap() >= 0.3);
+}

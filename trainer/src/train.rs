@@ -165,7 +165,7 @@ pub fn train(opts: &TrainOptions, stop: Arc<AtomicBool>) -> Result<TrainOutcome>
         (config, g, d, ema, Adam::default(), Adam::default(), state)
     };
     let options_json = serde_json::to_string_pretty(opts)?;
-    std::fs::write(run.join("options.json"), &options_json).context("writing options.json")?;
+    std::fs::write(run.join("options.json"), &options_json).with_context(|| format!("writing {}/options.json (is the run folder writable and the disk not full? the last checkpoint is untouched)", run.display()))?;
 
     let spec = opts.schedule_spec(&config);
     let total_kimg = opts.total_kimg(&spec);
