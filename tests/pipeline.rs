@@ -122,6 +122,11 @@ fn train_across_a_fade_kill_resume_export_generate() {
     assert_eq!(manifest["resolution"], 8);
     assert_eq!(manifest["latent_size"], 16);
     assert_eq!(manifest["stages"].as_array().unwrap().len(), 2);
+    // What it was trained on: every session's machine (two sessions here, one machine).
+    let hardware = manifest["training"]["hardware"].as_array().unwrap();
+    assert_eq!(hardware.len(), 1, "{hardware:?}");
+    assert!(hardware[0].as_str().unwrap().starts_with("flex (CPU): "));
+    assert_eq!(std::fs::read_to_string(dir.path("run/sessions.jsonl")).unwrap().lines().count(), 2);
     for s in manifest["stages"].as_array().unwrap() {
         assert!(dir.path("export").join(s["file"].as_str().unwrap()).exists());
     }

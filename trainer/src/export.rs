@@ -57,6 +57,23 @@ pub fn load_model(model: &Path, device: &Device) -> Result<LoadedModel> {
     bail!("{} is neither an exported model (manifest.json), a run folder (checkpoint.safetensors) nor a generator file", model.display())
 }
 
+/// The last metrics evaluation logged in the run's `metrics.jsonl` (kimg, resolution, SWD per
+/// level, MS-SSIM and its real-pairs value), or null.
+fn latest_metrics(run: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v.get("metrics").is_some())
+        .last()
+        .map(|v| {
+            let mut m = v["metrics"].clone();
+            m["kimg"] = v["kimg"].clone();
+            m["alpha"] = v["alpha"].clone();
+            m
+        })
+        .unwrap_or(serde_json::Value::Null)
+}
+
 /// Writes the EMA generator and its stage snapshots as f16 safetensors with a manifest.
 pub fn export(run: &Path, out: &Path, device: &Device) -> Result<Manifest> {
     let (ema, config, state) = checkpoint::load_ema(run, device)?;
@@ -107,7 +124,9 @@ pub fn export(run: &Path, out: &Path, device: &Device) -> Result<Manifest> {
         training: serde_json::json!({
             "kimg": kimg,
             "backend": opts.get("backend").cloned().unwrap_or_default(),
+            "hardware": crate::sessions::hardware_used(run),
             "train_seconds": state.train_seconds,
+            "latest_metrics": latest_metrics(run),
             "options": opts,
         }),
     };

@@ -20,6 +20,7 @@ mod pack;
 mod prepare;
 mod report;
 mod schedule;
+mod sessions;
 mod train;
 
 use std::path::PathBuf;

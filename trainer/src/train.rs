@@ -167,6 +167,8 @@ pub fn train(opts: &TrainOptions, stop: Arc<AtomicBool>) -> Result<TrainOutcome>
     let options_json = serde_json::to_string_pretty(opts)?;
     std::fs::write(run.join("options.json"), &options_json).with_context(|| format!("writing {}/options.json (is the run folder writable and the disk not full? the last checkpoint is untouched)", run.display()))?;
 
+    crate::sessions::record_session(&run, state.nimg as f64 / 1000.0, opts.backend.name())?;
+
     let spec = opts.schedule_spec(&config);
     let total_kimg = opts.total_kimg(&spec);
     let total_nimg = (total_kimg * 1000.0).round() as u64;

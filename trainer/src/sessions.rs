@@ -1,0 +1,60 @@
+//! `sessions.jsonl` in a run folder: one line per training session — where it started and on what
+//! hardware — so an export can say what its model was trained on.
+
+use std::io::Write as _;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+/// The machine this process runs on, for a backend: `"flex (CPU): AMD EPYC 7B13, 2 threads"`.
+pub fn hardware_description(backend: &str) -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| info.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|m| m.trim().to_string()))
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    match backend {
+        "flex" => format!("flex (CPU): {cpu}, {threads} threads"),
+        gpu => format!("{gpu} (GPU), host {cpu}"),
+    }
+}
+
+/// Appends this session's line.
+pub fn record_session(run: &Path, kimg: f64, backend: &str) -> Result<()> {
+    let line = serde_json::json!({"start_kimg": kimg, "backend": backend, "hardware": hardware_description(backend)});
+    let path = run.join("sessions.jsonl");
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path).with_context(|| format!("opening {}", path.display()))?;
+    writeln!(f, "{line}").with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// The distinct hardware descriptions of a run's sessions, in order (empty when none were recorded).
+pub fn hardware_used(run: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(run.join("sessions.jsonl")).unwrap_or_default();
+    let mut out: Vec<String> = Vec::new();
+    for v in text.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()) {
+        if let Some(h) = v["hardware"].as_str().filter(|h| !out.iter().any(|o| o == h)) {
+            out.push(h.to_string());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sessions_accumulate_distinct_hardware() {
+        let dir = std::env::temp_dir().join(format!("pggan-sessions-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        assert!(hardware_used(&dir).is_empty());
+        record_session(&dir, 0.0, "flex").unwrap();
+        record_session(&dir, 10.0, "flex").unwrap();
+        record_session(&dir, 20.0, "wgpu").unwrap();
+        let used = hardware_used(&dir);
+        assert_eq!(used.len(), 2, "{used:?}");
+        assert!(used[0].starts_with("flex (CPU): ") && used[1].starts_with("wgpu (GPU)"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
