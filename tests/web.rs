@@ -38,7 +38,15 @@ fn model() -> &'static Path {
                 "--fmap-max", "32", "--minibatch", "8", "--stabilize-kimg", "0.2", "--fade-kimg", "0.2", "--total-kimg", "1.2",
                 "--tick-kimg", "0.2", "--grid", "2", "--metrics-kimg", "0",
             ]);
-            pggan_ok(&["export", "--run", &dir.arg("run"), "--out", &dir.arg("e2e")]);
+            pggan_ok(&["export", "--run", &dir.arg("run"), "--out", &dir.arg("e2e"), "--reference", &dir.arg("d.pack"), "--eval-count", "4"]);
+            // The export carries its evaluation against the held-out images, and the floor.
+            let m: Value = serde_json::from_str(&std::fs::read_to_string(dir.path("e2e/manifest.json")).unwrap()).unwrap();
+            let e = &m["training"]["evaluation"];
+            assert_eq!(e["count"], 4, "{e}");
+            for side in ["model", "reals_floor"] {
+                assert!(e[side]["swd"]["16"].as_f64().unwrap() > 0.0 && e[side]["swd"]["avg"].as_f64().is_some(), "{e}");
+                assert!(e[side]["ms_ssim"].as_f64().is_some());
+            }
             let path = dir.path("e2e");
             (dir, path)
         })

@@ -134,3 +134,31 @@ pub fn export(run: &Path, out: &Path, device: &Device) -> Result<Manifest> {
     std::fs::write(out.join("manifest.json"), serde_json::to_string_pretty(&manifest)?)?;
     Ok(manifest)
 }
+
+/// Evaluates an exported model against the held-out split of `reference` (a pack) with `count`
+/// images per side, next to the floor (the pack's train split against the same held-out images),
+/// and records both in the manifest as `training.evaluation`. Returns that record.
+pub fn evaluate_export(out: &Path, reference: &Path, count: usize, device: &Device) -> Result<serde_json::Value> {
+    use crate::eval::{evaluate, generate_set, load_images};
+    use crate::pack::Split;
+    anyhow::ensure!(count >= 2, "--eval-count must be at least 2");
+    let path = out.join("manifest.json");
+    let mut manifest = Manifest::parse(&std::fs::read_to_string(&path)?)?;
+    let r = manifest.resolution;
+    anyhow::ensure!(r >= 16, "the export is {r}×{r}; SWD needs at least 16×16");
+    let (held_out, _) = load_images(reference, r, count, Split::Holdout, 1).with_context(|| format!("loading {}", reference.display()))?;
+    let (train, _) = load_images(reference, r, count, Split::Train, 2).with_context(|| format!("loading {}", reference.display()))?;
+    let fakes = generate_set(out, 0, count, r, device)?;
+    let model = evaluate(&fakes, &held_out, 0)?;
+    let floor = evaluate(&train, &held_out, 0)?;
+    let record = serde_json::json!({
+        "reference": reference.file_name().map(|n| n.to_string_lossy().into_owned()),
+        "count": model.count,
+        "resolution": r,
+        "model": model,
+        "reals_floor": floor,
+    });
+    manifest.training["evaluation"] = record.clone();
+    std::fs::write(&path, serde_json::to_string_pretty(&manifest)?)?;
+    Ok(record)
+}

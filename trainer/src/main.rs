@@ -93,6 +93,14 @@ enum Command {
         /// Output folder.
         #[arg(long)]
         out: PathBuf,
+        /// Real images to evaluate the export against (a pack: its held-out split; the floor
+        /// compares its train split with the same held-out images). Needs --eval-count.
+        #[arg(long, requires = "eval_count")]
+        reference: Option<PathBuf>,
+        /// Images per side for that evaluation (SWD per level and MS-SSIM, written into the
+        /// manifest's `training.evaluation`).
+        #[arg(long, requires = "reference")]
+        eval_count: Option<usize>,
     },
     /// Write a run's checkpoint as parts of at most --max-file-mib each (half-precision weights,
     /// Adam's moments only with --keep-optimizer), with options.json and metrics.jsonl: a small
@@ -276,9 +284,14 @@ fn run() -> Result<()> {
             let files = generate::generate(&model, seed, count, &out, &backend.device()?)?;
             println!("wrote {} image file(s) to {}", files.len(), out.display());
         }
-        Command::Export { run, out } => {
-            let m = export::export(&run, &out, &BackendKind::Flex.device()?)?;
+        Command::Export { run, out, reference, eval_count } => {
+            let device = BackendKind::Flex.device()?;
+            let m = export::export(&run, &out, &device)?;
             println!("exported {}×{} generator (level {}, alpha {}) and {} stage(s) to {}", m.resolution, m.resolution, m.level, m.alpha, m.stages.len(), out.display());
+            if let (Some(reference), Some(count)) = (reference, eval_count) {
+                let e = export::evaluate_export(&out, &reference, count, &device)?;
+                println!("{}", serde_json::to_string_pretty(&e)?);
+            }
         }
         Command::Compact { run, out, dtype, keep_optimizer, max_file_mib } => {
             anyhow::ensure!(max_file_mib >= 0.5 && max_file_mib.is_finite(), "--max-file-mib must be at least 0.5");
