@@ -132,6 +132,13 @@ fn train_across_a_fade_kill_resume_export_generate() {
     }
     pggan_ok(&["generate", "--model", &dir.arg("export"), "--seed", "5", "--count", "3", "--out", &dir.arg("from_export")]);
     pggan_ok(&["generate", "--model", &run, "--seed", "5", "--count", "3", "--out", &dir.arg("from_run")]);
+    // A manifest that names the wrong weights is refused, not half-used.
+    let mut wrong = manifest.clone();
+    wrong["generator"] = manifest["stages"][0]["file"].clone();
+    std::fs::write(dir.path("export/manifest.json"), wrong.to_string()).unwrap();
+    let out = pggan(&["generate", "--model", &dir.arg("export"), "--out", &dir.arg("wrong.png")]).output().unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("does not match"), "{}", describe(&out));
+    std::fs::write(dir.path("export/manifest.json"), manifest.to_string()).unwrap();
     pggan_ok(&["generate", "--model", &run, "--seed", "6", "--out", &dir.arg("seed6.png")]);
     for seed in 5..8 {
         let a = read_rgb(&dir.path(&format!("from_export/seed{seed:06}.png")));

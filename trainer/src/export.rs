@@ -40,7 +40,18 @@ pub fn load_model(model: &Path, device: &Device) -> Result<LoadedModel> {
         let manifest = Manifest::parse(&text).with_context(|| format!("in {}", model.display()))?;
         let bytes = std::fs::read(model.join(&manifest.generator)).with_context(|| format!("reading {}", manifest.generator))?;
         let (generator, config, _) = generator_from_bytes(&bytes, device)?;
-        return Ok(LoadedModel { level: manifest.level.min(config.num_levels() - 1), alpha: manifest.alpha, generator, config });
+        if config.latent_size != manifest.latent_size || config.resolution != manifest.resolution {
+            bail!(
+                "{} does not match {}/manifest.json: a {r}×{r} generator with latents of {l}, the manifest says {mr}×{mr} and {ml}",
+                manifest.generator,
+                model.display(),
+                r = config.resolution,
+                l = config.latent_size,
+                mr = manifest.resolution,
+                ml = manifest.latent_size
+            );
+        }
+        return Ok(LoadedModel { level: manifest.level, alpha: manifest.alpha, generator, config });
     }
     if checkpoint::has_checkpoint(model) {
         let (generator, config, state) = checkpoint::load_ema(model, device)?;
