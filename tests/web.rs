@@ -261,8 +261,12 @@ fn stages_and_blending_change_the_picture() {
 
     // Blending: A at t = 0, B at t = 1, something else between.
     let a = page.redraw("#canvas-a", "document.getElementById('use-a').click()");
+    let label_a = page.text("detail-label");
+    assert!(label_a.contains("77"), "{label_a}");
     page.browser.eval("document.querySelector('#grid div:nth-child(1) button').click()");
-    page.browser.wait_for("!document.getElementById('detail-label').textContent.includes('77')", LOAD);
+    // Another face is open (its seed is random: compare the whole label, not a digit pair).
+    let label_a_js = serde_json::to_string(&label_a).unwrap();
+    page.browser.wait_for(&format!("document.getElementById('detail-label').textContent !== {label_a_js}"), LOAD);
     page.browser.eval("document.getElementById('use-b').click()");
     page.browser.wait_for("!document.getElementById('mix').disabled", LOAD);
     let set_mix = |t: &str| format!("(() => {{ const m = document.getElementById('mix'); m.value = '{t}'; m.dispatchEvent(new Event('input')); }})()");

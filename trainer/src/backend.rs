@@ -5,6 +5,10 @@ use burn::tensor::Device;
 use clap::ValueEnum;
 use serde::{Deserialize, Serialize};
 
+/// Environment variable that lets `--backend wgpu` run on a software adapter (llvmpipe, SwiftShader).
+#[cfg_attr(not(feature = "wgpu"), allow(dead_code))]
+pub const ALLOW_SOFTWARE_GPU: &str = "PGGAN_ALLOW_SOFTWARE_GPU";
+
 /// A Burn backend selectable at run time (each needs its cargo feature).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -33,6 +37,16 @@ impl BackendKind {
         v
     }
 
+    /// What the device is, for the run's records: the adapter's own name on a GPU backend.
+    pub fn adapter_name(device: &Device) -> Option<String> {
+        #[cfg(any(feature = "wgpu", feature = "cuda"))]
+        if let Some(identity) = device.identity() {
+            return Some(identity.name);
+        }
+        let _ = device;
+        None
+    }
+
     /// The device of this backend (without autodiff).
     pub fn device(self) -> Result<Device> {
         match self {
@@ -44,7 +58,20 @@ impl BackendKind {
                 if Device::enumerate(burn::tensor::DeviceType::Wgpu).into_vec().is_empty() {
                     bail!("--backend wgpu: no GPU adapter found (is a Vulkan, Metal or DX12 driver installed? on Linux, VK_ICD_FILENAMES may need to point at its ICD); use --backend flex for the CPU");
                 }
-                Ok(Device::wgpu(burn::tensor::DeviceKind::DefaultDevice))
+                let device = Device::wgpu(burn::tensor::DeviceKind::DefaultDevice);
+                // A software rasteriser (llvmpipe, SwiftShader) is an adapter too, but no card:
+                // training on it is several times slower than flex, so say so instead.
+                if let Some(identity) = device.identity()
+                    && identity.physical.is_none()
+                    && std::env::var_os(ALLOW_SOFTWARE_GPU).is_none()
+                {
+                    bail!(
+                        "--backend wgpu: no GPU; the best adapter found is `{}`, a software renderer on the CPU; \
+                         use --backend flex (faster on a CPU), or set {ALLOW_SOFTWARE_GPU}=1 to use it anyway",
+                        identity.name
+                    );
+                }
+                Ok(device)
             }
             #[cfg(feature = "cuda")]
             BackendKind::Cuda => {

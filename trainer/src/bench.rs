@@ -59,8 +59,9 @@ pub fn bench(o: &BenchOptions) -> Result<Vec<BenchRow>> {
     let adam = AdamParams { lr: 1e-3, beta1: 0.0, beta2: 0.99, eps: 1e-8 };
     let wgan = WganParams { gp_lambda: 10.0, gp_target: 1.0, drift: 0.001 };
     println!(
-        "pggan bench: backend {}, G {} params, D {} params, channels {:?}, latent {}, minibatch {}",
+        "pggan bench: backend {}{}, G {} params, D {} params, channels {:?}, latent {}, minibatch {}",
         o.backend.name(),
+        BackendKind::adapter_name(&plain).map(|n| format!(" ({n})")).unwrap_or_default(),
         g.num_params(),
         d.num_params(),
         (0..config.num_levels()).map(|l| config.channels(l)).collect::<Vec<_>>(),

@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 
 /// The machine this process runs on, for a backend: `"flex (CPU): AMD EPYC 7B13, 2 threads"`.
-pub fn hardware_description(backend: &str) -> String {
+pub fn hardware_description(backend: &str, adapter: Option<&str>) -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|info| info.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|m| m.trim().to_string()))
@@ -15,13 +15,16 @@ pub fn hardware_description(backend: &str) -> String {
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     match backend {
         "flex" => format!("flex (CPU): {cpu}, {threads} threads"),
-        gpu => format!("{gpu} (GPU), host {cpu}"),
+        gpu => match adapter {
+            Some(name) => format!("{gpu} (GPU): {name}, host {cpu}"),
+            None => format!("{gpu} (GPU), host {cpu}"),
+        },
     }
 }
 
 /// Appends this session's line.
-pub fn record_session(run: &Path, kimg: f64, backend: &str) -> Result<()> {
-    let line = serde_json::json!({"start_kimg": kimg, "backend": backend, "hardware": hardware_description(backend)});
+pub fn record_session(run: &Path, kimg: f64, backend: &str, adapter: Option<&str>) -> Result<()> {
+    let line = serde_json::json!({"start_kimg": kimg, "backend": backend, "hardware": hardware_description(backend, adapter)});
     let path = run.join("sessions.jsonl");
     let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path).with_context(|| format!("opening {}", path.display()))?;
     writeln!(f, "{line}").with_context(|| format!("writing {}", path.display()))?;
@@ -49,12 +52,12 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("pggan-sessions-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         assert!(hardware_used(&dir).is_empty());
-        record_session(&dir, 0.0, "flex").unwrap();
-        record_session(&dir, 10.0, "flex").unwrap();
-        record_session(&dir, 20.0, "wgpu").unwrap();
+        record_session(&dir, 0.0, "flex", None).unwrap();
+        record_session(&dir, 10.0, "flex", None).unwrap();
+        record_session(&dir, 20.0, "wgpu", Some("NVIDIA H100 80GB HBM3")).unwrap();
         let used = hardware_used(&dir);
         assert_eq!(used.len(), 2, "{used:?}");
-        assert!(used[0].starts_with("flex (CPU): ") && used[1].starts_with("wgpu (GPU)"));
+        assert!(used[0].starts_with("flex (CPU): ") && used[1].starts_with("wgpu (GPU): NVIDIA H100 80GB HBM3, host "), "{used:?}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -167,7 +167,8 @@ pub fn train(opts: &TrainOptions, stop: Arc<AtomicBool>) -> Result<TrainOutcome>
     let options_json = serde_json::to_string_pretty(opts)?;
     std::fs::write(run.join("options.json"), &options_json).with_context(|| format!("writing {}/options.json (is the run folder writable and the disk not full? the last checkpoint is untouched)", run.display()))?;
 
-    crate::sessions::record_session(&run, state.nimg as f64 / 1000.0, opts.backend.name())?;
+    let adapter = crate::backend::BackendKind::adapter_name(&plain);
+    crate::sessions::record_session(&run, state.nimg as f64 / 1000.0, opts.backend.name(), adapter.as_deref())?;
 
     let spec = opts.schedule_spec(&config);
     let total_kimg = opts.total_kimg(&spec);

@@ -1,0 +1,50 @@
+//! The 3×3 convolutions of a 32×32 PGGAN training step on Burn's flex CPU backend: forward, and
+//! forward + backward (input and weight gradients), in ms and GFLOP/s. `bench/conv.sh` runs it
+//! beside the same measurement in PyTorch (`bench/conv_twin.py`).
+use std::time::Instant;
+
+use burn::tensor::module::conv2d;
+use burn::tensor::ops::ConvOptions;
+use burn::tensor::{Device, Distribution, Tensor};
+
+/// `[batch, in, out, resolution]` of the measured convolutions.
+const SHAPES: [[usize; 4]; 5] = [[16, 128, 64, 32], [16, 64, 64, 32], [16, 256, 128, 16], [16, 128, 128, 16], [16, 256, 256, 8]];
+const REPS: usize = 5;
+
+/// Mean milliseconds of `f` over `REPS` runs after one warm-up.
+fn time_ms(mut f: impl FnMut()) -> f64 {
+    f();
+    let start = Instant::now();
+    for _ in 0..REPS {
+        f();
+    }
+    start.elapsed().as_secs_f64() * 1000.0 / REPS as f64
+}
+
+fn main() {
+    let device = Device::flex().autodiff();
+    let options = || ConvOptions::new([1, 1], [1, 1], [1, 1], 1);
+    println!("{:>28}  {:>9} {:>7}  {:>9} {:>7}", "conv 3×3 [batch, in→out, res]", "fwd ms", "GFLOP/s", "fwd+bwd", "GFLOP/s");
+    for [b, c, o, r] in SHAPES {
+        let x = Tensor::<4>::random([b, c, r, r], Distribution::Normal(0.0, 1.0), &device).require_grad(); // [b, c, r, r]
+        let w = Tensor::<4>::random([o, c, 3, 3], Distribution::Normal(0.0, 1.0), &device).require_grad(); // [o, c, 3, 3]
+        let g = Tensor::<4>::random([b, o, r, r], Distribution::Normal(0.0, 1.0), &device); // [b, o, r, r]
+        let fwd = time_ms(|| {
+            let y = conv2d(x.clone().detach(), w.clone().detach(), None, options());
+            let _ = y.sum().into_scalar::<f32>();
+        });
+        let both = time_ms(|| {
+            let y = conv2d(x.clone(), w.clone(), None, options());
+            let grads = (y * g.clone()).sum().backward();
+            let _ = x.grad(&grads).expect("input gradient").sum().into_scalar::<f32>();
+            let _ = w.grad(&grads).expect("weight gradient").sum().into_scalar::<f32>();
+        });
+        let gflop = 2.0 * (b * o * c * 9 * r * r) as f64 / 1e9;
+        println!(
+            "{:>28}  {fwd:>9.2} {:>7.0}  {both:>9.2} {:>7.0}",
+            format!("[{b}, {c}→{o}, {r}×{r}]"),
+            gflop / fwd * 1e3,
+            3.0 * gflop / both * 1e3
+        );
+    }
+}
