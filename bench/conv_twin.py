@@ -41,6 +41,10 @@ def main():
         f, fb = time_ms(fwd), time_ms(both)
         gflop = 2 * b * o * c * 9 * r * r / 1e9
         print(f"{f'[{b}, {c}→{o}, {r}×{r}]':>28}  {f:>9.2f} {gflop / f * 1e3:>7.0f}  {fb:>9.2f} {3 * gflop / fb * 1e3:>7.0f}")
+    for n in (1024, 2048):
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        ms = time_ms(lambda: (a @ b)[0, 0].item())
+        print(f"{f'matmul {n}³':>28}  {ms:>9.2f} {2 * n**3 / ms / 1e6:>7.0f}")
 
 
 if __name__ == "__main__":

@@ -47,4 +47,14 @@ fn main() {
             3.0 * gflop / both * 1e3
         );
     }
+    // The matrix product under it, for scale.
+    let plain = Device::flex();
+    for n in [1024usize, 2048] {
+        let a = Tensor::<2>::random([n, n], Distribution::Normal(0.0, 1.0), &plain);
+        let b = Tensor::<2>::random([n, n], Distribution::Normal(0.0, 1.0), &plain);
+        let ms = time_ms(|| {
+            let _ = a.clone().matmul(b.clone()).slice([0..1, 0..1]).into_scalar::<f32>();
+        });
+        println!("{:>28}  {ms:>9.2} {:>7.0}", format!("matmul {n}³"), 2.0 * (n * n * n) as f64 / ms / 1e6);
+    }
 }
