@@ -226,9 +226,23 @@ fn faces_links_and_backends() {
 #[test]
 fn stages_and_blending_change_the_picture() {
     let _one = BROWSER.lock().unwrap_or_else(|e| e.into_inner());
-    let mut page = Page::open(true, vec![]);
+    // The same weights, exported as if mid-fade: the model card says so.
+    let scratch = Scratch::new("web-fading-model");
+    let fading = copy_model(&scratch, "fading");
+    let mut m: Value = serde_json::from_str(&std::fs::read_to_string(fading.join("manifest.json")).unwrap()).unwrap();
+    m["alpha"] = serde_json::json!(0.4);
+    std::fs::write(fading.join("manifest.json"), m.to_string()).unwrap();
+    let mut page = Page::open(true, vec![("/models/fading/".into(), fading)]);
+    page.goto("/?model=fading");
+    page.wait_ready();
+    let card = page.text("model-card");
+    assert!(card.contains("16×16 pixels (the 16×16 level still fading in, α 0.40)"), "{card}");
+
     page.goto("/?model=e2e#seed=77");
     page.wait_ready();
+    // The model card: size, images shown, time and hardware from the manifest; no fade.
+    let card = page.text("model-card");
+    assert!(card.starts_with("Model “e2e”: 16×16 pixels, latent of 32 numbers, 3 growth stages, 1 thousand images shown in 0.0 hours of training on flex (CPU): "), "{card}");
     // The stages load on request.
     assert_eq!(page.browser.eval("document.querySelectorAll('#stages canvas').length"), 0);
     page.browser.wait_for("document.getElementById('detail-canvas').dataset.rendered", LOAD);
@@ -292,15 +306,7 @@ fn bad_links_and_models_show_a_message() {
     let _one = BROWSER.lock().unwrap_or_else(|e| e.into_inner());
     // A model whose weights are damaged, and one whose manifest does not match its weights.
     let bad = Scratch::new("web-bad-models");
-    let copy = |name: &str| {
-        let dir = bad.path(name);
-        std::fs::create_dir_all(dir.join("stages")).unwrap();
-        for entry in walk(model()) {
-            let rel = entry.strip_prefix(model()).unwrap();
-            std::fs::copy(&entry, dir.join(rel)).unwrap();
-        }
-        dir
-    };
+    let copy = |name: &str| copy_model(&bad, name);
     let corrupt = copy("corrupt");
     let bytes = std::fs::read(corrupt.join("generator.safetensors")).unwrap();
     std::fs::write(corrupt.join("generator.safetensors"), &bytes[..bytes.len() / 2]).unwrap();
@@ -329,6 +335,17 @@ fn bad_links_and_models_show_a_message() {
         assert!(error.contains(says), "model {model}: {error}");
     }
     page.shot("bad-model");
+}
+
+/// A copy of the test model in `scratch/name`, to damage or edit.
+fn copy_model(scratch: &Scratch, name: &str) -> PathBuf {
+    let dir = scratch.path(name);
+    std::fs::create_dir_all(dir.join("stages")).unwrap();
+    for entry in walk(model()) {
+        let rel = entry.strip_prefix(model()).unwrap();
+        std::fs::copy(&entry, dir.join(rel)).unwrap();
+    }
+    dir
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {

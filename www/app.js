@@ -204,9 +204,15 @@ function setControls(on) {
 function describeModel(m) {
   $('final-size').textContent = `${m.resolution}×${m.resolution}`;
   const t = m.training || {};
-  const kimg = typeof t.kimg === 'number' ? `${Math.round(t.kimg)} thousand images shown` : '';
-  const hw = t.hardware ? `, ${t.hardware}` : '';
-  $('model-card').textContent = `Model “${m.name}”: ${m.resolution}×${m.resolution} pixels, latent of ${m.latentSize} numbers, ${m.stages.length} growth stages${kimg ? `, ${kimg}` : ''}${hw}.`;
+  const size = `${m.resolution}×${m.resolution} pixels`;
+  // An export taken mid-fade: the top level is only partly blended in.
+  const fading = typeof m.alpha === 'number' && m.alpha < 1
+    ? ` (the ${m.resolution}×${m.resolution} level still fading in, α ${m.alpha.toFixed(2)})` : '';
+  const kimg = typeof t.kimg === 'number' ? `, ${Math.round(t.kimg)} thousand images shown` : '';
+  const hours = typeof t.train_seconds === 'number' ? ` in ${(t.train_seconds / 3600).toFixed(1)} hours of training` : '';
+  const hw = t.hardware ? ` on ${t.hardware}` : '';
+  $('model-card').textContent =
+    `Model “${m.name}”: ${size}${fading}, latent of ${m.latentSize} numbers, ${m.stages.length} growth stages${kimg}${kimg ? hours + hw : ''}.`;
 }
 
 // ---------------------------------------------------------------- generating and drawing
