@@ -70,9 +70,14 @@ fn artifacts() -> PathBuf {
 
 impl Page {
     fn open(webgpu: bool, extra_mounts: Vec<(String, PathBuf)>) -> Page {
+        Page::open_at(&web_dist(), webgpu, extra_mounts)
+    }
+
+    /// The page served from `root` (a copy of the built page, say).
+    fn open_at(root: &Path, webgpu: bool, extra_mounts: Vec<(String, PathBuf)>) -> Page {
         let mut mounts = vec![("/models/e2e/".to_string(), model().to_path_buf())];
         mounts.extend(extra_mounts);
-        let server = Server::start(&web_dist(), mounts);
+        let server = Server::start(root, mounts);
         Page { browser: Browser::launch(webgpu), server }
     }
 
@@ -424,3 +429,55 @@ fn keyboard_download_and_narrow_screen() {
     assert_eq!(fits, Value::Bool(true), "the page is wider than a 390-pixel screen");
     page.shot("narrow-screen");
 }
+
+/// The GPU failing mid-session, for real: the worker's own `GPUDevice` destroyed (a lost device),
+/// and a GPU that stops answering (its buffer reads never complete). The page is served with an
+/// instrumented worker loader that keeps a handle to every device the worker asks for and can
+/// hold back buffer reads; the page's own code is unchanged. Either way the page notices — the
+/// failed request, or its deadline — and carries on on the CPU with a notice, no error left.
+#[test]
+fn a_lost_or_hung_gpu_falls_back_to_the_cpu() {
+    let _one = BROWSER.lock().unwrap_or_else(|e| e.into_inner());
+    let scratch = Scratch::new("web-gpu-faults");
+    let root = scratch.path("dist");
+    for entry in walk(&web_dist()) {
+        let to = root.join(entry.strip_prefix(web_dist()).unwrap());
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(&entry, &to).unwrap();
+    }
+    let loader = root.join("pggan-web_loader.js");
+    let original = std::fs::read_to_string(&loader).unwrap();
+    assert!(original.contains("importScripts("), "the worker loader changed shape: {original}");
+    let instruments = "self.devices = []; self.hang = false; \
+        const ask = GPUAdapter.prototype.requestDevice; \
+        GPUAdapter.prototype.requestDevice = async function (...a) { const d = await ask.apply(this, a); self.devices.push(d); return d; }; \
+        const map = GPUBuffer.prototype.mapAsync; \
+        GPUBuffer.prototype.mapAsync = function (...a) { return self.hang ? new Promise(() => {}) : map.apply(this, a); };\n";
+    std::fs::write(&loader, format!("{instruments}{original}")).unwrap();
+
+    for (fault, says) in [("self.devices.forEach((d) => d.destroy())", "device"), ("self.hang = true", "no answer from the GPU in 20 s")] {
+        let mut page = Page::open_at(&root, true, vec![]);
+        page.browser.watch_workers();
+        page.goto("/?model=e2e");
+        page.wait_ready();
+        assert_eq!(page.browser.eval("document.body.dataset.backend"), "webgpu");
+        assert_eq!(page.browser.eval_in_worker("self.devices.length")["result"]["value"], 1);
+        page.browser.eval_in_worker(fault);
+        // Open a face: one face on the failed GPU.
+        page.browser.eval("document.querySelector('#grid div:nth-child(1) button').click()");
+        page.browser.wait_for("document.body.dataset.backend === 'cpu' && document.body.dataset.state === 'ready'", LOAD);
+        let notice = page.text("notice");
+        assert!(notice.starts_with("WebGPU stopped working") && notice.contains(says) && notice.contains("continuing on the CPU"), "{fault}: {notice}");
+        assert!(!page.visible("error"), "{fault}: an error is left showing: {}", page.text("error"));
+        // The face that was being opened is drawn by the CPU.
+        page.browser.wait_for("document.getElementById('detail-canvas').dataset.rendered", LOAD);
+        let face = page.pixels("#detail-canvas");
+        assert!(std_dev(&face) > 8.0, "{fault}: the open face is not drawn after the fallback");
+        // The CPU draws new faces on request.
+        page.browser.wait_for("document.querySelector('#grid canvas').dataset.rendered", LOAD);
+        let after = page.redraw("#grid div:nth-child(1) canvas", "document.getElementById('new-faces').click()");
+        assert!(std_dev(&after) > 8.0, "{fault}: a blank face after the fallback");
+        page.shot(if says == "device" { "gpu-device-lost" } else { "gpu-hung" });
+    }
+}
+

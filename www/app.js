@@ -48,6 +48,24 @@ function setStatus() {
 
 // ---------------------------------------------------------------- the worker
 
+// The error of a request that a stopped worker can no longer answer. Its death has its own
+// message (a notice and a restart on the CPU, or an error), so callers do not report it again.
+function stopped(reason) {
+  const err = new Error(reason);
+  err.stopped = true;
+  return err;
+}
+
+// Shows `err` with `prefix`, unless it only says that the worker stopped.
+function report(prefix, err) {
+  if (!err.stopped) showError(`${prefix}${err.message}`);
+}
+
+// The first line of a worker error (Rust errors carry their causes and a backtrace below).
+function firstLine(text) {
+  return String(text).split('\n')[0];
+}
+
 class Engine {
   constructor(onDeath) {
     this.pending = new Map();
@@ -80,15 +98,21 @@ class Engine {
     const waiter = this.pending.get(msg.id);
     if (!waiter) return;
     this.pending.delete(msg.id);
+    clearTimeout(waiter.timer);
     if (msg.error !== undefined) waiter.reject(new Error(msg.error));
     else waiter.resolve(msg);
   }
 
-  request(op, fields = {}, transfer = []) {
-    if (this.dead) return Promise.reject(new Error('the generator has stopped'));
+  // `deadlineMs`: a request unanswered by then means the worker is stuck (a lost GPU device
+  // leaves WebGPU work waiting forever), so the worker is stopped as dead.
+  request(op, fields = {}, transfer = [], deadlineMs = 0) {
+    if (this.dead) return Promise.reject(stopped('the generator has stopped'));
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
-      this.pending.set(id, { resolve, reject });
+      const timer = deadlineMs > 0
+        ? setTimeout(() => this.die(`no answer from the GPU in ${Math.round(deadlineMs / 1000)} s; its device may have been lost`), deadlineMs)
+        : undefined;
+      this.pending.set(id, { resolve, reject, timer });
       this.worker.postMessage({ op, id, ...fields }, transfer);
     });
   }
@@ -97,7 +121,10 @@ class Engine {
     if (this.dead) return;
     this.dead = true;
     this.worker.terminate();
-    for (const waiter of this.pending.values()) waiter.reject(new Error(reason));
+    for (const waiter of this.pending.values()) {
+      clearTimeout(waiter.timer);
+      waiter.reject(stopped(reason));
+    }
     this.pending.clear();
     this.onDeath(reason);
   }
@@ -138,6 +165,7 @@ async function boot(backend, notice = null) {
     state.backend = info.backend;
     state.model = info.model;
     if (notice || info.notice) showNotice(notice || info.notice);
+    showError(''); // what a dead worker's requests reported is answered by this restart
     $('loading').hidden = true;
     setStatus();
     describeModel(info.model);
@@ -159,6 +187,8 @@ async function boot(backend, notice = null) {
   }
   await showGrid();
   await followLink();
+  // A restart on the CPU redraws the face that was open when WebGPU failed.
+  if (notice && state.current && !$('detail').hidden && !location.hash) await openFace(state.current, { focus: false });
 }
 
 // Downloads the growth stages (on request: they are several times the final generator's size).
@@ -176,7 +206,7 @@ async function loadStages() {
     if (!state.current && first && first.face) state.current = first.face;
     await showStages();
   } catch (err) {
-    showError(`Could not load the growth stages: ${err.message}`);
+    report("Could not load the growth stages: ", err);
     $('load-stages').disabled = false;
   } finally {
     $('stages-progress').hidden = true;
@@ -219,10 +249,28 @@ function describeModel(m) {
 
 let renderCount = 0;
 
+// How long a WebGPU generate request may take before the GPU counts as lost: generous (50× the
+// measured time per face, at least 20 s), since a slow GPU must not be mistaken for a lost one.
+const GPU_DEADLINE_MIN_MS = 20000;
+const GPU_DEADLINE_FACTOR = 50;
+
 async function render(latents, stage = -1, alpha = undefined) {
   const fields = { latents, stage };
   if (alpha !== undefined) fields.alpha = alpha;
-  const reply = await state.engine.request('generate', fields);
+  const faces = Math.max(1, Math.round(latents.length / state.model.latentSize));
+  const deadline = state.backend === 'webgpu'
+    ? Math.max(GPU_DEADLINE_MIN_MS, GPU_DEADLINE_FACTOR * (state.msPerFace || 1000) * faces)
+    : 0;
+  const engine = state.engine;
+  let reply;
+  try {
+    reply = await engine.request('generate', fields, [], deadline);
+  } catch (err) {
+    // On WebGPU a failed generate means the GPU itself failed (a lost or poisoned device): the
+    // same request on a good device does not fail. Stop this worker; its death restarts on the CPU.
+    if (state.backend === 'webgpu' && !engine.dead) engine.die(firstLine(err.message));
+    throw engine.dead ? stopped(err.message) : err;
+  }
   document.body.dataset.lastMs = reply.ms.toFixed(2);
   document.body.dataset.lastCount = String(reply.count);
   return reply;
@@ -264,7 +312,7 @@ function latest(fn) {
         await fn(...next);
       }
     } catch (err) {
-      showError(err.message);
+      report('', err);
     } finally {
       running = false;
     }
@@ -305,7 +353,7 @@ async function showGrid() {
     });
     if (!performance.getEntriesByName('first-face').length) performance.mark('first-face');
   } catch (err) {
-    showError(`Could not make faces: ${err.message}`);
+    report('Could not make faces: ', err);
   } finally {
     $('new-faces').disabled = false;
   }
@@ -341,6 +389,7 @@ async function followLink() {
     }
     showError('');
   } catch (err) {
+    if (err.stopped) return;
     showError(`This link does not name a face: ${err.message}. Showing new faces instead.`);
   }
 }
@@ -419,7 +468,7 @@ async function play() {
       await new Promise((resolve) => setTimeout(resolve, wait));
     }
   } catch (err) {
-    showError(`Playing stopped: ${err.message}`);
+    report('Playing stopped: ', err);
   } finally {
     state.playing = false;
     $('play').textContent = 'Play';
@@ -511,4 +560,9 @@ function wire() {
 }
 
 wire();
+// What a click handler did not catch: a stopped worker is reported by its death, anything else here.
+window.addEventListener('unhandledrejection', (event) => {
+  event.preventDefault();
+  report('', event.reason instanceof Error ? event.reason : new Error(String(event.reason)));
+});
 boot(params.get('backend') === 'cpu' ? 'cpu' : 'auto');
