@@ -22,6 +22,7 @@ mod report;
 mod schedule;
 mod sessions;
 mod train;
+mod unpack;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -38,6 +39,15 @@ use crate::backend::BackendKind;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+/// A split of a dataset pack, on the command line.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum SplitArg {
+    /// The training images.
+    Train,
+    /// The held-out images.
+    Holdout,
 }
 
 #[derive(Subcommand)]
@@ -121,6 +131,28 @@ enum Command {
         /// Largest file to write, in MiB.
         #[arg(long, default_value_t = 16.0)]
         max_file_mib: f64,
+    },
+    /// One split of a pack, at one resolution, as a tar of JPEG (or PNG) files: a small file to
+    /// carry the images to another machine, where `pggan prepare --padded keep` packs them again.
+    Unpack {
+        /// Pack to read.
+        #[arg(long)]
+        data: PathBuf,
+        /// Tar file to write, gzipped if it ends in .gz (default: beside the pack, e.g. `utk64-train64.tar.gz`).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Which split.
+        #[arg(long, value_enum, default_value = "train")]
+        split: SplitArg,
+        /// Which level (default: the pack's top).
+        #[arg(long)]
+        resolution: Option<usize>,
+        /// JPEG quality (1–100).
+        #[arg(long, default_value_t = 90)]
+        quality: u8,
+        /// Lossless PNG files instead of JPEG.
+        #[arg(long)]
+        png: bool,
     },
     /// The paper's metrics: multi-scale SWD and MS-SSIM against real images.
     Eval {
@@ -240,6 +272,26 @@ fn main() {
 
 fn run() -> Result<()> {
     match Cli::parse().command {
+        Command::Unpack { data, out, split, resolution, quality, png } => {
+            let split = match split {
+                SplitArg::Train => pack::Split::Train,
+                SplitArg::Holdout => pack::Split::Holdout,
+            };
+            let top = pack::Pack::open(&data)?.header.resolution;
+            let out = out.unwrap_or_else(|| unpack::default_out(&data, split, resolution.unwrap_or(top)));
+            let format = if png { unpack::UnpackFormat::Png } else { unpack::UnpackFormat::Jpeg(quality) };
+            let report = unpack::unpack(&unpack::UnpackOptions { data, out: out.clone(), split, resolution, format })?;
+            println!(
+                "wrote {}: {} images at {}×{}, {:.1} MB; pack them again with: pggan prepare {} --out PACK --resolution {} --padded keep",
+                out.display(),
+                report.images,
+                report.resolution,
+                report.resolution,
+                report.bytes as f64 / 1e6,
+                out.display(),
+                report.resolution
+            );
+        }
         Command::Prepare { input, out, resolution, holdout, padded, seed, max_pixels } => {
             let opts = prepare::PrepareOptions { resolution, holdout, padded, seed, max_pixels };
             let report = prepare::prepare(&input, &out, &opts)?;

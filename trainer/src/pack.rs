@@ -126,7 +126,6 @@ pub enum Split {
     /// Training images.
     Train,
     /// Held-out images (read by the metrics).
-    #[allow(dead_code)]
     Holdout,
 }
 

@@ -1,4 +1,4 @@
-//! Dataset ingest: a folder or a .tar of images → a pack at every power-of-two resolution.
+//! Dataset ingest: a folder or a .tar (or .tar.gz) of images → a pack at every power-of-two resolution.
 //!
 //! Every file is decoded in memory (nothing from a tar is ever written to disk, so `..` paths and
 //! links cannot escape), centre-cropped to a square, resized to the target with Lanczos3, and
@@ -208,7 +208,11 @@ pub(crate) fn for_each_chunk(input: &Path, chunk: usize, mut f: impl FnMut(Vec<E
         return Ok(());
     }
     let file = std::fs::File::open(input).with_context(|| format!("opening {}", input.display()))?;
-    let mut archive = tar::Archive::new(std::io::BufReader::new(file));
+    let mut reader = std::io::BufReader::new(file);
+    // A gzipped tar (`.tar.gz`, as `pggan unpack` writes) is known by its magic bytes.
+    let gzipped = std::io::BufRead::fill_buf(&mut reader).with_context(|| format!("reading {}", input.display()))?.starts_with(&[0x1f, 0x8b]);
+    let reader: Box<dyn Read> = if gzipped { Box::new(flate2::read::GzDecoder::new(reader)) } else { Box::new(reader) };
+    let mut archive = tar::Archive::new(reader);
     let mut batch = Vec::new();
     for entry in archive.entries().with_context(|| format!("{} is not a readable tar archive", input.display()))? {
         let mut entry = entry.with_context(|| format!("{}: damaged tar entry", input.display()))?;
