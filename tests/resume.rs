@@ -88,7 +88,17 @@ fn a_compacted_run_carries_in_small_files_and_resumes() {
     for p in &parts {
         assert!(std::fs::metadata(p).unwrap().len() <= 512 * 1024, "{} over 0.5 MiB", p.display());
     }
-    assert!(dir.path("carried/options.json").exists() && dir.path("carried/metrics.jsonl").exists());
+    for name in ["options.json", "metrics.jsonl", "sessions.jsonl"] {
+        assert!(dir.path(&format!("carried/{name}")).exists(), "{name} not carried");
+    }
+    // The growth-stage snapshots travel too (the export needs them).
+    let stages = |d: &str| -> Vec<(std::ffi::OsString, Vec<u8>)> {
+        let mut v: Vec<_> = std::fs::read_dir(dir.path(&format!("{d}/stages"))).map(|r| r.map(|e| { let e = e.unwrap(); (e.file_name(), std::fs::read(e.path()).unwrap()) }).collect()).unwrap_or_default();
+        v.sort();
+        v
+    };
+    assert!(!stages("first").is_empty(), "the test run should have a stage snapshot");
+    assert_eq!(stages("first"), stages("carried"));
     train_wide(&dir, "carried", None, true);
     let (a, _) = decode(&std::fs::read(dir.path("straight/checkpoint.safetensors")).unwrap()).unwrap();
     let (b, _) = decode(&std::fs::read(dir.path("carried/checkpoint.safetensors")).unwrap()).unwrap();
@@ -104,4 +114,47 @@ fn a_compacted_run_carries_in_small_files_and_resumes() {
     train_wide(&dir, "small", None, true);
     let log = pggan_e2e::metrics(&dir.path("small"));
     assert!(log.last().unwrap()["kimg"].as_f64().unwrap() >= 0.6);
+}
+
+/// `scripts/carry-run.sh`: a run packed for another machine (binary, images, run in parts), trained
+/// there by its `train-here.sh` (here with `flex` standing in for the GPU), brought back, and
+/// continued at home.
+#[test]
+fn carry_run_takes_a_run_away_and_back() {
+    let dir = Scratch::new("carry-run");
+    tiny_pack(&dir);
+    train(&dir, "home", Some("0.3"), false);
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/carry-run.sh");
+    let sh = |args: &[&str], tmp: Option<&str>| {
+        let mut cmd = std::process::Command::new("bash");
+        cmd.args(args).env("PGGAN_BIN", pggan_e2e::pggan_bin());
+        if let Some(t) = tmp {
+            cmd.env("TMPDIR", dir.path(t));
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", pggan_e2e::describe(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let script = script.to_string_lossy().into_owned();
+    sh(&[&script, "out", "--run", &dir.arg("home"), "--data", &dir.arg("p.pack"), "--to", &dir.arg("carry"), "--features", "flex"], None);
+    for f in ["pggan.gz", "train.tar.gz", "train-here.sh", "run/checkpoint-part000.safetensors", "run/options.json", "run/stages/level0-4x4.safetensors"] {
+        let len = std::fs::metadata(dir.path(&format!("carry/{f}"))).unwrap_or_else(|e| panic!("carry/{f}: {e}")).len();
+        assert!(len < 16 << 20, "carry/{f} is {len} bytes");
+    }
+    // "The other machine": only the carried folder, the run finished there.
+    std::fs::create_dir_all(dir.path("tmp")).unwrap();
+    let here = dir.arg("carry/train-here.sh");
+    sh(&[&here, "1", &dir.arg("back"), "flex"], Some("tmp"));
+    sh(&[&script, "back", "--from", &dir.arg("back/run-back.tar.gz"), "--run", &dir.arg("home")], None);
+    assert!(dir.path("home/checkpoint-before-carry.safetensors").exists() && !dir.path("home/checkpoint.safetensors").exists());
+    let log = pggan_e2e::metrics(&dir.path("home"));
+    assert!((log.last().unwrap()["kimg"].as_f64().unwrap() - 0.6).abs() < 0.05, "the run came back finished: {log:?}");
+    // The 8×8 stage was made away and came back; the 4×4 one stayed at home throughout.
+    assert!(dir.path("home/stages/level1-8x8.safetensors").exists() && dir.path("home/stages/level0-4x4.safetensors").exists());
+    let sessions = std::fs::read_to_string(dir.path("home/sessions.jsonl")).unwrap();
+    assert_eq!(sessions.lines().count(), 2, "{sessions}");
+    // Home again: it resumes from the returned checkpoint and exports.
+    let done = pggan_ok(&["train", "--data", &dir.arg("p.pack"), "--run", &dir.arg("home"), "--resume"]);
+    assert!(done.contains("Done: 0.6 kimg"), "{done}");
+    pggan_ok(&["export", "--run", &dir.arg("home"), "--out", &dir.arg("export")]);
 }

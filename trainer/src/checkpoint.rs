@@ -202,8 +202,8 @@ pub struct CompactReport {
 }
 
 /// Writes a run's checkpoint into `out` as parts of at most `max_file_bytes` each, the weights in
-/// `dtype`, Adam's moments (f32) only if `keep_optimizer`, with `options.json` and
-/// `metrics.jsonl`: a run folder that `--resume` continues (not bit-exactly unless f32 with the
+/// `dtype`, Adam's moments (f32) only if `keep_optimizer`, with `options.json`, `metrics.jsonl`,
+/// `sessions.jsonl` and the stage snapshots: a run folder that `--resume` continues (not bit-exactly unless f32 with the
 /// optimiser). For carrying a run between machines with file-size limits.
 pub fn compact(run: &Path, out: &Path, dtype: WeightDtype, keep_optimizer: bool, max_file_bytes: u64) -> Result<CompactReport> {
     let (tensors, mut meta) = read_checkpoint(run)?;
@@ -248,10 +248,22 @@ pub fn compact(run: &Path, out: &Path, dtype: WeightDtype, keep_optimizer: bool,
         files.push((path, bytes.len() as u64));
     }
     let _ = std::fs::remove_file(checkpoint_path(out));
-    for name in ["options.json", "metrics.jsonl"] {
+    for name in ["options.json", "metrics.jsonl", "sessions.jsonl"] {
         if run.join(name).exists() {
             std::fs::copy(run.join(name), out.join(name)).with_context(|| format!("copying {name}"))?;
             files.push((out.join(name), std::fs::metadata(out.join(name))?.len()));
+        }
+    }
+    // The growth-stage snapshots, for the export.
+    let stages = run.join("stages");
+    if stages.is_dir() {
+        std::fs::create_dir_all(out.join("stages"))?;
+        let mut names: Vec<PathBuf> = std::fs::read_dir(&stages)?.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_file()).collect();
+        names.sort();
+        for from in names {
+            let to = out.join("stages").join(from.file_name().expect("a file name"));
+            std::fs::copy(&from, &to).with_context(|| format!("copying {}", from.display()))?;
+            files.push((to.clone(), std::fs::metadata(&to)?.len()));
         }
     }
     Ok(CompactReport { files, optimizer_kept: keep_optimizer })
