@@ -7,7 +7,7 @@
 #         pggan.gz          a stripped release build of this checkout with the GPU feature
 #         train.tar.gz      the pack's training split as JPEGs (`pggan unpack`)
 #         run/              the run's checkpoint in parts, bf16, Adam restarting (`pggan compact`),
-#                           with its options, logs and stage snapshots
+#                           with its options and logs (its stage snapshots stay at home)
 #         train-here.sh     run on the GPU machine: bash DIR/train-here.sh MINUTES BACK_DIR [BACKEND]
 #       train-here.sh packs the images again, resumes the run for MINUTES, and writes
 #       BACK_DIR/run-back.tar.gz (the run, compacted again, with any new stage snapshots).
@@ -62,6 +62,10 @@ out)
     echo "== the run"
     rm -rf "$TO/run"
     "$PGGAN" compact --run "$RUN" --out "$TO/run" --max-file-mib 15
+    # Training does not read the stage snapshots (the checkpoint says which are done): they stay
+    # at home, and only their names travel, so that only new ones come back.
+    ls "$TO/run/stages" 2>/dev/null | sort > "$TO/run/stages-at-home.txt" || true
+    rm -rf "$TO/run/stages"
     # The pack's top level (the run trains up to it unless its options say less).
     resolution="$(python3 -c '
 import json, struct, sys
@@ -79,7 +83,7 @@ mkdir -p "\$work" "\$back"
 gunzip -c "\$here/pggan.gz" > "\$work/pggan" && chmod +x "\$work/pggan"
 [ -f "\$work/train.pack" ] || "\$work/pggan" prepare "\$here/train.tar.gz" --out "\$work/train.pack" --resolution $resolution --padded keep > "\$work/prepare.json"
 [ -d "\$work/run" ] || cp -r "\$here/run" "\$work/run"
-ls "\$work/run/stages" 2>/dev/null | sort > "\$work/stages-before" || true
+sort "\$here/run/stages-at-home.txt" > "\$work/stages-before"
 "\$work/pggan" train --data "\$work/train.pack" --run "\$work/run" --resume --backend "\$backend" --max-minutes "\$minutes"
 rm -rf "\$work/back" && "\$work/pggan" compact --run "\$work/run" --out "\$work/back" --max-file-mib 15
 # Only the stage snapshots made here travel back (the rest are at home already).

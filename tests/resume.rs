@@ -137,10 +137,11 @@ fn carry_run_takes_a_run_away_and_back() {
     };
     let script = script.to_string_lossy().into_owned();
     sh(&[&script, "out", "--run", &dir.arg("home"), "--data", &dir.arg("p.pack"), "--to", &dir.arg("carry"), "--features", "flex"], None);
-    for f in ["pggan.gz", "train.tar.gz", "train-here.sh", "run/checkpoint-part000.safetensors", "run/options.json", "run/stages/level0-4x4.safetensors"] {
+    for f in ["pggan.gz", "train.tar.gz", "train-here.sh", "run/checkpoint-part000.safetensors", "run/options.json", "run/stages-at-home.txt"] {
         let len = std::fs::metadata(dir.path(&format!("carry/{f}"))).unwrap_or_else(|e| panic!("carry/{f}: {e}")).len();
         assert!(len < 16 << 20, "carry/{f} is {len} bytes");
     }
+    assert!(!dir.path("carry/run/stages").exists(), "the stage snapshots stay at home");
     // "The other machine": only the carried folder, the run finished there.
     std::fs::create_dir_all(dir.path("tmp")).unwrap();
     let here = dir.arg("carry/train-here.sh");
@@ -149,7 +150,10 @@ fn carry_run_takes_a_run_away_and_back() {
     assert!(dir.path("home/checkpoint-before-carry.safetensors").exists() && !dir.path("home/checkpoint.safetensors").exists());
     let log = pggan_e2e::metrics(&dir.path("home"));
     assert!((log.last().unwrap()["kimg"].as_f64().unwrap() - 0.6).abs() < 0.05, "the run came back finished: {log:?}");
-    // The 8×8 stage was made away and came back; the 4×4 one stayed at home throughout.
+    // The 8×8 stage was made away and came back alone; the 4×4 one stayed at home throughout.
+    let back = std::process::Command::new("tar").args(["tzf", &dir.arg("back/run-back.tar.gz")]).output().unwrap();
+    let back = String::from_utf8_lossy(&back.stdout);
+    assert!(back.contains("stages/level1-8x8.safetensors") && !back.contains("level0"), "{back}");
     assert!(dir.path("home/stages/level1-8x8.safetensors").exists() && dir.path("home/stages/level0-4x4.safetensors").exists());
     let sessions = std::fs::read_to_string(dir.path("home/sessions.jsonl")).unwrap();
     assert_eq!(sessions.lines().count(), 2, "{sessions}");
