@@ -153,6 +153,32 @@ fn train_across_a_fade_kill_resume_export_generate() {
     let a5 = read_rgb(&dir.path("from_run/seed000005.png"));
     assert_ne!(a5, read_rgb(&dir.path("from_run/seed000006.png")), "different seeds give different images");
 
+    // The growth stages in one picture: a row per stage, a column per seed, cells of 16 px.
+    pggan_ok(&["generate", "--model", &dir.arg("export"), "--stages", "--seed", "5", "--count", "3", "--cell", "16", "--out", &dir.arg("stages.png")]);
+    let stages = read_rgb(&dir.path("stages.png"));
+    let rows = manifest["stages"].as_array().unwrap().len() as u32 + u32::from(manifest["stages"][1]["file"] != manifest["generator"]);
+    assert_eq!(stages.dimensions(), (48, 16 * rows));
+    for c in 0..3u32 {
+        // Row 0, the 4×4 stage: blocks of 4×4 pixels of one colour.
+        for y in 0..16 {
+            for x in 0..16 {
+                assert_eq!(stages[(c * 16 + x, y)], stages[(c * 16 + x / 4 * 4, y / 4 * 4)], "4×4 stage, seed {}, pixel {x},{y}", 5 + c);
+            }
+        }
+        // The last row, the final generator: the export's own image of that seed, scaled 2×.
+        let own = read_rgb(&dir.path(&format!("from_export/seed{:06}.png", 5 + c)));
+        for y in 0..16 {
+            for x in 0..16 {
+                assert_eq!(stages[(c * 16 + x, (rows - 1) * 16 + y)], own[(x / 2, y / 2)], "final row, seed {}", 5 + c);
+            }
+        }
+    }
+    // A grid with its cells scaled; --stages only for an export.
+    pggan_ok(&["generate", "--model", &dir.arg("export"), "--seed", "5", "--count", "4", "--cell", "24", "--out", &dir.arg("grid24.png")]);
+    assert_eq!(read_rgb(&dir.path("grid24.png")).dimensions(), (48, 48));
+    let out = pggan(&["generate", "--model", &run, "--stages", "--out", &dir.arg("x.png")]).output().unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("exported model folder"), "{}", describe(&out));
+
     // Animations: the grids over training, and latent walks.
     let grids = std::fs::read_dir(dir.path("run/grids")).unwrap().count();
     pggan_ok(&["timelapse", "--run", &run, "--out", &dir.arg("timelapse.gif")]);

@@ -2,17 +2,20 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
 use pggan_model::latent::latents_for_seeds;
 use pggan_model::layers::tensor_from_f32;
+use pggan_model::manifest::Manifest;
+use pggan_model::weights::generator_from_bytes;
 
 use crate::export::load_model;
 use crate::images::{grid, save_png, to_rgb_images};
 
 /// Writes images for seeds `seed … seed + count − 1`: one PNG per seed in a folder, or one PNG
-/// (a grid when `count > 1`) when `out` ends in `.png`. Returns the files written.
-pub fn generate(model: &Path, seed: u64, count: usize, out: &Path, device: &Device) -> Result<Vec<std::path::PathBuf>> {
+/// (a grid when `count > 1`, its cells scaled (nearest) to `cell` pixels when given) when `out`
+/// ends in `.png`. Returns the files written.
+pub fn generate(model: &Path, seed: u64, count: usize, out: &Path, cell: Option<u32>, device: &Device) -> Result<Vec<std::path::PathBuf>> {
     anyhow::ensure!(count >= 1, "--count must be at least 1");
     let m = load_model(model, device)?;
     let latent = m.config.latent_size;
@@ -31,7 +34,7 @@ pub fn generate(model: &Path, seed: u64, count: usize, out: &Path, device: &Devi
             images.remove(0)
         } else {
             let cols = (count as f64).sqrt().ceil() as usize;
-            grid(&images, cols, images[0].width())
+            grid(&images, cols, cell.unwrap_or(images[0].width()))
         };
         save_png(&picture, out)?;
         written.push(out.to_path_buf());
@@ -44,4 +47,35 @@ pub fn generate(model: &Path, seed: u64, count: usize, out: &Path, device: &Devi
         }
     }
     Ok(written)
+}
+
+/// The growth stages of an exported model as one picture: a row per stage (4×4, 8×8, …, then the
+/// final generator when it is not the last stage), a column per seed `seed … seed + count − 1`,
+/// every cell scaled (nearest) to `cell` pixels (default: the final resolution).
+pub fn generate_stages(model: &Path, seed: u64, count: usize, out: &Path, cell: Option<u32>, device: &Device) -> Result<()> {
+    anyhow::ensure!(count >= 1, "--count must be at least 1");
+    anyhow::ensure!(out.extension().is_some_and(|e| e.eq_ignore_ascii_case("png")), "--stages writes one picture: give --out FILE.png");
+    let manifest_path = model.join("manifest.json");
+    if !manifest_path.exists() {
+        bail!("--stages needs an exported model folder with a manifest.json (make one with `pggan export`); {} has none", model.display());
+    }
+    let text = std::fs::read_to_string(&manifest_path).with_context(|| format!("reading {}", manifest_path.display()))?;
+    let manifest = Manifest::parse(&text).with_context(|| format!("in {}", model.display()))?;
+    // (file, level, alpha) of every row.
+    let mut rows: Vec<(String, usize, f64)> = manifest.stages.iter().map(|s| (s.file.clone(), s.level, 1.0)).collect();
+    if rows.last().is_none_or(|(file, _, _)| *file != manifest.generator) {
+        rows.push((manifest.generator.clone(), manifest.level, manifest.alpha));
+    }
+    let latent = manifest.latent_size;
+    let z = latents_for_seeds(seed, count, latent);
+    let mut images = Vec::with_capacity(rows.len() * count);
+    for (file, level, alpha) in &rows {
+        let bytes = std::fs::read(model.join(file)).with_context(|| format!("reading {}", model.join(file).display()))?;
+        let (generator, _, _) = generator_from_bytes(&bytes, device).with_context(|| format!("loading {file}"))?;
+        images.extend(to_rgb_images(generator.forward(tensor_from_f32(z.clone(), [count, latent], device), *level, *alpha)));
+    }
+    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)?;
+    }
+    save_png(&grid(&images, count, cell.unwrap_or(manifest.resolution as u32)), out)
 }

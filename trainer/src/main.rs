@@ -91,6 +91,12 @@ enum Command {
         /// Folder (one PNG per seed) or FILE.png (a grid when --count > 1).
         #[arg(long)]
         out: PathBuf,
+        /// Scale a grid's cells (nearest) to this many pixels.
+        #[arg(long)]
+        cell: Option<u32>,
+        /// One picture of the growth stages of an exported model: a row per stage, a column per seed.
+        #[arg(long)]
+        stages: bool,
         /// Backend.
         #[arg(long, value_enum, default_value = "flex")]
         backend: BackendKind,
@@ -332,9 +338,15 @@ fn run() -> Result<()> {
                 std::process::exit(130);
             }
         }
-        Command::Generate { model, seed, count, out, backend } => {
-            let files = generate::generate(&model, seed, count, &out, &backend.device()?)?;
-            println!("wrote {} image file(s) to {}", files.len(), out.display());
+        Command::Generate { model, seed, count, out, cell, stages, backend } => {
+            anyhow::ensure!(cell.is_none_or(|c| (1..=4096).contains(&c)), "--cell must be 1–4096 pixels");
+            if stages {
+                generate::generate_stages(&model, seed, count, &out, cell, &backend.device()?)?;
+                println!("wrote the growth stages of seeds {seed}–{} to {}", seed + count as u64 - 1, out.display());
+            } else {
+                let files = generate::generate(&model, seed, count, &out, cell, &backend.device()?)?;
+                println!("wrote {} image file(s) to {}", files.len(), out.display());
+            }
         }
         Command::Export { run, out, reference, eval_count } => {
             let device = BackendKind::Flex.device()?;
