@@ -248,6 +248,17 @@ fn stages_and_blending_change_the_picture() {
     // The model card: size, images shown, time and hardware from the manifest; no fade.
     let card = page.text("model-card");
     assert!(card.starts_with("Model “e2e”: 16×16 pixels, latent of 32 numbers, 3 growth stages, 1 thousand images shown in 0.0 hours of training on flex (CPU): "), "{card}");
+    // …and the export's evaluation, read from its manifest.
+    let m: Value = serde_json::from_str(&std::fs::read_to_string(model().join("manifest.json")).unwrap()).unwrap();
+    let e = &m["training"]["evaluation"];
+    let expected = format!(
+        " Against 4 held-out photographs: SWD ×10³ {:.2} (photographs among themselves: {:.2}, lower is closer), MS-SSIM {:.3} (photographs: {:.3}).",
+        e["model"]["swd"]["avg"].as_f64().unwrap(),
+        e["reals_floor"]["swd"]["avg"].as_f64().unwrap(),
+        e["model"]["ms_ssim"].as_f64().unwrap(),
+        e["reals_floor"]["ms_ssim"].as_f64().unwrap()
+    );
+    assert!(card.ends_with(&expected), "{card}\nexpected the end: {expected}");
     // The stages load on request.
     assert_eq!(page.browser.eval("document.querySelectorAll('#stages canvas').length"), 0);
     page.browser.wait_for("document.getElementById('detail-canvas').dataset.rendered", LOAD);

@@ -241,8 +241,15 @@ function describeModel(m) {
   const kimg = typeof t.kimg === 'number' ? `, ${Math.round(t.kimg)} thousand images shown` : '';
   const hours = typeof t.train_seconds === 'number' ? ` in ${(t.train_seconds / 3600).toFixed(1)} hours of training` : '';
   const hw = t.hardware ? ` on ${t.hardware}` : '';
+  // The export's own evaluation against held-out photographs, with the photographs' own floor.
+  const e = t.evaluation;
+  const swd = (side) => e && e[side] && e[side].swd && typeof e[side].swd.avg === 'number' ? e[side].swd.avg.toFixed(2) : null;
+  const ssim = (side) => e && e[side] && typeof e[side].ms_ssim === 'number' ? e[side].ms_ssim.toFixed(3) : null;
+  const measured = swd('model') && swd('reals_floor') && ssim('model') && ssim('reals_floor')
+    ? ` Against ${e.count} held-out photographs: SWD ×10³ ${swd('model')} (photographs among themselves: ${swd('reals_floor')}, lower is closer), MS-SSIM ${ssim('model')} (photographs: ${ssim('reals_floor')}).`
+    : '';
   $('model-card').textContent =
-    `Model “${m.name}”: ${size}${fading}, latent of ${m.latentSize} numbers, ${m.stages.length} growth stages${kimg}${kimg ? hours + hw : ''}.`;
+    `Model “${m.name}”: ${size}${fading}, latent of ${m.latentSize} numbers, ${m.stages.length} growth stages${kimg}${kimg ? hours + hw : ''}.${measured}`;
 }
 
 // ---------------------------------------------------------------- generating and drawing
