@@ -206,7 +206,7 @@ async function loadStages() {
     if (!state.current && first && first.face) state.current = first.face;
     await showStages();
   } catch (err) {
-    report("Could not load the growth stages: ", err);
+    report('Could not load the growth stages: ', err);
     $('load-stages').disabled = false;
   } finally {
     $('stages-progress').hidden = true;
