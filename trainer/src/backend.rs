@@ -13,7 +13,10 @@ pub const ALLOW_SOFTWARE_GPU: &str = "PGGAN_ALLOW_SOFTWARE_GPU";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BackendKind {
-    /// Burn's pure-Rust CPU backend with SIMD and rayon (feature `flex`, default).
+    /// The fastest this build and machine have: CUDA, else a wgpu GPU (not a software renderer),
+    /// else flex.
+    Auto,
+    /// Burn's pure-Rust CPU backend with SIMD and rayon (feature `flex`, in the default build).
     Flex,
     /// wgpu: Vulkan, Metal or DX12 (feature `wgpu`).
     Wgpu,
@@ -47,9 +50,28 @@ impl BackendKind {
         None
     }
 
+    /// `Auto` made concrete for this build and machine; any other kind as it is.
+    pub fn resolve(self) -> BackendKind {
+        if self != BackendKind::Auto {
+            return self;
+        }
+        #[cfg(feature = "cuda")]
+        if !Device::enumerate(burn::tensor::DeviceType::Cuda).into_vec().is_empty() {
+            return BackendKind::Cuda;
+        }
+        #[cfg(feature = "wgpu")]
+        if !Device::enumerate(burn::tensor::DeviceType::Wgpu).into_vec().is_empty()
+            && Device::wgpu(burn::tensor::DeviceKind::DefaultDevice).identity().is_some_and(|i| i.physical.is_some())
+        {
+            return BackendKind::Wgpu;
+        }
+        BackendKind::Flex
+    }
+
     /// The device of this backend (without autodiff).
     pub fn device(self) -> Result<Device> {
         match self {
+            BackendKind::Auto => self.resolve().device(),
             #[cfg(feature = "flex")]
             BackendKind::Flex => Ok(Device::flex()),
             #[cfg(feature = "wgpu")]
@@ -93,9 +115,27 @@ impl BackendKind {
     /// Lower-case name.
     pub fn name(self) -> &'static str {
         match self {
+            BackendKind::Auto => "auto",
             BackendKind::Flex => "flex",
             BackendKind::Wgpu => "wgpu",
             BackendKind::Cuda => "cuda",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_resolves_to_a_compiled_backend() {
+        let chosen = BackendKind::Auto.resolve();
+        assert_ne!(chosen, BackendKind::Auto);
+        assert!(BackendKind::compiled().contains(&chosen.name()), "{chosen:?}");
+        // A build without GPU features has only the CPU to choose.
+        if !cfg!(any(feature = "wgpu", feature = "cuda")) {
+            assert_eq!(chosen, BackendKind::Flex);
+        }
+        assert_eq!(BackendKind::Wgpu.resolve(), BackendKind::Wgpu, "an explicit choice stays");
     }
 }

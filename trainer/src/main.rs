@@ -98,7 +98,7 @@ enum Command {
         #[arg(long)]
         stages: bool,
         /// Backend.
-        #[arg(long, value_enum, default_value = "flex")]
+        #[arg(long, value_enum, default_value = "auto")]
         backend: BackendKind,
     },
     /// Export a run's EMA generator and growth stages for the web (f16 safetensors + manifest).
@@ -229,7 +229,7 @@ enum Command {
     /// Measure training img/s per resolution.
     Bench {
         /// Backend.
-        #[arg(long, value_enum, default_value = "flex")]
+        #[arg(long, value_enum, default_value = "auto")]
         backend: BackendKind,
         /// Final resolution.
         #[arg(long, default_value_t = 32)]
@@ -324,6 +324,8 @@ fn run() -> Result<()> {
                     opts.total_kimg = total;
                 }
             }
+            // The run records the backend it really used.
+            opts.backend = opts.backend.resolve();
             let stop = Arc::new(AtomicBool::new(false));
             let flag = stop.clone();
             ctrlc::set_handler(move || {
@@ -403,7 +405,7 @@ fn run() -> Result<()> {
             println!("wrote {} frames to {}", frames.len(), out.display());
         }
         Command::Bench { backend, resolution, min_resolution, latent, fmap_base, fmap_max, minibatch, steps, json } => {
-            let rows = bench::bench(&bench::BenchOptions { backend, resolution, latent, fmap_base, fmap_max, minibatch, steps, min_resolution })?;
+            let rows = bench::bench(&bench::BenchOptions { backend: backend.resolve(), resolution, latent, fmap_base, fmap_max, minibatch, steps, min_resolution })?;
             if json {
                 println!("{}", serde_json::to_string(&rows)?);
             }

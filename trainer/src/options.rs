@@ -31,7 +31,7 @@ pub struct TrainOptions {
     #[serde(skip)]
     pub resume: bool,
     /// Compute backend.
-    #[arg(long, value_enum, default_value = "flex")]
+    #[arg(long, value_enum, default_value = "auto")]
     pub backend: BackendKind,
     /// Final resolution (default: the pack's).
     #[arg(long)]
