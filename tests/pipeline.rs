@@ -173,6 +173,27 @@ fn train_across_a_fade_kill_resume_export_generate() {
             }
         }
     }
+    // The run as it stood at the end of its 4×4 level: that stage snapshot as the final generator.
+    pggan_ok(&["export", "--run", &run, "--out", &dir.arg("at4"), "--stage", "0"]);
+    let at4: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.path("at4/manifest.json")).unwrap()).unwrap();
+    assert_eq!((at4["resolution"].as_u64(), at4["level"].as_u64(), at4["alpha"].as_f64()), (Some(4), Some(0), Some(1.0)), "{at4}");
+    assert_eq!(at4["stages"].as_array().unwrap().len(), 1);
+    assert_eq!(at4["stages"][0]["file"], "generator.safetensors");
+    let stage_kimg = at4["stages"][0]["kimg"].as_f64().unwrap();
+    assert_eq!(at4["training"]["kimg"].as_f64(), Some(stage_kimg));
+    assert!(stage_kimg < manifest["training"]["kimg"].as_f64().unwrap());
+    let seconds = at4["training"]["train_seconds"].as_f64().unwrap();
+    assert!(seconds > 0.0 && seconds < manifest["training"]["train_seconds"].as_f64().unwrap(), "{seconds}");
+    // Its faces are the snapshot's own (f16 rounding aside), and 4×4.
+    let snapshot = std::fs::read_dir(dir.path("run/stages")).unwrap().map(|e| e.unwrap().path()).find(|p| p.to_string_lossy().contains("level0")).unwrap();
+    pggan_ok(&["generate", "--model", &dir.arg("at4"), "--seed", "5", "--out", &dir.arg("at4.png")]);
+    pggan_ok(&["generate", "--model", &snapshot.to_string_lossy(), "--seed", "5", "--out", &dir.arg("snap4.png")]);
+    let (a, b) = (read_rgb(&dir.path("at4.png")), read_rgb(&dir.path("snap4.png")));
+    assert_eq!(a.dimensions(), (4, 4));
+    assert!(a.pixels().zip(b.pixels()).all(|(p, q)| (0..3).all(|c| p[c].abs_diff(q[c]) <= 8)), "the export at 4×4 is not the 4×4 snapshot");
+    let out = pggan(&["export", "--run", &run, "--out", &dir.arg("at64"), "--stage", "4"]).output().unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("no stage snapshot of level 4 (it has levels: 0, 1)"), "{}", describe(&out));
+
     // A grid with its cells scaled; --stages only for an export.
     pggan_ok(&["generate", "--model", &dir.arg("export"), "--seed", "5", "--count", "4", "--cell", "24", "--out", &dir.arg("grid24.png")]);
     assert_eq!(read_rgb(&dir.path("grid24.png")).dimensions(), (48, 48));

@@ -68,13 +68,13 @@ pub fn load_model(model: &Path, device: &Device) -> Result<LoadedModel> {
     bail!("{} is neither an exported model (manifest.json), a run folder (checkpoint.safetensors) nor a generator file", model.display())
 }
 
-/// The last metrics evaluation logged in the run's `metrics.jsonl` (kimg, resolution, SWD per
-/// level, MS-SSIM and its real-pairs value), or null.
-fn latest_metrics(run: &Path) -> serde_json::Value {
+/// The last metrics evaluation logged in the run's `metrics.jsonl` at or before `kimg` (kimg,
+/// resolution, SWD per level, MS-SSIM and its real-pairs value), or null.
+fn latest_metrics(run: &Path, kimg: f64) -> serde_json::Value {
     let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap_or_default();
     text.lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v.get("metrics").is_some())
+        .filter(|v| v.get("metrics").is_some() && v["kimg"].as_f64().is_some_and(|k| k <= kimg + 0.1))
         .last()
         .map(|v| {
             let mut m = v["metrics"].clone();
@@ -85,38 +85,71 @@ fn latest_metrics(run: &Path) -> serde_json::Value {
         .unwrap_or(serde_json::Value::Null)
 }
 
-/// Writes the EMA generator and its stage snapshots as f16 safetensors with a manifest.
-pub fn export(run: &Path, out: &Path, device: &Device) -> Result<Manifest> {
-    let (ema, config, state) = checkpoint::load_ema(run, device)?;
-    let (level, alpha) = run_phase(run, &config, state.nimg)?;
+/// The `train_seconds` of the last tick logged at or before `kimg` (0 when none is).
+fn train_seconds_at(run: &Path, kimg: f64) -> f64 {
+    let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["kimg"].as_f64().is_some_and(|k| k <= kimg + 1e-6))
+        .filter_map(|v| v["train_seconds"].as_f64())
+        .last()
+        .unwrap_or(0.0)
+}
+
+/// Writes the EMA generator and its stage snapshots as f16 safetensors with a manifest: the
+/// generator as it stands now, or with `at_stage = Some(level)` as it stood at the end of that
+/// level's stabilisation (its stage snapshot) — to ship the last finished level while the next
+/// one is still fading in.
+pub fn export(run: &Path, out: &Path, at_stage: Option<usize>, device: &Device) -> Result<Manifest> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(run.join("stages")).map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect()).unwrap_or_default();
+    files.retain(|p| p.extension().is_some_and(|e| e == "safetensors"));
+    files.sort();
+    let mut snapshots = Vec::new(); // (level, config, tensors, metadata, kimg)
+    for path in files {
+        let (tensors, meta) = decode(&std::fs::read(&path)?).with_context(|| format!("reading stage {}", path.display()))?;
+        let stage_config = config_from_metadata(&meta, "generator").with_context(|| format!("in {}", path.display()))?;
+        // Validate that it loads.
+        drop(apply_tensors(Generator::new(&stage_config, &mut SplitMix64::new(0), device), tensors.clone()).with_context(|| format!("loading {}", path.display()))?);
+        let stage_kimg: f64 = meta.get("kimg").and_then(|k| k.parse().ok()).unwrap_or(0.0);
+        snapshots.push((stage_config.num_levels() - 1, stage_config, tensors, meta, stage_kimg));
+    }
+
+    // The final generator: (file bytes, full config, level, alpha, kimg, train seconds, hardware).
+    let (bytes, config, level, alpha, kimg, train_seconds) = match at_stage {
+        None => {
+            let (ema, config, state) = checkpoint::load_ema(run, device)?;
+            let (level, alpha) = run_phase(run, &config, state.nimg)?;
+            let kimg = state.nimg as f64 / 1000.0;
+            (snapshot_to_bytes(&ema, &config, level, alpha, kimg, WeightDtype::F16, &[])?, config, level, alpha, kimg, state.train_seconds)
+        }
+        Some(stage) => {
+            let Some((_, stage_config, tensors, meta, stage_kimg)) = snapshots.iter().find(|s| s.0 == stage) else {
+                let have: Vec<String> = snapshots.iter().map(|s| s.0.to_string()).collect();
+                bail!("{} has no stage snapshot of level {stage} (it has levels: {})", run.display(), if have.is_empty() { "none".into() } else { have.join(", ") });
+            };
+            (encode(tensors, WeightDtype::F16, meta)?, stage_config.clone(), stage, 1.0, *stage_kimg, train_seconds_at(run, *stage_kimg))
+        }
+    };
     std::fs::create_dir_all(out.join("stages")).with_context(|| format!("creating {}", out.display()))?;
-    let kimg = state.nimg as f64 / 1000.0;
     let res = ModelConfig::level_resolution(level);
     let gen_config = config.clone().with_resolution(res);
-    let bytes = snapshot_to_bytes(&ema, &config, level, alpha, kimg, WeightDtype::F16, &[])?;
     std::fs::write(out.join("generator.safetensors"), &bytes)?;
 
     let mut stages = Vec::new();
-    let mut files: Vec<PathBuf> = std::fs::read_dir(run.join("stages")).map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect()).unwrap_or_default();
-    files.sort();
-    for path in files.into_iter().filter(|p| p.extension().is_some_and(|e| e == "safetensors")) {
-        let (tensors, meta) = decode(&std::fs::read(&path)?).with_context(|| format!("reading stage {}", path.display()))?;
-        let stage_config = config_from_metadata(&meta, "generator")?;
-        let stage_level = stage_config.num_levels() - 1;
-        // Validate that it loads, then store it in half precision.
-        let check = apply_tensors(Generator::new(&stage_config, &mut SplitMix64::new(0), device), tensors.clone())?;
-        drop(check);
-        let stage_kimg: f64 = meta.get("kimg").and_then(|k| k.parse().ok()).unwrap_or(0.0);
-        // The last level's snapshot, taken at the end of the run, is the final generator: one
-        // file serves both, so the page never downloads it twice.
-        if stage_level == level && alpha >= 1.0 && (stage_kimg - kimg).abs() < 1e-9 {
+    for (stage_level, stage_config, tensors, meta, stage_kimg) in &snapshots {
+        if *stage_level > level || (*stage_level == level && alpha < 1.0) {
+            continue; // later than the exported generator
+        }
+        // The exported level's own snapshot, when the generator is it, is the final generator:
+        // one file serves both, so the page never downloads it twice.
+        if *stage_level == level && (stage_kimg - kimg).abs() < 1e-9 {
             stages.push(StageEntry { level, resolution: res, file: "generator.safetensors".into(), kimg, bytes: Some(bytes.len() as u64) });
             continue;
         }
         let file = format!("stages/level{stage_level}.safetensors");
-        let stage_bytes = encode(&tensors, WeightDtype::F16, &meta)?;
+        let stage_bytes = encode(tensors, WeightDtype::F16, meta)?;
         std::fs::write(out.join(&file), &stage_bytes)?;
-        stages.push(StageEntry { level: stage_level, resolution: stage_config.resolution, file, kimg: stage_kimg, bytes: Some(stage_bytes.len() as u64) });
+        stages.push(StageEntry { level: *stage_level, resolution: stage_config.resolution, file, kimg: *stage_kimg, bytes: Some(stage_bytes.len() as u64) });
     }
     stages.sort_by_key(|s| s.level);
     let opts: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("options.json"))?)?;
@@ -135,9 +168,9 @@ pub fn export(run: &Path, out: &Path, device: &Device) -> Result<Manifest> {
         training: serde_json::json!({
             "kimg": kimg,
             "backend": opts.get("backend").cloned().unwrap_or_default(),
-            "hardware": crate::sessions::hardware_used(run),
-            "train_seconds": state.train_seconds,
-            "latest_metrics": latest_metrics(run),
+            "hardware": crate::sessions::hardware_used(run, kimg),
+            "train_seconds": train_seconds,
+            "latest_metrics": latest_metrics(run, kimg),
             "options": opts,
         }),
     };

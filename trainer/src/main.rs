@@ -117,6 +117,10 @@ enum Command {
         /// manifest's `training.evaluation`).
         #[arg(long, requires = "reference")]
         eval_count: Option<usize>,
+        /// Export the generator as it stood at the end of this level's stabilisation (its stage
+        /// snapshot) instead of as it stands now.
+        #[arg(long)]
+        stage: Option<usize>,
     },
     /// Write a run's checkpoint as parts of at most --max-file-mib each (half-precision weights,
     /// Adam's moments only with --keep-optimizer), with options.json and metrics.jsonl: a small
@@ -350,9 +354,9 @@ fn run() -> Result<()> {
                 println!("wrote {} image file(s) to {}", files.len(), out.display());
             }
         }
-        Command::Export { run, out, reference, eval_count } => {
+        Command::Export { run, out, reference, eval_count, stage } => {
             let device = BackendKind::Flex.device()?;
-            let m = export::export(&run, &out, &device)?;
+            let m = export::export(&run, &out, stage, &device)?;
             println!("exported {}×{} generator (level {}, alpha {}) and {} stage(s) to {}", m.resolution, m.resolution, m.level, m.alpha, m.stages.len(), out.display());
             if let (Some(reference), Some(count)) = (reference, eval_count) {
                 let e = export::evaluate_export(&out, &reference, count, &device)?;
