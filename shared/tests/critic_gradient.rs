@@ -24,7 +24,7 @@ fn device() -> Device {
 }
 
 fn small_config() -> ModelConfig {
-    ModelConfig::new().with_resolution(16).with_latent_size(8).with_fmap_base(32).with_fmap_max(6)
+    ModelConfig::new().with_resolution(32).with_latent_size(8).with_fmap_base(32).with_fmap_max(6)
 }
 
 fn to_f64<const D: usize>(t: Tensor<D>) -> Vec<f64> {
@@ -84,11 +84,13 @@ fn input_gradient_matches_autodiff_at_4x4() {
 fn input_gradient_matches_autodiff_while_fading_in() {
     check_input_gradient(1, 0.3, 8);
     check_input_gradient(2, 0.75, 4);
+    check_input_gradient(3, 0.2, 4);
 }
 
 #[test]
 fn input_gradient_matches_autodiff_when_stable() {
     check_input_gradient(2, 1.0, 8);
+    check_input_gradient(3, 1.0, 4);
 }
 
 #[test]
@@ -203,6 +205,16 @@ fn penalty_gradients_match_finite_differences_while_fading_in() {
         0.4,
         8,
         &["from_rgb.2.weight", "from_rgb.1.weight", "blocks.1.conv0.weight", "blocks.1.conv1.weight", "blocks.0.conv1.bias", "dense0.weight"],
+    );
+}
+
+#[test]
+fn penalty_gradients_match_finite_differences_fading_in_at_32x32() {
+    check_penalty_gradients(
+        3,
+        0.3,
+        4,
+        &["from_rgb.3.weight", "from_rgb.3.bias", "from_rgb.2.weight", "blocks.2.conv0.weight", "blocks.2.conv1.weight", "blocks.1.conv0.bias", "conv4.weight"],
     );
 }
 
