@@ -162,3 +162,31 @@ fn carry_run_takes_a_run_away_and_back() {
     assert!(done.contains("Done: 0.6 kimg"), "{done}");
     pggan_ok(&["export", "--run", &dir.arg("home"), "--out", &dir.arg("export")]);
 }
+
+/// The checkpoint just after each level ends is kept (`checkpoints/`); putting it back and
+/// resuming retraces the run exactly.
+#[test]
+fn a_run_rewinds_to_the_end_of_a_level() {
+    let dir = Scratch::new("rewind");
+    tiny_pack(&dir);
+    train(&dir, "straight", None, false);
+    let kept = dir.path("straight/checkpoints/level0-4x4.safetensors");
+    let (_, meta) = decode(&std::fs::read(&kept).unwrap()).unwrap();
+    let state: serde_json::Value = serde_json::from_str(&meta["state"]).unwrap();
+    let kimg = state["nimg"].as_f64().unwrap() / 1000.0;
+    // The level ends at 0.2 kimg; the kept checkpoint is the first one after (ticks of 0.1 kimg).
+    assert!((0.2..=0.301).contains(&kimg), "kept at {kimg} kimg");
+    // Rewind a copy of the run to it and train on: the same end as the straight run.
+    std::fs::create_dir_all(dir.path("rewound")).unwrap();
+    for name in ["options.json", "metrics.jsonl", "sessions.jsonl"] {
+        std::fs::copy(dir.path(&format!("straight/{name}")), dir.path(&format!("rewound/{name}"))).unwrap();
+    }
+    std::fs::copy(&kept, dir.path("rewound/checkpoint.safetensors")).unwrap();
+    train(&dir, "rewound", None, true);
+    let (a, _) = decode(&std::fs::read(dir.path("straight/checkpoint.safetensors")).unwrap()).unwrap();
+    let (b, _) = decode(&std::fs::read(dir.path("rewound/checkpoint.safetensors")).unwrap()).unwrap();
+    assert_eq!(a, b, "rewound and retrained equals the straight run");
+    let log = pggan_e2e::metrics(&dir.path("rewound"));
+    let ticks: Vec<u64> = log.iter().filter_map(|v| v["tick"].as_u64()).collect();
+    assert!(ticks.windows(2).all(|w| w[1] == w[0] + 1), "the log was trimmed to the kept checkpoint: {ticks:?}");
+}

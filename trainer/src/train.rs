@@ -73,6 +73,23 @@ fn write_stage(run: &Path, ema: &Generator, config: &ModelConfig, level: usize, 
     Ok(())
 }
 
+/// Keeps the run's checkpoint as `checkpoints/levelL-RxR.safetensors`: the whole training state
+/// (both networks, EMA, Adam, data position) just after level `l` finished stabilising, so a run
+/// can be taken back there (copy it over `checkpoint.safetensors`, then `--resume`). A hard link
+/// where the file system allows (the checkpoint is replaced, never rewritten, so it stays intact).
+fn keep_level_checkpoint(run: &Path, level: usize) -> Result<()> {
+    let dir = run.join("checkpoints");
+    std::fs::create_dir_all(&dir)?;
+    let res = ModelConfig::level_resolution(level);
+    let kept = dir.join(format!("level{level}-{res}x{res}.safetensors"));
+    let _ = std::fs::remove_file(&kept);
+    let current = checkpoint::checkpoint_path(run);
+    if std::fs::hard_link(&current, &kept).is_err() {
+        std::fs::copy(&current, &kept)?;
+    }
+    Ok(())
+}
+
 /// `--dry-run`: the whole options record, the networks and the schedule, and nothing else.
 fn dry_run(opts: &TrainOptions, pack: &Pack) {
     let config = opts.model_config(pack.header.resolution);
@@ -218,6 +235,8 @@ pub fn train(opts: &TrainOptions, stop: Arc<AtomicBool>) -> Result<TrainOutcome>
         config: config.clone(),
     };
     let mut next_tick = (state.nimg / tick_nimg + 1) * tick_nimg;
+    // Levels whose end the next checkpoint will be kept for (`checkpoints/`).
+    let mut levels_to_keep: Vec<usize> = Vec::new();
     let mut tick_stats = TickStats::new();
     let session_start = Instant::now();
     let seconds_before = state.train_seconds;
@@ -284,6 +303,7 @@ pub fn train(opts: &TrainOptions, stop: Arc<AtomicBool>) -> Result<TrainOutcome>
                 write_stage(&run, &ema, &config, l, state.nimg as f64 / 1000.0)
                     .with_context(|| format!("writing the stage snapshot of level {l} (if a weight is NaN, training diverged; the last checkpoint is intact)"))?;
                 state.stages_done.push(l);
+                levels_to_keep.push(l); // with the next checkpoint
             }
         }
 
@@ -298,6 +318,9 @@ pub fn train(opts: &TrainOptions, stop: Arc<AtomicBool>) -> Result<TrainOutcome>
             state.adam_g_step = adam_g.step;
             state.adam_d_step = adam_d.step;
             checkpoint::save(&run, &config, &options_json, &g, &d, &ema, &adam_g, &adam_d, &state)?;
+            for l in levels_to_keep.drain(..) {
+                keep_level_checkpoint(&run, l).with_context(|| format!("keeping the checkpoint at the end of level {l}"))?;
+            }
         }
     }
 
@@ -319,6 +342,9 @@ pub fn train(opts: &TrainOptions, stop: Arc<AtomicBool>) -> Result<TrainOutcome>
         ticker.tick(&mut tick_stats, &mut state, &phase, &ema, &say)?;
     }
     checkpoint::save(&run, &config, &options_json, &g, &d, &ema, &adam_g, &adam_d, &state)?;
+    for l in levels_to_keep.drain(..) {
+        keep_level_checkpoint(&run, l).with_context(|| format!("keeping the checkpoint at the end of level {l}"))?;
+    }
     bar.finish_and_clear();
     match outcome {
         TrainOutcome::Finished => say(&format!("Done: {:.1} kimg in {:.0} s. Checkpoint in {}", state.nimg as f64 / 1000.0, state.train_seconds, run.display())),
