@@ -58,7 +58,11 @@ out)
     strip -o "$TO/pggan" "$carried"
     gzip -f "$TO/pggan"
     echo "== training images"
-    "$PGGAN" unpack --data "$DATA" --out "$TO/train.tar.gz" --quality "$QUALITY"
+    said="$("$PGGAN" unpack --data "$DATA" --out "$TO/train.tar.gz" --quality "$QUALITY")"
+    echo "$said"
+    # The pack's top level, from what unpack says ("… images at 64×64, …").
+    resolution="$(sed -n 's/.* images at \([0-9]*\)×.*/\1/p' <<<"$said")"
+    [ -n "$resolution" ] || die "could not read the resolution from: $said"
     echo "== the run"
     rm -rf "$TO/run"
     "$PGGAN" compact --run "$RUN" --out "$TO/run" --max-file-mib 15
@@ -66,11 +70,6 @@ out)
     # at home, and only their names travel, so that only new ones come back.
     ls "$TO/run/stages" 2>/dev/null | sort > "$TO/run/stages-at-home.txt" || true
     rm -rf "$TO/run/stages"
-    # The pack's top level (the run trains up to it unless its options say less).
-    resolution="$(python3 -c '
-import json, struct, sys
-f = open(sys.argv[1], "rb"); f.read(8); n = struct.unpack("<Q", f.read(8))[0]
-print(json.loads(f.read(n))["resolution"])' "$DATA")"
     cat > "$TO/train-here.sh" <<EOF
 #!/usr/bin/env bash
 # Resumes the carried run here for MINUTES and leaves it in BACK_DIR/run-back.tar.gz.
