@@ -242,6 +242,8 @@ fn stages_and_blending_change_the_picture() {
     page.wait_ready();
     let card = page.text("model-card");
     assert!(card.contains("16×16 pixels (the 16×16 level still fading in, α 0.40)"), "{card}");
+    let lede = page.browser.eval("document.querySelector('.lede').textContent").as_str().unwrap_or("").to_string();
+    assert!(lede.starts_with("A generator grown from 4×4 pixels to 16×16, as in"), "{lede}");
 
     page.goto("/?model=e2e#seed=77");
     page.wait_ready();

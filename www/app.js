@@ -232,7 +232,7 @@ function setControls(on) {
 }
 
 function describeModel(m) {
-  $('final-size').textContent = `${m.resolution}×${m.resolution}`;
+  $('final-size').textContent = `to ${m.resolution}×${m.resolution}`;
   const t = m.training || {};
   const size = `${m.resolution}×${m.resolution} pixels`;
   // An export taken mid-fade: the top level is only partly blended in.
