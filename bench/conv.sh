@@ -5,14 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/pggan-target}"
-VENV="${PGGAN_BENCH_VENV:-$HOME/.cache/pggan-bench-venv}"
-THREADS="$(nproc)"
+source bench/venv.sh
 cargo build --release -j"$THREADS" -p pggan-trainer --example conv_speed >&2
-if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
-    echo "installing PyTorch into $VENV (large download)" >&2
-    python3 -m venv "$VENV"
-    "$VENV/bin/pip" install -q torch numpy safetensors >&2
-fi
 echo "== machine: $(lscpu | sed -n 's/^Model name: *//p'), $THREADS cores"
 echo "== Burn flex"
 "$CARGO_TARGET_DIR/release/examples/conv_speed"

@@ -20,13 +20,20 @@ fn pack(dir: &Scratch) -> String {
 
 const SMALL: [&str; 12] = ["--latent", "8", "--fmap-base", "32", "--fmap-max", "8", "--minibatch", "8", "--tick-kimg", "0.05", "--grid", "2"];
 
+/// `pggan train` on `data` into `run`: `extra`, then the small test model.
+fn small_train<'a>(data: &'a str, run: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["train", "--data", data, "--run", run];
+    args.extend(extra);
+    args.extend(SMALL);
+    args
+}
+
 #[test]
 fn ctrl_c_saves_a_checkpoint_and_resume_finishes() {
     let dir = Scratch::new("ctrlc");
     let data = pack(&dir);
     let run = dir.arg("run");
-    let mut args = vec!["train", "--data", &data, "--run", &run, "--stabilize-kimg", "100", "--fade-kimg", "100"];
-    args.extend(SMALL);
+    let args = small_train(&data, &run, &["--stabilize-kimg", "100", "--fade-kimg", "100"]);
     let child = pggan(&args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let start = Instant::now();
     while metrics(&dir.path("run")).len() < 2 {
@@ -41,8 +48,7 @@ fn ctrl_c_saves_a_checkpoint_and_resume_finishes() {
     let stopped_at = metrics(&dir.path("run")).last().unwrap()["kimg"].as_f64().unwrap();
     // The checkpoint is whole: resume to a little further and finish.
     let total = format!("{:.3}", stopped_at + 0.1);
-    let mut resume = vec!["train", "--data", &data, "--run", &run, "--resume", "--stop-kimg", &total];
-    resume.extend(SMALL);
+    let resume = small_train(&data, &run, &["--resume", "--stop-kimg", &total]);
     let out = pggan(&resume).output().unwrap();
     assert!(out.status.success(), "{}", describe(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("Resuming"));
@@ -59,8 +65,7 @@ fn a_nan_stops_the_run_and_keeps_the_last_good_checkpoint() {
     let dir = Scratch::new("nan");
     let data = pack(&dir);
     let run = dir.arg("run");
-    let mut args = vec!["train", "--data", &data, "--run", &run, "--stabilize-kimg", "1", "--fade-kimg", "1", "--debug-nan-at-kimg", "0.12"];
-    args.extend(SMALL);
+    let args = small_train(&data, &run, &["--stabilize-kimg", "1", "--fade-kimg", "1", "--debug-nan-at-kimg", "0.12"]);
     let out = pggan(&args).output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -111,8 +116,7 @@ fn lsgan_trains_across_a_fade() {
     let dir = Scratch::new("lsgan");
     let data = pack(&dir);
     let run = dir.arg("run");
-    let mut args = vec!["train", "--data", &data, "--run", &run, "--loss", "lsgan", "--stabilize-kimg", "0.1", "--fade-kimg", "0.1", "--total-kimg", "0.3"];
-    args.extend(SMALL);
+    let args = small_train(&data, &run, &["--loss", "lsgan", "--stabilize-kimg", "0.1", "--fade-kimg", "0.1", "--total-kimg", "0.3"]);
     pggan_ok(&args);
     let m = metrics(&dir.path("run"));
     assert!(m.iter().any(|l| l["alpha"].as_f64().unwrap() < 1.0), "crossed a fade");
@@ -176,16 +180,14 @@ fn a_checkpoint_that_cannot_be_written_stops_the_run_and_keeps_the_last_one() {
     let dir = Scratch::new("nowrite");
     let data = pack(&dir);
     let run = dir.arg("run");
-    let mut args = vec!["train", "--data", &data, "--run", &run, "--stabilize-kimg", "1", "--fade-kimg", "1", "--stop-kimg", "0.1"];
-    args.extend(SMALL);
+    let args = small_train(&data, &run, &["--stabilize-kimg", "1", "--fade-kimg", "1", "--stop-kimg", "0.1"]);
     let out = pggan_ok(&args);
     assert!(out.contains("Paused at 0.104"), "{out}");
     let good = std::fs::read(dir.path("run/checkpoint.safetensors")).unwrap();
     // The temporary file's place is taken (as by a full disk or a read-only folder, which root
     // would not feel): the next save cannot happen.
     std::fs::create_dir(dir.path("run/checkpoint.safetensors.tmp")).unwrap();
-    let mut more = vec!["train", "--data", &data, "--run", &run, "--resume", "--stop-kimg", "0.3"];
-    more.extend(SMALL);
+    let more = small_train(&data, &run, &["--resume", "--stop-kimg", "0.3"]);
     let out = pggan(&more).output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -213,8 +215,7 @@ fn max_minutes_pauses_a_session_with_a_checkpoint() {
     let dir = Scratch::new("minutes");
     let data = pack(&dir);
     let run = dir.arg("run");
-    let mut args = vec!["train", "--data", &data, "--run", &run, "--max-minutes", "0.01"];
-    args.extend(SMALL);
+    let args = small_train(&data, &run, &["--max-minutes", "0.01"]);
     let start = Instant::now();
     let out = pggan_ok(&args);
     assert!(start.elapsed() < Duration::from_secs(30), "stopped after about 0.6 s of training");
@@ -245,8 +246,7 @@ fn a_read_only_run_folder_stops_the_run_and_keeps_the_last_checkpoint() {
     let dir = Scratch::new("readonly");
     let data = pack(&dir);
     let run = dir.arg("run");
-    let mut args = vec!["train", "--data", &data, "--run", &run, "--stabilize-kimg", "1", "--fade-kimg", "1", "--stop-kimg", "0.1"];
-    args.extend(SMALL);
+    let args = small_train(&data, &run, &["--stabilize-kimg", "1", "--fade-kimg", "1", "--stop-kimg", "0.1"]);
     pggan_ok(&args);
     let good = std::fs::read(dir.path("run/checkpoint.safetensors")).unwrap();
     // `nobody` must reach the binary and the data; the run folder is then made read-only.
@@ -254,8 +254,7 @@ fn a_read_only_run_folder_stops_the_run_and_keeps_the_last_checkpoint() {
     std::fs::copy(pggan_e2e::pggan_bin(), &bin).unwrap();
     std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(dir.path("run"), std::fs::Permissions::from_mode(0o555)).unwrap();
-    let mut more = vec!["train", "--data", &data, "--run", &run, "--resume", "--stop-kimg", "0.3"];
-    more.extend(SMALL);
+    let more = small_train(&data, &run, &["--resume", "--stop-kimg", "0.3"]);
     let is_root = std::process::Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0")).unwrap_or(false);
     let mut cmd = if is_root {
         let mut c = std::process::Command::new("setpriv");

@@ -358,12 +358,17 @@ fn bad_links_and_models_show_a_message() {
 /// A copy of the test model in `scratch/name`, to damage or edit.
 fn copy_model(scratch: &Scratch, name: &str) -> PathBuf {
     let dir = scratch.path(name);
-    std::fs::create_dir_all(dir.join("stages")).unwrap();
-    for entry in walk(model()) {
-        let rel = entry.strip_prefix(model()).unwrap();
-        std::fs::copy(&entry, dir.join(rel)).unwrap();
-    }
+    copy_tree(model(), &dir);
     dir
+}
+
+/// Copies every file under `from` to the same place under `to`.
+fn copy_tree(from: &Path, to: &Path) {
+    for entry in walk(from) {
+        let dest = to.join(entry.strip_prefix(from).unwrap());
+        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        std::fs::copy(&entry, &dest).unwrap();
+    }
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {
@@ -453,11 +458,7 @@ fn a_lost_or_hung_gpu_falls_back_to_the_cpu() {
     let _one = BROWSER.lock().unwrap_or_else(|e| e.into_inner());
     let scratch = Scratch::new("web-gpu-faults");
     let root = scratch.path("dist");
-    for entry in walk(&web_dist()) {
-        let to = root.join(entry.strip_prefix(web_dist()).unwrap());
-        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
-        std::fs::copy(&entry, &to).unwrap();
-    }
+    copy_tree(&web_dist(), &root);
     let loader = root.join("pggan-web_loader.js");
     let original = std::fs::read_to_string(&loader).unwrap();
     assert!(original.contains("importScripts("), "the worker loader changed shape: {original}");

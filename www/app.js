@@ -160,7 +160,6 @@ async function boot(backend, notice = null) {
     await engine.start();
     $('progress-label').textContent = 'Downloading the model…';
     const model = modelUrl();
-    state.modelUrl = model;
     const info = await engine.request('init', { model, backend });
     state.backend = info.backend;
     state.model = info.model;
@@ -196,7 +195,7 @@ async function loadStages() {
   $('load-stages').disabled = true;
   $('stages-progress').hidden = false;
   try {
-    await state.engine.request('load-stages', { model: state.modelUrl });
+    await state.engine.request('load-stages');
     state.stagesLoaded = true;
     $('stages-load').hidden = true;
     $('stage-view').hidden = false;

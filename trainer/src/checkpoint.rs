@@ -203,8 +203,9 @@ pub struct CompactReport {
 
 /// Writes a run's checkpoint into `out` as parts of at most `max_file_bytes` each, the weights in
 /// `dtype`, Adam's moments (f32) only if `keep_optimizer`, with `options.json`, `metrics.jsonl`,
-/// `sessions.jsonl` and the stage snapshots: a run folder that `--resume` continues (not bit-exactly unless f32 with the
-/// optimiser). For carrying a run between machines with file-size limits.
+/// `sessions.jsonl` and the stage snapshots: a run folder that `--resume` continues (not
+/// bit-exactly unless f32 with the optimiser). For carrying a run between machines with file-size
+/// limits.
 pub fn compact(run: &Path, out: &Path, dtype: WeightDtype, keep_optimizer: bool, max_file_bytes: u64) -> Result<CompactReport> {
     let (tensors, mut meta) = read_checkpoint(run)?;
     let mut state = parse_state(&meta, run)?;

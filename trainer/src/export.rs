@@ -32,12 +32,20 @@ fn run_phase(run: &Path, config: &ModelConfig, nimg: u64) -> Result<(usize, f64)
     Ok((phase.level, phase.alpha))
 }
 
+/// The manifest of an exported model folder, checked; `None` when `model` has no `manifest.json`.
+pub fn read_manifest(model: &Path) -> Result<Option<Manifest>> {
+    let path = model.join("manifest.json");
+    if !path.exists() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(Some(Manifest::parse(&text).with_context(|| format!("in {}", model.display()))?))
+}
+
 /// Loads `model`: an exported folder (with `manifest.json`), a run folder (with a checkpoint), or
 /// one generator `.safetensors` file.
 pub fn load_model(model: &Path, device: &Device) -> Result<LoadedModel> {
-    if model.join("manifest.json").exists() {
-        let text = std::fs::read_to_string(model.join("manifest.json")).with_context(|| format!("reading {}/manifest.json", model.display()))?;
-        let manifest = Manifest::parse(&text).with_context(|| format!("in {}", model.display()))?;
+    if let Some(manifest) = read_manifest(model)? {
         let bytes = std::fs::read(model.join(&manifest.generator)).with_context(|| format!("reading {}", manifest.generator))?;
         let (generator, config, _) = generator_from_bytes(&bytes, device)?;
         if config.latent_size != manifest.latent_size || config.resolution != manifest.resolution {
@@ -68,13 +76,21 @@ pub fn load_model(model: &Path, device: &Device) -> Result<LoadedModel> {
     bail!("{} is neither an exported model (manifest.json), a run folder (checkpoint.safetensors) nor a generator file", model.display())
 }
 
-/// The last metrics evaluation logged in the run's `metrics.jsonl` at or before `kimg` (kimg,
-/// resolution, SWD per level, MS-SSIM and its real-pairs value), or null.
-fn latest_metrics(run: &Path, kimg: f64) -> serde_json::Value {
+/// The lines of the run's `metrics.jsonl` logged at or before `kimg` (within `slack`), in order.
+fn logged_until(run: &Path, kimg: f64, slack: f64) -> Vec<serde_json::Value> {
     let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap_or_default();
     text.lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v.get("metrics").is_some() && v["kimg"].as_f64().is_some_and(|k| k <= kimg + 0.1))
+        .filter(|v| v["kimg"].as_f64().is_some_and(|k| k <= kimg + slack))
+        .collect()
+}
+
+/// The last metrics evaluation logged in the run's `metrics.jsonl` at or before `kimg` (kimg,
+/// resolution, SWD per level, MS-SSIM and its real-pairs value), or null.
+fn latest_metrics(run: &Path, kimg: f64) -> serde_json::Value {
+    logged_until(run, kimg, 0.1)
+        .into_iter()
+        .filter(|v| v.get("metrics").is_some())
         .last()
         .map(|v| {
             let mut m = v["metrics"].clone();
@@ -87,13 +103,7 @@ fn latest_metrics(run: &Path, kimg: f64) -> serde_json::Value {
 
 /// The `train_seconds` of the last tick logged at or before `kimg` (0 when none is).
 fn train_seconds_at(run: &Path, kimg: f64) -> f64 {
-    let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap_or_default();
-    text.lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["kimg"].as_f64().is_some_and(|k| k <= kimg + 1e-6))
-        .filter_map(|v| v["train_seconds"].as_f64())
-        .last()
-        .unwrap_or(0.0)
+    logged_until(run, kimg, 1e-6).iter().filter_map(|v| v["train_seconds"].as_f64()).last().unwrap_or(0.0)
 }
 
 /// Writes the EMA generator and its stage snapshots as f16 safetensors with a manifest: the
@@ -114,7 +124,7 @@ pub fn export(run: &Path, out: &Path, at_stage: Option<usize>, device: &Device) 
         snapshots.push((stage_config.num_levels() - 1, stage_config, tensors, meta, stage_kimg));
     }
 
-    // The final generator: (file bytes, full config, level, alpha, kimg, train seconds, hardware).
+    // The final generator: (file bytes, config, level, alpha, kimg, train seconds).
     let (bytes, config, level, alpha, kimg, train_seconds) = match at_stage {
         None => {
             let (ema, config, state) = checkpoint::load_ema(run, device)?;

@@ -6,10 +6,9 @@ use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
 use pggan_model::latent::latents_for_seeds;
 use pggan_model::layers::tensor_from_f32;
-use pggan_model::manifest::Manifest;
 use pggan_model::weights::generator_from_bytes;
 
-use crate::export::load_model;
+use crate::export::{load_model, read_manifest};
 use crate::images::{grid, save_png, to_rgb_images};
 
 /// Writes images for seeds `seed … seed + count − 1`: one PNG per seed in a folder, or one PNG
@@ -55,12 +54,9 @@ pub fn generate(model: &Path, seed: u64, count: usize, out: &Path, cell: Option<
 pub fn generate_stages(model: &Path, seed: u64, count: usize, out: &Path, cell: Option<u32>, device: &Device) -> Result<()> {
     anyhow::ensure!(count >= 1, "--count must be at least 1");
     anyhow::ensure!(out.extension().is_some_and(|e| e.eq_ignore_ascii_case("png")), "--stages writes one picture: give --out FILE.png");
-    let manifest_path = model.join("manifest.json");
-    if !manifest_path.exists() {
+    let Some(manifest) = read_manifest(model)? else {
         bail!("--stages needs an exported model folder with a manifest.json (make one with `pggan export`); {} has none", model.display());
-    }
-    let text = std::fs::read_to_string(&manifest_path).with_context(|| format!("reading {}", manifest_path.display()))?;
-    let manifest = Manifest::parse(&text).with_context(|| format!("in {}", model.display()))?;
+    };
     // (file, level, alpha) of every row.
     let mut rows: Vec<(String, usize, f64)> = manifest.stages.iter().map(|s| (s.file.clone(), s.level, 1.0)).collect();
     if rows.last().is_none_or(|(file, _, _)| *file != manifest.generator) {

@@ -287,19 +287,14 @@ fn run() -> Result<()> {
                 SplitArg::Train => pack::Split::Train,
                 SplitArg::Holdout => pack::Split::Holdout,
             };
-            let top = pack::Pack::open(&data)?.header.resolution;
-            let out = out.unwrap_or_else(|| unpack::default_out(&data, split, resolution.unwrap_or(top)));
             let format = if png { unpack::UnpackFormat::Png } else { unpack::UnpackFormat::Jpeg(quality) };
-            let report = unpack::unpack(&unpack::UnpackOptions { data, out: out.clone(), split, resolution, format })?;
+            let report = unpack::unpack(&unpack::UnpackOptions { data, out, split, resolution, format })?;
             println!(
-                "wrote {}: {} images at {}×{}, {:.1} MB; pack them again with: pggan prepare {} --out PACK --resolution {} --padded keep",
-                out.display(),
+                "wrote {out}: {} images at {r}×{r}, {:.1} MB; pack them again with: pggan prepare {out} --out PACK --resolution {r} --padded keep",
                 report.images,
-                report.resolution,
-                report.resolution,
                 report.bytes as f64 / 1e6,
-                out.display(),
-                report.resolution
+                out = report.out.display(),
+                r = report.resolution
             );
         }
         Command::Prepare { input, out, resolution, holdout, padded, seed, max_pixels } => {

@@ -73,19 +73,22 @@ fn write_stage(run: &Path, ema: &Generator, config: &ModelConfig, level: usize, 
     Ok(())
 }
 
-/// Keeps the run's checkpoint as `checkpoints/levelL-RxR.safetensors`: the whole training state
-/// (both networks, EMA, Adam, data position) just after level `l` finished stabilising, so a run
+/// Keeps the run's checkpoint as `checkpoints/levelL-RxR.safetensors` for each of `levels` (and
+/// empties it): the whole training state (both networks, EMA, Adam, data position) just after
+/// that level finished stabilising, so a run
 /// can be taken back there (copy it over `checkpoint.safetensors`, then `--resume`). A hard link
 /// where the file system allows (the checkpoint is replaced, never rewritten, so it stays intact).
-fn keep_level_checkpoint(run: &Path, level: usize) -> Result<()> {
-    let dir = run.join("checkpoints");
-    std::fs::create_dir_all(&dir)?;
-    let res = ModelConfig::level_resolution(level);
-    let kept = dir.join(format!("level{level}-{res}x{res}.safetensors"));
-    let _ = std::fs::remove_file(&kept);
-    let current = checkpoint::checkpoint_path(run);
-    if std::fs::hard_link(&current, &kept).is_err() {
-        std::fs::copy(&current, &kept)?;
+fn keep_level_checkpoints(run: &Path, levels: &mut Vec<usize>) -> Result<()> {
+    for level in levels.drain(..) {
+        let dir = run.join("checkpoints");
+        std::fs::create_dir_all(&dir)?;
+        let res = ModelConfig::level_resolution(level);
+        let kept = dir.join(format!("level{level}-{res}x{res}.safetensors"));
+        let _ = std::fs::remove_file(&kept);
+        let current = checkpoint::checkpoint_path(run);
+        if std::fs::hard_link(&current, &kept).is_err() {
+            std::fs::copy(&current, &kept).with_context(|| format!("keeping the checkpoint at the end of level {level}"))?;
+        }
     }
     Ok(())
 }
@@ -318,9 +321,7 @@ pub fn train(opts: &TrainOptions, stop: Arc<AtomicBool>) -> Result<TrainOutcome>
             state.adam_g_step = adam_g.step;
             state.adam_d_step = adam_d.step;
             checkpoint::save(&run, &config, &options_json, &g, &d, &ema, &adam_g, &adam_d, &state)?;
-            for l in levels_to_keep.drain(..) {
-                keep_level_checkpoint(&run, l).with_context(|| format!("keeping the checkpoint at the end of level {l}"))?;
-            }
+            keep_level_checkpoints(&run, &mut levels_to_keep)?;
         }
     }
 
@@ -342,9 +343,7 @@ pub fn train(opts: &TrainOptions, stop: Arc<AtomicBool>) -> Result<TrainOutcome>
         ticker.tick(&mut tick_stats, &mut state, &phase, &ema, &say)?;
     }
     checkpoint::save(&run, &config, &options_json, &g, &d, &ema, &adam_g, &adam_d, &state)?;
-    for l in levels_to_keep.drain(..) {
-        keep_level_checkpoint(&run, l).with_context(|| format!("keeping the checkpoint at the end of level {l}"))?;
-    }
+    keep_level_checkpoints(&run, &mut levels_to_keep)?;
     bar.finish_and_clear();
     match outcome {
         TrainOutcome::Finished => say(&format!("Done: {:.1} kimg in {:.0} s. Checkpoint in {}", state.nimg as f64 / 1000.0, state.train_seconds, run.display())),

@@ -33,8 +33,9 @@ pub enum UnpackFormat {
 pub struct UnpackOptions {
     /// Pack to read.
     pub data: PathBuf,
-    /// Tar file to write.
-    pub out: PathBuf,
+    /// Tar file to write, gzipped if its name ends in `.gz` (default: beside the pack, named after
+    /// split and level, gzipped).
+    pub out: Option<PathBuf>,
     /// Which split.
     pub split: Split,
     /// Which level (default: the pack's top).
@@ -46,6 +47,8 @@ pub struct UnpackOptions {
 /// What was written.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct UnpackReport {
+    /// The file written.
+    pub out: PathBuf,
     /// Images written.
     pub images: usize,
     /// Their resolution.
@@ -63,6 +66,7 @@ pub fn unpack(o: &UnpackOptions) -> Result<UnpackReport> {
     }
     let pack = Pack::open(&o.data)?;
     let resolution = o.resolution.unwrap_or(pack.header.resolution);
+    let out = o.out.clone().unwrap_or_else(|| default_out(&o.data, o.split, resolution));
     let count = pack.count(o.split);
     if count == 0 {
         bail!("{} has no {} images", o.data.display(), split_name(o.split));
@@ -78,11 +82,11 @@ pub fn unpack(o: &UnpackOptions) -> Result<UnpackReport> {
         .map(|rgb| encode(rgb, resolution, o.format))
         .collect::<Result<_>>()?;
 
-    let mut tmp = o.out.clone().into_os_string();
+    let mut tmp = out.clone().into_os_string();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
     // Gzip when the name asks for it: it removes the tar's padding and the tables every JPEG repeats.
-    let gzip = o.out.to_str().is_some_and(|n| n.ends_with(".gz") || n.ends_with(".tgz"));
+    let gzip = out.to_str().is_some_and(|n| n.ends_with(".gz") || n.ends_with(".tgz"));
     let write = || -> Result<u64> {
         let file = BufWriter::new(File::create(&tmp)?);
         let sink: Box<dyn Write> = if gzip { Box::new(GzEncoder::new(file, Compression::default())) } else { Box::new(file) };
@@ -102,8 +106,8 @@ pub fn unpack(o: &UnpackOptions) -> Result<UnpackReport> {
         Ok(std::fs::metadata(&tmp)?.len())
     };
     let bytes = write().with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, &o.out).with_context(|| format!("renaming {} to {}", tmp.display(), o.out.display()))?;
-    Ok(UnpackReport { images: count, resolution, bytes })
+    std::fs::rename(&tmp, &out).with_context(|| format!("renaming {} to {}", tmp.display(), out.display()))?;
+    Ok(UnpackReport { out, images: count, resolution, bytes })
 }
 
 fn split_name(split: Split) -> &'static str {
@@ -124,7 +128,7 @@ fn encode(rgb: &[u8], resolution: usize, format: UnpackFormat) -> Result<Vec<u8>
 }
 
 /// Where `unpack` writes for `pack`, by default: beside it, named after split and level.
-pub fn default_out(pack: &Path, split: Split, resolution: usize) -> PathBuf {
+fn default_out(pack: &Path, split: Split, resolution: usize) -> PathBuf {
     let stem = pack.file_stem().and_then(|s| s.to_str()).unwrap_or("pack");
     pack.with_file_name(format!("{stem}-{}{resolution}.tar.gz", split_name(split)))
 }
@@ -159,7 +163,7 @@ mod tests {
         prepare(&dir.join("images"), &dir.join("a.pack"), &opts).unwrap();
 
         // PNG: lossless, so the training images come back exactly, every level included.
-        let png = UnpackOptions { data: dir.join("a.pack"), out: dir.join("train.tar"), split: Split::Train, resolution: None, format: UnpackFormat::Png };
+        let png = UnpackOptions { data: dir.join("a.pack"), out: Some(dir.join("train.tar")), split: Split::Train, resolution: None, format: UnpackFormat::Png };
         let report = unpack(&png).unwrap();
         assert_eq!((report.images, report.resolution), (9, 16));
         assert!(!dir.join("train.tar.tmp").exists());
@@ -171,7 +175,7 @@ mod tests {
 
         // JPEG at quality 95: the same images within a few levels, and the held-out split on request.
         // Gzipped, as the name asks.
-        let jpeg = UnpackOptions { split: Split::Holdout, out: dir.join("holdout.tar.gz"), format: UnpackFormat::Jpeg(95), ..png.clone() };
+        let jpeg = UnpackOptions { split: Split::Holdout, out: Some(dir.join("holdout.tar.gz")), format: UnpackFormat::Jpeg(95), ..png.clone() };
         assert_eq!(unpack(&jpeg).unwrap().images, 3);
         assert_eq!(&std::fs::read(dir.join("holdout.tar.gz")).unwrap()[..2], &[0x1f, 0x8b]);
         prepare(&dir.join("holdout.tar.gz"), &dir.join("c.pack"), &back).unwrap();

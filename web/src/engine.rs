@@ -94,6 +94,8 @@ pub struct Engine {
     pub device: Device,
     /// `"webgpu"` or `"cpu"`.
     pub backend: &'static str,
+    /// The model's folder URL (ending in `/`), where the growth stages are fetched from.
+    pub base: String,
     /// The parsed manifest.
     pub manifest: Manifest,
     /// The final generator.

@@ -13,7 +13,7 @@
 //! | op | fields | reply |
 //! |---|---|---|
 //! | `init` | `model` (folder URL), `backend` (`"auto"`/`"cpu"`) | `backend`, `notice`, `warmupMs`, `model` (summary) |
-//! | `load-stages` | `model` | (the growth stages are loaded) |
+//! | `load-stages` | — | (the growth stages, from the model's folder, are loaded) |
 //! | `generate` | `stage` (index into the manifest's stages, −1 = final), `latents` (Float32Array), `alpha`? | `pixels`, `count`, `size`, `ms` |
 //! | `latents` | `seeds` (decimal strings) | `latents` |
 //! | `parse-link` | `hash` | `kind` (`empty`/`seed`/`latent`), `seed`, `latent` |
@@ -121,7 +121,7 @@ async fn handle(request: JsValue) {
     let mut transfer = None;
     let outcome = match op.as_str() {
         "init" => init(&request, &reply).await,
-        "load-stages" => load_stages(&request, &reply).await,
+        "load-stages" => load_stages().await,
         "generate" => generate(&request, &reply).await.map(|buffer| transfer = Some(buffer)),
         "latents" => latents(&request, &reply),
         "parse-link" => link_parse(&request, &reply),
@@ -175,7 +175,7 @@ async fn init(request: &JsValue, reply: &Object) -> Result<(), String> {
     let bytes = download(&base, &manifest.generator, "model", 0, &mut total, manifest.generator_bytes).await?;
     let final_slot = load_slot(&bytes, &manifest.generator, &manifest, manifest.level, manifest.alpha, &chosen.device)?;
     let stages = RefCell::new(vec![None; manifest.stages.len()]);
-    let engine = Engine { device: chosen.device, backend: chosen.backend, manifest, final_slot: Rc::new(final_slot), stages };
+    let engine = Engine { device: chosen.device, backend: chosen.backend, base, manifest, final_slot: Rc::new(final_slot), stages };
 
     // Warm-up: the first pass compiles the GPU kernels (or faults in the CPU code).
     let started = now_ms();
@@ -187,16 +187,13 @@ async fn init(request: &JsValue, reply: &Object) -> Result<(), String> {
     set(reply, "notice", chosen.notice.map(JsValue::from).unwrap_or(JsValue::NULL));
     set(reply, "warmupMs", warmup_ms);
     set(reply, "model", model_summary(&engine)?);
-    set(reply, "base", base);
     ENGINE.with(|e| *e.borrow_mut() = Some(Rc::new(engine)));
     Ok(())
 }
 
-async fn load_stages(request: &JsValue, _reply: &Object) -> Result<(), String> {
+async fn load_stages() -> Result<(), String> {
     let engine = engine()?;
-    let base = get_string(request, "model")?;
-    let base = if base.ends_with('/') { base } else { format!("{base}/") };
-    let m = &engine.manifest;
+    let (base, m) = (&engine.base, &engine.manifest);
     let todo: Vec<usize> = (0..m.stages.len()).filter(|&i| engine.stages.borrow()[i].is_none()).collect();
     let mut total: u64 = todo.iter().filter(|&&i| m.stages[i].file != m.generator).map(|&i| m.stages[i].bytes.unwrap_or(0)).sum();
     let mut done = 0;
@@ -206,7 +203,7 @@ async fn load_stages(request: &JsValue, _reply: &Object) -> Result<(), String> {
             // The final generator's own file (an export taken at the end of training).
             engine.final_slot.clone()
         } else {
-            let bytes = download(&base, &s.file, "stages", done, &mut total, s.bytes).await?;
+            let bytes = download(base, &s.file, "stages", done, &mut total, s.bytes).await?;
             done += bytes.len() as u64;
             Rc::new(load_slot(&bytes, &s.file, m, s.level, 1.0, &engine.device)?)
         };
