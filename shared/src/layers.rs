@@ -73,6 +73,11 @@ impl EqConv2d {
 
     /// `conv(x, w·scale) + b`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        #[cfg(feature = "flex-kernels")]
+        if self.kernel == 3 && crate::flex_kernels::runs_on(&x.device()) {
+            let out = self.bias.dims()[0];
+            return crate::flex_kernels::conv3x3::conv3x3(x, self.scaled_weight()) + self.bias.val().reshape([1, out, 1, 1]);
+        }
         let pad = self.kernel / 2;
         conv2d(x, self.scaled_weight(), Some(self.bias.val()), ConvOptions::new([1, 1], [pad, pad], [1, 1], 1))
     }
@@ -80,6 +85,10 @@ impl EqConv2d {
     /// Input gradient of [`forward`](Self::forward): a transposed convolution with the same scaled
     /// weight. Differentiable in the weight, so a penalty on it trains the layer.
     pub fn input_vjp(&self, grad_out: Tensor<4>) -> Tensor<4> {
+        #[cfg(feature = "flex-kernels")]
+        if self.kernel == 3 && crate::flex_kernels::runs_on(&grad_out.device()) {
+            return crate::flex_kernels::conv3x3::conv3x3_transpose(grad_out, self.scaled_weight());
+        }
         let pad = self.kernel / 2;
         conv_transpose2d(
             grad_out,
@@ -125,12 +134,20 @@ impl EqDense {
 
 /// Leaky ReLU with slope 0.2.
 pub fn lrelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    #[cfg(feature = "flex-kernels")]
+    if let Some(y) = crate::flex_kernels::lrelu::leaky_scale(x.clone(), x.clone()) {
+        return y;
+    }
     leaky_relu(x, LRELU_SLOPE)
 }
 
 /// Input gradient of [`lrelu`] given its input `pre`: `g · (1 if pre > 0 else 0.2)`. The mask is
 /// piecewise constant, so it carries no gradient of its own.
 pub fn lrelu_vjp<const D: usize>(pre: Tensor<D>, grad_out: Tensor<D>) -> Tensor<D> {
+    #[cfg(feature = "flex-kernels")]
+    if let Some(g) = crate::flex_kernels::lrelu::leaky_scale(pre.clone().detach(), grad_out.clone()) {
+        return g;
+    }
     let negative = pre.detach().lower_equal_elem(0.0); // where the slope is 0.2
     grad_out.clone().mask_where(negative, grad_out.mul_scalar(LRELU_SLOPE))
 }

@@ -1,11 +1,13 @@
 //! The 3×3 convolutions of a 32×32 PGGAN training step on Burn's flex CPU backend: forward, and
-//! forward + backward (input and weight gradients), in ms and GFLOP/s. `bench/conv.sh` runs it
-//! beside the same measurement in PyTorch (`bench/conv_twin.py`).
+//! forward + backward (input and weight gradients), in ms and GFLOP/s, through Burn's own
+//! `conv2d` and through the model crate's `conv3x3` (the tiled kernels the trainer uses).
+//! `bench/conv.sh` runs it beside the same measurement in PyTorch (`bench/conv_twin.py`).
 use std::time::Instant;
 
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Distribution, Tensor};
+use pggan_model::flex_kernels::conv3x3::conv3x3;
 
 /// `[batch, in, out, resolution]` of the measured convolutions.
 const SHAPES: [[usize; 4]; 5] = [[16, 128, 64, 32], [16, 64, 64, 32], [16, 256, 128, 16], [16, 128, 128, 16], [16, 256, 256, 8]];
@@ -24,28 +26,32 @@ fn time_ms(mut f: impl FnMut()) -> f64 {
 fn main() {
     let device = Device::flex().autodiff();
     let options = || ConvOptions::new([1, 1], [1, 1], [1, 1], 1);
-    println!("{:>28}  {:>9} {:>7}  {:>9} {:>7}", "conv 3×3 [batch, in→out, res]", "fwd ms", "GFLOP/s", "fwd+bwd", "GFLOP/s");
+    println!(
+        "{:>28}  {:>9} {:>7}  {:>9} {:>7}  {:>9} {:>7}  {:>9} {:>7}",
+        "conv 3×3 [batch, in→out, res]", "flex fwd", "GFLOP/s", "fwd+bwd", "GFLOP/s", "pggan fwd", "GFLOP/s", "fwd+bwd", "GFLOP/s"
+    );
+    let burn_conv = |x: Tensor<4>, w: Tensor<4>| conv2d(x, w, None, options());
+    let convs: [&dyn Fn(Tensor<4>, Tensor<4>) -> Tensor<4>; 2] = [&burn_conv, &conv3x3];
     for [b, c, o, r] in SHAPES {
         let x = Tensor::<4>::random([b, c, r, r], Distribution::Normal(0.0, 1.0), &device).require_grad(); // [b, c, r, r]
         let w = Tensor::<4>::random([o, c, 3, 3], Distribution::Normal(0.0, 1.0), &device).require_grad(); // [o, c, 3, 3]
         let g = Tensor::<4>::random([b, o, r, r], Distribution::Normal(0.0, 1.0), &device); // [b, o, r, r]
-        let fwd = time_ms(|| {
-            let y = conv2d(x.clone().detach(), w.clone().detach(), None, options());
-            let _ = y.sum().into_scalar::<f32>();
-        });
-        let both = time_ms(|| {
-            let y = conv2d(x.clone(), w.clone(), None, options());
-            let grads = (y * g.clone()).sum().backward();
-            let _ = x.grad(&grads).expect("input gradient").sum().into_scalar::<f32>();
-            let _ = w.grad(&grads).expect("weight gradient").sum().into_scalar::<f32>();
-        });
         let gflop = 2.0 * (b * o * c * 9 * r * r) as f64 / 1e9;
-        println!(
-            "{:>28}  {fwd:>9.2} {:>7.0}  {both:>9.2} {:>7.0}",
-            format!("[{b}, {c}→{o}, {r}×{r}]"),
-            gflop / fwd * 1e3,
-            3.0 * gflop / both * 1e3
-        );
+        let mut line = format!("{:>28}", format!("[{b}, {c}→{o}, {r}×{r}]"));
+        for conv in convs {
+            let fwd = time_ms(|| {
+                let y = conv(x.clone().detach(), w.clone().detach());
+                let _ = y.sum().into_scalar::<f32>();
+            });
+            let both = time_ms(|| {
+                let y = conv(x.clone(), w.clone());
+                let grads = (y * g.clone()).sum().backward();
+                let _ = x.grad(&grads).expect("input gradient").sum().into_scalar::<f32>();
+                let _ = w.grad(&grads).expect("weight gradient").sum().into_scalar::<f32>();
+            });
+            line += &format!("  {fwd:>9.2} {:>7.0}  {both:>9.2} {:>7.0}", gflop / fwd * 1e3, 3.0 * gflop / both * 1e3);
+        }
+        println!("{line}");
     }
     // The matrix product under it, for scale.
     let plain = Device::flex();

@@ -1,0 +1,152 @@
+//! The leaky ReLU and its input gradient as one backend extension, `leaky_scale(pre, g) =
+//! g · (1 if pre > 0 else 0.2)`: the activation is `leaky_scale(x, x)` and its gradient
+//! `leaky_scale(pre, g)`. On flex it is one branch-free pass over contiguous data, split across
+//! rayon's threads. On the autodiff backend only `g` receives a gradient (`leaky_scale(pre, h)`):
+//! the slope is piecewise constant in `pre`.
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::FlexTensor;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, Backend, Dispatch, Flex, TensorMetadata, backend_extension};
+use burn::tensor::{DType, Tensor, TensorData};
+use rayon::prelude::*;
+
+use super::runs_on;
+use crate::layers::LRELU_SLOPE;
+
+/// Elements per parallel chunk.
+const CHUNK: usize = 1 << 14;
+
+/// `g · (1 if pre > 0 else 0.2)` (flex only; [`leaky_scale`] routes other devices to Burn's ops).
+#[backend_extension(Flex, Autodiff)]
+pub trait LeakyBackend: Backend {
+    /// `grad` scaled by the leaky ReLU's slope at `pre` (same shapes, f32 or f64).
+    fn leaky_scale(pre: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self>;
+}
+
+fn scale_slices<T>(pre: &[T], grad: &[T], slope: T, one: T) -> Vec<T>
+where
+    T: Copy + Send + Sync + Default + PartialOrd + core::ops::Mul<Output = T>,
+{
+    let mut out = vec![T::default(); grad.len()];
+    out.par_chunks_mut(CHUNK)
+        .zip(pre.par_chunks(CHUNK).zip(grad.par_chunks(CHUNK)))
+        .for_each(|(out, (pre, grad))| {
+            for ((o, &p), &g) in out.iter_mut().zip(pre).zip(grad) {
+                *o = g * if p > T::default() { one } else { slope };
+            }
+        });
+    out
+}
+
+impl LeakyBackend for Flex {
+    fn leaky_scale(pre: FlexTensor, grad: FlexTensor) -> FlexTensor {
+        let shape = grad.shape();
+        if pre.shape() != shape {
+            panic!("leaky_scale: shapes {:?} and {:?} differ", pre.shape(), shape);
+        }
+        let (pre, grad) = (pre.to_contiguous(), grad.to_contiguous());
+        let dims = shape.to_vec();
+        match (pre.dtype(), grad.dtype()) {
+            (DType::F32, DType::F32) => FlexTensor::from_data(TensorData::new(
+                scale_slices(pre.storage::<f32>(), grad.storage::<f32>(), LRELU_SLOPE as f32, 1.0),
+                dims,
+            )),
+            (DType::F64, DType::F64) => FlexTensor::from_data(TensorData::new(
+                scale_slices(pre.storage::<f64>(), grad.storage::<f64>(), LRELU_SLOPE, 1.0),
+                dims,
+            )),
+            (p, g) => panic!("leaky_scale: float types {p:?} and {g:?} (only f32 or f64 reach it)"),
+        }
+    }
+}
+
+/// Backward of `leaky_scale(pre, g)` given the gradient `h` of its output: `dg = leaky_scale(pre, h)`.
+#[derive(Debug)]
+struct LeakyScaleBackward;
+
+impl<B: LeakyBackend> Backward<B, 2> for LeakyScaleBackward {
+    type State = B::FloatTensorPrimitive;
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [_, node_grad] = ops.parents;
+        let h = grads.consume::<B>(&ops.node);
+        if let Some(node) = node_grad {
+            grads.register::<B>(node.id, B::leaky_scale(ops.state, h));
+        }
+    }
+}
+
+impl<B: LeakyBackend, C: CheckpointStrategy> LeakyBackend for Autodiff<B, C> {
+    fn leaky_scale(pre: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        let (pp, gp) = (pre.primitive().clone(), grad.primitive().clone());
+        match LeakyScaleBackward.prepare::<C>([pre.node(), grad.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish(pp.clone(), B::leaky_scale(pp, gp)),
+            OpsKind::UnTracked(prep) => prep.finish(B::leaky_scale(pp, gp)),
+        }
+    }
+}
+
+/// `g · (1 if pre > 0 else 0.2)` on flex in f32 or f64; `None` otherwise (the caller then uses
+/// Burn's operations).
+pub fn leaky_scale<const D: usize>(pre: Tensor<D>, grad: Tensor<D>) -> Option<Tensor<D>> {
+    let float = |t: &Tensor<D>| matches!(t.dtype(), DType::F32 | DType::F64);
+    if !runs_on(&grad.device()) || !float(&pre) || !float(&grad) || pre.dims() != grad.dims() {
+        return None;
+    }
+    Some(Tensor::from_dispatch(<Dispatch as LeakyBackend>::leaky_scale(pre.into_dispatch(), grad.into_dispatch())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layers::tensor_from_f32;
+    use crate::rng::SplitMix64;
+    use burn::tensor::Device;
+    use burn::tensor::activation::leaky_relu;
+
+    fn random(n: usize, seed: u64, device: &Device) -> Tensor<2> {
+        let mut values = SplitMix64::new(seed).normals_f32(n * 50_000);
+        values[3] = 0.0; // the kink itself: slope 0.2, as in `lrelu_vjp`
+        tensor_from_f32(values, [n, 50_000], device)
+    }
+
+    fn max_diff(a: Tensor<2>, b: Tensor<2>) -> f64 {
+        (a - b).abs().max().into_scalar::<f64>()
+    }
+
+    #[test]
+    fn activation_and_gradients_equal_burns() {
+        let device = Device::flex().autodiff();
+        let x0 = random(3, 1, &device); // more elements than one chunk
+        let h = random(3, 2, &device);
+        let x = x0.clone().require_grad();
+        let y = leaky_scale(x.clone(), x.clone()).expect("flex");
+        assert!(max_diff(y.clone(), leaky_relu(x0.clone(), LRELU_SLOPE)) == 0.0);
+        let grads = (y * h.clone()).sum().backward();
+        let fast = x.grad(&grads).unwrap();
+        let x = x0.clone().require_grad();
+        let grads = (leaky_relu(x.clone(), LRELU_SLOPE) * h.clone()).sum().backward();
+        let reference = x.grad(&grads).unwrap();
+        // Burn's own gradient takes slope 1 at exactly 0; ours 0.2 (as `lrelu_vjp`): compare elsewhere.
+        let at_zero = x0.clone().inner().equal_elem(0.0);
+        let masked = |t: Tensor<2>| t.inner().mask_fill(at_zero.clone(), 0.0);
+        assert!(max_diff(Tensor::from_inner(masked(fast)), Tensor::from_inner(masked(reference))) < 1e-7);
+    }
+
+    #[test]
+    fn scaling_a_gradient_is_linear_in_it_and_constant_in_pre() {
+        let device = Device::flex().autodiff();
+        let pre = random(2, 3, &device).require_grad();
+        let g = random(2, 4, &device).require_grad();
+        let h = random(2, 5, &device);
+        let out = leaky_scale(pre.clone(), g.clone()).expect("flex");
+        let grads = (out * h.clone()).sum().backward();
+        let expected = leaky_scale(pre.clone().detach(), h).unwrap();
+        assert!(max_diff(g.grad(&grads).unwrap(), expected.inner()) == 0.0);
+        assert!(pre.grad(&grads).is_none_or(|d| d.abs().max().into_scalar::<f64>() == 0.0));
+    }
+}
