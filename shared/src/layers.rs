@@ -154,6 +154,10 @@ pub fn lrelu_vjp<const D: usize>(pre: Tensor<D>, grad_out: Tensor<D>) -> Tensor<
 
 /// Pixelwise feature normalisation: each pixel's feature vector scaled to unit RMS.
 pub fn pixel_norm(x: Tensor<4>) -> Tensor<4> {
+    #[cfg(feature = "flex-kernels")]
+    if let Some(y) = crate::flex_kernels::pixel_norm::pixel_norm(x.clone()) {
+        return y;
+    }
     let norm = x.clone().square().mean_dim(1).add_scalar(PIXEL_NORM_EPS).sqrt(); // [n, 1, h, w]
     x / norm
 }
@@ -166,6 +170,10 @@ pub fn normalize_rows(z: Tensor<2>) -> Tensor<2> {
 
 /// Nearest-neighbour 2× upsampling.
 pub fn upsample2x(x: Tensor<4>) -> Tensor<4> {
+    #[cfg(feature = "flex-kernels")]
+    if let Some(y) = crate::flex_kernels::resample::upsample2x(x.clone(), 1.0) {
+        return y;
+    }
     let [n, c, h, w] = x.dims();
     x.reshape([n, c, h, 1, w, 1]) // [n, c, h, 1, w, 1]
         .expand([n, c, h, 2, w, 2]) // [n, c, h, 2, w, 2]
@@ -174,11 +182,19 @@ pub fn upsample2x(x: Tensor<4>) -> Tensor<4> {
 
 /// 2×2 average pooling (the paper's downscale).
 pub fn downsample2x(x: Tensor<4>) -> Tensor<4> {
+    #[cfg(feature = "flex-kernels")]
+    if let Some(y) = crate::flex_kernels::resample::pool2x(x.clone(), 0.25) {
+        return y;
+    }
     avg_pool2d(x, AvgPoolOptions::new([2, 2]))
 }
 
 /// Input gradient of [`downsample2x`]: each pixel gets a quarter of its block's gradient.
 pub fn downsample2x_vjp(grad_out: Tensor<4>) -> Tensor<4> {
+    #[cfg(feature = "flex-kernels")]
+    if let Some(g) = crate::flex_kernels::resample::upsample2x(grad_out.clone(), 0.25) {
+        return g;
+    }
     upsample2x(grad_out).mul_scalar(0.25)
 }
 

@@ -1,12 +1,13 @@
 //! 3×3 "same" convolutions (stride 1, padding 1) on plain slices, as matrix products.
 //!
-//! The input is first copied channel-major into a zero-padded grid, `[C][margin | B·(H+2)·(W+2) |
-//! margin]`, where a 3×3 tap is a constant shift of the flat index. Output positions (only the
-//! real ones, `B·H·W`) are taken in tiles of [`TILE`]; a tile's im2col block `[C·9, TILE]` is
-//! copied from the grid in runs of at most one image row per channel and tap, small enough to
-//! stay in cache, and one matrix product `[O, C·9] × [C·9, TILE]` (the weight as stored, no
-//! repacking) computes the tile. The input gradient is the same convolution of the output
-//! gradient with the weight flipped and transposed; the weight gradient is
+//! Output positions (`B·H·W`) are taken in tiles of [`TILE`]. A tile's im2col block
+//! `[C·9, TILE]` — row `c·9 + k` holds input channel `c` shifted by tap `k` — is copied straight
+//! from the `[B, C, H, W]` input in runs of at most one image row, with zeros where a tap reads
+//! past the border; it stays in cache, and one matrix product `[O, C·9] × [C·9, TILE]` (the weight
+//! as stored, no repacking) computes the tile. When the tiles fall within single images
+//! (`H·W` a multiple of [`TILE`]: 16×16 and up) the product writes `[B, O, H, W]` directly;
+//! smaller images go through a `[O, B·H·W]` buffer. The input gradient is the same convolution of
+//! the output gradient with the weight flipped and transposed; the weight gradient is
 //! `Σ_tiles G_tile · im2colᵀ`, accumulated per thread.
 //!
 //! Matrix products use the `gemm` crate (the one Burn's CPU backend uses); tiles run in parallel
@@ -46,70 +47,84 @@ pub struct Conv3x3Shape {
     pub width: usize,
 }
 
-/// The padded channel-major grid of one batch.
+/// One image-row run of a tile: positions `x0..x0 + len` of row `y` of image `b`, at column
+/// `dst` of the tile.
 #[derive(Clone, Copy)]
-struct Grid {
-    batch: usize,
+struct Run {
+    b: usize,
+    y: usize,
+    x0: usize,
+    len: usize,
+    dst: usize,
+}
+
+/// The tiling of `B·H·W` output positions.
+#[derive(Clone, Copy)]
+struct Tiling {
     height: usize,
     width: usize,
-    /// Padded row length `W + 2`.
-    row: usize,
-    /// Padded image size `(H + 2)·(W + 2)`.
-    plane: usize,
-    /// Zeros before and after the images, so every shifted read stays in bounds.
-    margin: usize,
-    /// Length of one channel's run: `B·plane + 2·margin`.
-    channel_stride: usize,
-    /// Output positions: `B·H·W`.
+    /// `H·W`.
+    image: usize,
+    /// `B·H·W`.
     positions: usize,
 }
 
-impl Grid {
-    fn new(batch: usize, height: usize, width: usize) -> Self {
-        let row = width + 2;
-        let plane = (height + 2) * row;
-        let margin = row + 1;
-        let channel_stride = batch * plane + 2 * margin;
-        Self { batch, height, width, row, plane, margin, channel_stride, positions: batch * height * width }
+impl Tiling {
+    fn new(s: &Conv3x3Shape) -> Self {
+        let image = s.height * s.width;
+        Self { height: s.height, width: s.width, image, positions: s.batch * image }
     }
 
-    /// Flat-index shift of tap `k` (row-major over the 3×3 kernel).
-    fn shift(&self, k: usize) -> isize {
-        let (ky, kx) = ((k / 3) as isize, (k % 3) as isize);
-        (ky - 1) * self.row as isize + (kx - 1)
+    fn tiles(&self) -> usize {
+        self.positions.div_ceil(TILE)
     }
 
-    /// `[B, C, H, W]` into the padded grid `[C][channel_stride]`.
-    fn pad<T: Element>(&self, x: &[T], channels: usize) -> Vec<T> {
-        let mut grid = vec![T::default(); channels * self.channel_stride];
-        grid.par_chunks_mut(self.channel_stride).enumerate().for_each(|(c, run)| {
-            for b in 0..self.batch {
-                for y in 0..self.height {
-                    let src = ((b * channels + c) * self.height + y) * self.width;
-                    let dst = self.margin + b * self.plane + (y + 1) * self.row + 1;
-                    run[dst..dst + self.width].copy_from_slice(&x[src..src + self.width]);
-                }
-            }
-        });
-        grid
+    /// Whether every tile lies inside one image.
+    fn tiles_within_images(&self) -> bool {
+        self.image.is_multiple_of(TILE)
     }
 
-    /// The im2col block of output positions `start..start + len`: row `c·9 + k` holds channel `c`
-    /// shifted by tap `k`, copied one image row at a time.
-    fn im2col<T: Element>(&self, grid: &[T], channels: usize, start: usize, len: usize, col: &mut [T]) {
-        let (w, image) = (self.width, self.height * self.width);
+    /// First position and length of tile `t`.
+    fn tile(&self, t: usize) -> (usize, usize) {
+        let start = t * TILE;
+        (start, TILE.min(self.positions - start))
+    }
+
+    /// The row runs of positions `start..start + len`.
+    fn runs(&self, start: usize, len: usize, runs: &mut Vec<Run>) {
+        runs.clear();
+        let mut p = start;
+        while p < start + len {
+            let (b, i) = (p / self.image, p % self.image);
+            let (y, x0) = (i / self.width, i % self.width);
+            let run = (self.width - x0).min(start + len - p);
+            runs.push(Run { b, y, x0, len: run, dst: p - start });
+            p += run;
+        }
+    }
+
+    /// The im2col block of a tile from `[B, C, H, W]` input, zero where a tap reads past the border.
+    fn im2col<T: Element>(&self, x: &[T], channels: usize, runs: &[Run], len: usize, col: &mut [T]) {
+        let (h, w) = (self.height as isize, self.width as isize);
         for c in 0..channels {
             for k in 0..9 {
-                let base = (c * self.channel_stride + self.margin) as isize + self.shift(k);
-                let dst = &mut col[(c * 9 + k) * TILE..][..len];
-                let mut p = start;
-                while p < start + len {
-                    let (b, i) = (p / image, p % image);
-                    let (y, x) = (i / w, i % w);
-                    let run = (w - x).min(start + len - p);
-                    let src = (base + (b * self.plane + (y + 1) * self.row + x + 1) as isize) as usize;
-                    dst[p - start..p - start + run].copy_from_slice(&grid[src..src + run]);
-                    p += run;
+                let (dy, dx) = ((k / 3) as isize - 1, (k % 3) as isize - 1);
+                let row = &mut col[(c * 9 + k) * TILE..][..len];
+                for r in runs {
+                    let dst = &mut row[r.dst..r.dst + r.len];
+                    let sy = r.y as isize + dy;
+                    if sy < 0 || sy >= h {
+                        dst.fill(T::default());
+                        continue;
+                    }
+                    let sx0 = r.x0 as isize + dx;
+                    let lo = (-sx0).max(0) as usize; // leading columns left of the image
+                    let hi = (w - sx0).min(r.len as isize).max(lo as isize) as usize; // end of the in-image part
+                    let base = (r.b * channels + c) * self.image + sy as usize * self.width;
+                    let src = (sx0 + lo as isize) as usize;
+                    dst[..lo].fill(T::default());
+                    dst[lo..hi].copy_from_slice(&x[base + src..base + src + (hi - lo)]);
+                    dst[hi..].fill(T::default());
                 }
             }
         }
@@ -172,25 +187,44 @@ struct SendPtr<T>(*mut T);
 unsafe impl<T> Send for SendPtr<T> {}
 unsafe impl<T> Sync for SendPtr<T> {}
 
-/// `y[O][B·H·W] = w[O, C·9] · im2col(grid)` tile by tile.
-fn convolve_grid<T: Element>(grid: &[T], weight: &[T], c_in: usize, c_out: usize, g: &Grid) -> Vec<T> {
-    let mut out = vec![T::default(); c_out * g.positions];
-    let dst = SendPtr(out.as_mut_ptr());
-    let tiles = g.positions.div_ceil(TILE);
-    (0..tiles).into_par_iter().for_each_init(
-        || vec![T::default(); c_in * 9 * TILE],
-        |col, t| {
-            let start = t * TILE;
-            let len = TILE.min(g.positions - start);
-            g.im2col(grid, c_in, start, len, col);
+/// Splits `0..tiles` into one contiguous range per rayon thread (tiles are equal work).
+fn thread_ranges(tiles: usize) -> Vec<core::ops::Range<usize>> {
+    let threads = rayon::current_num_threads().max(1);
+    let per_thread = tiles.div_ceil(threads).max(1);
+    (0..tiles.div_ceil(per_thread)).map(|i| i * per_thread..((i + 1) * per_thread).min(tiles)).collect()
+}
+
+/// `y = w[O, C·9] · im2col(x)`: `[B, C, H, W]` → `[B, O, H, W]`, tile by tile.
+fn convolve<T: Element>(x: &[T], weight: &[T], c_in: usize, c_out: usize, s: &Conv3x3Shape) -> Vec<T> {
+    let tiling = Tiling::new(s);
+    let direct = tiling.tiles_within_images();
+    let len_out = c_out * tiling.positions;
+    let mut out: Vec<T> = Vec::with_capacity(len_out);
+    let dst = SendPtr(out.spare_capacity_mut().as_mut_ptr().cast::<T>());
+    thread_ranges(tiling.tiles()).into_par_iter().for_each(|tiles| {
+        let mut col = vec![T::default(); c_in * 9 * TILE];
+        let mut runs = Vec::new();
+        for t in tiles {
+            let (start, len) = tiling.tile(t);
+            tiling.runs(start, len, &mut runs);
+            tiling.im2col(x, c_in, &runs, len, &mut col);
+            // Direct: tile t is columns i0.. of image b in [B, O, H·W]; else columns start.. of
+            // [O, B·H·W]. Either way each tile writes its own columns only.
+            let (offset, row_stride) = if direct {
+                let (b, i0) = (start / tiling.image, start % tiling.image);
+                (b * c_out * tiling.image + i0, tiling.image)
+            } else {
+                (start, tiling.positions)
+            };
             let dst = dst;
-            // SAFETY: tile `t` writes only columns start..start+len of each output row; the
-            // weight is [c_out, c_in·9] row-major and the column block is [c_in·9, TILE].
+            // SAFETY: the weight is [c_out, c_in·9] row-major, the column block [c_in·9, TILE];
+            // the destination block is c_out rows of `len` inside `out`'s capacity. gemm does not
+            // read the destination when not accumulating.
             unsafe {
                 matmul(
                     (c_out, len, c_in * 9),
-                    dst.0.add(start),
-                    (g.positions, 1),
+                    dst.0.add(offset),
+                    (row_stride, 1),
                     false,
                     weight.as_ptr(),
                     (c_in * 9, 1),
@@ -198,9 +232,12 @@ fn convolve_grid<T: Element>(grid: &[T], weight: &[T], c_in: usize, c_out: usize
                     (TILE, 1),
                 );
             }
-        },
-    );
-    out
+        }
+    });
+    // SAFETY: the tiles cover every position of every output row, so all `len_out` elements
+    // were written above.
+    unsafe { out.set_len(len_out) };
+    if direct { out } else { swap_batch_and_channels(&out, c_out, s.batch, tiling.image) }
 }
 
 fn check_lengths<T>(input: &[T], input_channels: usize, weight: &[T], s: &Conv3x3Shape) {
@@ -211,10 +248,7 @@ fn check_lengths<T>(input: &[T], input_channels: usize, weight: &[T], s: &Conv3x
 /// `y = conv(x, w)`: `x` `[B, C_in, H, W]`, `w` `[C_out, C_in, 3, 3]` → `[B, C_out, H, W]`.
 pub fn conv3x3<T: Element>(x: &[T], w: &[T], s: Conv3x3Shape) -> Vec<T> {
     check_lengths(x, s.c_in, w, &s);
-    let g = Grid::new(s.batch, s.height, s.width);
-    let grid = g.pad(x, s.c_in);
-    let y = convolve_grid(&grid, w, s.c_in, s.c_out, &g); // [C_out, B, H·W]
-    swap_batch_and_channels(&y, s.c_out, s.batch, s.height * s.width)
+    convolve(x, w, s.c_in, s.c_out, &s)
 }
 
 /// The input gradient of [`conv3x3`] (a transposed convolution): `g` `[B, C_out, H, W]`,
@@ -230,10 +264,7 @@ pub fn conv3x3_transpose<T: Element>(g_out: &[T], w: &[T], s: Conv3x3Shape) -> V
             }
         }
     }
-    let g = Grid::new(s.batch, s.height, s.width);
-    let grid = g.pad(g_out, s.c_out);
-    let dx = convolve_grid(&grid, &flipped, s.c_out, s.c_in, &g); // [C_in, B, H·W]
-    swap_batch_and_channels(&dx, s.c_in, s.batch, s.height * s.width)
+    convolve(g_out, &flipped, s.c_out, s.c_in, &s)
 }
 
 /// The weight gradient of [`conv3x3`]: `x` `[B, C_in, H, W]`, `g` `[B, C_out, H, W]` →
@@ -241,33 +272,38 @@ pub fn conv3x3_transpose<T: Element>(g_out: &[T], w: &[T], s: Conv3x3Shape) -> V
 pub fn conv3x3_weight_grad<T: Element>(x: &[T], g_out: &[T], s: Conv3x3Shape) -> Vec<T> {
     assert_eq!(x.len(), s.batch * s.c_in * s.height * s.width, "conv3x3: input length");
     assert_eq!(g_out.len(), s.batch * s.c_out * s.height * s.width, "conv3x3: gradient length");
-    let grid = Grid::new(s.batch, s.height, s.width);
-    let x_grid = grid.pad(x, s.c_in);
-    let g_rows = swap_batch_and_channels(g_out, s.batch, s.c_out, s.height * s.width); // [C_out, B·H·W]
-    let tiles = grid.positions.div_ceil(TILE);
-    let threads = rayon::current_num_threads().max(1);
-    let per_thread = tiles.div_ceil(threads);
+    let tiling = Tiling::new(&s);
+    let direct = tiling.tiles_within_images();
+    // [C_out, B·H·W] when tiles cross images; the gradient itself otherwise.
+    let g_rows = if direct { Vec::new() } else { swap_batch_and_channels(g_out, s.batch, s.c_out, tiling.image) };
     let k = s.c_in * 9;
-    let partials: Vec<Vec<T>> = (0..threads)
+    let partials: Vec<Vec<T>> = thread_ranges(tiling.tiles())
         .into_par_iter()
-        .map(|thread| {
+        .map(|tiles| {
             let mut dw = vec![T::default(); s.c_out * k];
             let mut col = vec![T::default(); k * TILE];
+            let mut runs = Vec::new();
             let mut first = true;
-            for t in thread * per_thread..((thread + 1) * per_thread).min(tiles) {
-                let start = t * TILE;
-                let len = TILE.min(grid.positions - start);
-                grid.im2col(&x_grid, s.c_in, start, len, &mut col);
+            for t in tiles {
+                let (start, len) = tiling.tile(t);
+                tiling.runs(start, len, &mut runs);
+                tiling.im2col(x, s.c_in, &runs, len, &mut col);
+                let (g, row_stride) = if direct {
+                    let (b, i0) = (start / tiling.image, start % tiling.image);
+                    (&g_out[b * s.c_out * tiling.image + i0..], tiling.image)
+                } else {
+                    (&g_rows[start..], tiling.positions)
+                };
                 // SAFETY: dw is [c_out, k] row-major; the gradient tile is c_out rows of `len`
-                // from [c_out, positions]; the im2col block is read transposed.
+                // with the given row stride inside `g`; the im2col block is read transposed.
                 unsafe {
                     matmul(
                         (s.c_out, k, len),
                         dw.as_mut_ptr(),
                         (k, 1),
                         !first,
-                        g_rows.as_ptr().add(start),
-                        (grid.positions, 1),
+                        g.as_ptr(),
+                        (row_stride, 1),
                         col.as_ptr(),
                         (1, TILE),
                     );
@@ -329,8 +365,11 @@ mod tests {
         rng.normals_f32(n).into_iter().map(f64::from).collect()
     }
 
-    /// Shapes with more positions than one tile, non-square images and 1×1 images.
-    const SHAPES: [Conv3x3Shape; 4] = [
+    /// Shapes with more positions than one tile, non-square images, 1×1 images, and images of
+    /// exactly one and two tiles (written directly).
+    const SHAPES: [Conv3x3Shape; 6] = [
+        Conv3x3Shape { batch: 2, c_in: 3, c_out: 2, height: 8, width: 16 },
+        Conv3x3Shape { batch: 3, c_in: 2, c_out: 3, height: 16, width: 16 },
         Conv3x3Shape { batch: 2, c_in: 5, c_out: 3, height: 6, width: 7 },
         Conv3x3Shape { batch: 3, c_in: 4, c_out: 6, height: 13, width: 9 },
         Conv3x3Shape { batch: 4, c_in: 2, c_out: 2, height: 1, width: 1 },

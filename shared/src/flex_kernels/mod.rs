@@ -8,6 +8,9 @@
 //!   on the same CPU (`bench/conv.sh`).
 //! - [`lrelu`]: the leaky ReLU and its input gradient as one branch-free, parallel pass
 //!   (flex's `mask_where` is a serial loop with a data-dependent branch).
+//! - [`pixel_norm`]: pixelwise feature normalisation and its gradient, one pass each.
+//! - [`resample`]: nearest 2× upsampling and 2×2 pooling as an adjoint pair of single passes
+//!   (flex's average-pool gradient and the expand/reshape upsample were ~6% of a 64×64 step).
 //!
 //! Only flex runs them: the public functions fall back to Burn's own operations on every other
 //! device (wgpu, CUDA, the browser), so the model gives the same results everywhere.
@@ -15,6 +18,8 @@
 pub mod conv3x3;
 pub mod conv3x3_kernels;
 pub mod lrelu;
+pub mod pixel_norm;
+pub mod resample;
 
 use burn::tensor::Device;
 

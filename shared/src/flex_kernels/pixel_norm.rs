@@ -1,0 +1,198 @@
+//! Pixelwise feature normalisation as one backend extension: `y = x / √(mean_c(x²) + ε)` and its
+//! gradient `dx = r·g − x·r³·mean_c(g·x)` with `r = 1/√(mean_c(x²) + ε)`, each one pass over every
+//! image (flex's version is five tensor passes forward and more backward). On the autodiff
+//! backend the backward runs `pixel_norm_backward`; it is not differentiated again, which the
+//! generator (the only user) never needs.
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::FlexTensor;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, AutodiffBackend, Backend, Dispatch, Flex, TensorMetadata, backend_extension};
+use burn::tensor::{DType, Tensor, TensorData};
+use rayon::prelude::*;
+
+use super::runs_on;
+use crate::layers::PIXEL_NORM_EPS;
+
+/// Pixel norm over the channel axis of `[N, C, H, W]` (flex only; [`pixel_norm`] routes other
+/// devices to Burn's operations).
+#[backend_extension(Flex, Autodiff)]
+pub trait PixelNormBackend: Backend {
+    /// `x / √(mean_c(x²) + ε)`.
+    fn pixel_norm(x: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// The input gradient of [`pixel_norm`](Self::pixel_norm) at `x` for the output gradient `grad`.
+    fn pixel_norm_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self>;
+}
+
+trait Real: Copy + Send + Sync + Default + core::ops::AddAssign + core::ops::Mul<Output = Self> + core::ops::Sub<Output = Self> {
+    fn from_f64(v: f64) -> Self;
+    /// `1 / √(mean + ε)`.
+    fn rsqrt_eps(mean: Self) -> Self;
+}
+impl Real for f32 {
+    fn from_f64(v: f64) -> Self {
+        v as f32
+    }
+    fn rsqrt_eps(mean: Self) -> Self {
+        1.0 / (mean + PIXEL_NORM_EPS as f32).sqrt()
+    }
+}
+impl Real for f64 {
+    fn from_f64(v: f64) -> Self {
+        v
+    }
+    fn rsqrt_eps(mean: Self) -> Self {
+        1.0 / (mean + PIXEL_NORM_EPS).sqrt()
+    }
+}
+
+/// `1/√(mean_c(x²) + ε)` for every pixel of one image `[C, P]`.
+fn inverse_rms<T: Real>(x: &[T], channels: usize, pixels: usize) -> Vec<T> {
+    let mut sum = vec![T::default(); pixels];
+    for plane in x.chunks_exact(pixels) {
+        for (s, &v) in sum.iter_mut().zip(plane) {
+            *s += v * v;
+        }
+    }
+    let inv_c = T::from_f64(1.0 / channels as f64);
+    sum.iter().map(|&s| T::rsqrt_eps(s * inv_c)).collect()
+}
+
+fn forward<T: Real>(x: &[T], channels: usize, pixels: usize) -> Vec<T> {
+    let mut out = vec![T::default(); x.len()];
+    out.par_chunks_mut(channels * pixels).zip(x.par_chunks(channels * pixels)).for_each(|(y, x)| {
+        let r = inverse_rms(x, channels, pixels);
+        for (y, x) in y.chunks_exact_mut(pixels).zip(x.chunks_exact(pixels)) {
+            for ((y, &x), &r) in y.iter_mut().zip(x).zip(&r) {
+                *y = x * r;
+            }
+        }
+    });
+    out
+}
+
+fn backward<T: Real>(x: &[T], g: &[T], channels: usize, pixels: usize) -> Vec<T> {
+    let mut out = vec![T::default(); x.len()];
+    let image = channels * pixels;
+    out.par_chunks_mut(image).zip(x.par_chunks(image).zip(g.par_chunks(image))).for_each(|(dx, (x, g))| {
+        let r = inverse_rms(x, channels, pixels);
+        let mut dot = vec![T::default(); pixels];
+        for (xp, gp) in x.chunks_exact(pixels).zip(g.chunks_exact(pixels)) {
+            for ((d, &x), &g) in dot.iter_mut().zip(xp).zip(gp) {
+                *d += x * g;
+            }
+        }
+        let inv_c = T::from_f64(1.0 / channels as f64);
+        // coefficient of x: r³·mean_c(g·x)
+        let coef: Vec<T> = r.iter().zip(&dot).map(|(&r, &d)| r * r * r * d * inv_c).collect();
+        for ((dx, x), g) in dx.chunks_exact_mut(pixels).zip(x.chunks_exact(pixels)).zip(g.chunks_exact(pixels)) {
+            for i in 0..pixels {
+                dx[i] = r[i] * g[i] - x[i] * coef[i];
+            }
+        }
+    });
+    out
+}
+
+fn dims(x: &FlexTensor) -> ([usize; 4], usize, usize) {
+    let s = x.shape();
+    ([s[0], s[1], s[2], s[3]], s[1], s[2] * s[3])
+}
+
+impl PixelNormBackend for Flex {
+    fn pixel_norm(x: FlexTensor) -> FlexTensor {
+        let x = x.to_contiguous();
+        let (shape, c, p) = dims(&x);
+        match x.dtype() {
+            DType::F32 => FlexTensor::from_data(TensorData::new(forward(x.storage::<f32>(), c, p), shape)),
+            DType::F64 => FlexTensor::from_data(TensorData::new(forward(x.storage::<f64>(), c, p), shape)),
+            dtype => panic!("pixel_norm: float type {dtype:?} (only f32 or f64 reach it)"),
+        }
+    }
+
+    fn pixel_norm_backward(x: FlexTensor, grad: FlexTensor) -> FlexTensor {
+        let (x, grad) = (x.to_contiguous(), grad.to_contiguous());
+        let (shape, c, p) = dims(&x);
+        match (x.dtype(), grad.dtype()) {
+            (DType::F32, DType::F32) => {
+                FlexTensor::from_data(TensorData::new(backward(x.storage::<f32>(), grad.storage::<f32>(), c, p), shape))
+            }
+            (DType::F64, DType::F64) => {
+                FlexTensor::from_data(TensorData::new(backward(x.storage::<f64>(), grad.storage::<f64>(), c, p), shape))
+            }
+            (a, b) => panic!("pixel_norm_backward: float types {a:?} and {b:?} (only f32 or f64 reach it)"),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct PixelNormGrad;
+
+impl<B: PixelNormBackend> Backward<B, 1> for PixelNormGrad {
+    type State = B::FloatTensorPrimitive;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node] = ops.parents;
+        let g = grads.consume::<B>(&ops.node);
+        if let Some(node) = node {
+            grads.register::<B>(node.id, B::pixel_norm_backward(ops.state, g));
+        }
+    }
+}
+
+impl<B: PixelNormBackend, C: CheckpointStrategy> PixelNormBackend for Autodiff<B, C> {
+    fn pixel_norm(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        let xp = x.primitive().clone();
+        match PixelNormGrad.prepare::<C>([x.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish(xp.clone(), B::pixel_norm(xp)),
+            OpsKind::UnTracked(prep) => prep.finish(B::pixel_norm(xp)),
+        }
+    }
+
+    fn pixel_norm_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        // Backward passes call it on the inner backend; here it is a constant (not differentiated).
+        let (xp, gp) = (x.primitive().clone(), grad.primitive().clone());
+        <Self as AutodiffBackend>::from_inner(B::pixel_norm_backward(xp, gp))
+    }
+}
+
+/// Pixel norm on flex in f32/f64; `None` otherwise.
+pub fn pixel_norm(x: Tensor<4>) -> Option<Tensor<4>> {
+    if !runs_on(&x.device()) || !matches!(x.dtype(), DType::F32 | DType::F64) {
+        return None;
+    }
+    Some(Tensor::from_dispatch(<Dispatch as PixelNormBackend>::pixel_norm(x.into_dispatch())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layers::tensor_from_f32;
+    use crate::rng::SplitMix64;
+    use burn::tensor::Device;
+
+    fn reference(x: Tensor<4>) -> Tensor<4> {
+        let norm = x.clone().square().mean_dim(1).add_scalar(PIXEL_NORM_EPS).sqrt(); // [n, 1, h, w]
+        x / norm
+    }
+
+    #[test]
+    fn forward_and_gradient_equal_burns() {
+        let device = Device::flex().autodiff();
+        let shape = [3, 7, 5, 4];
+        let x0 = tensor_from_f32(SplitMix64::new(1).normals_f32(420), shape, &device);
+        let h = tensor_from_f32(SplitMix64::new(2).normals_f32(420), shape, &device);
+        let run = |fast: bool| {
+            let x = x0.clone().require_grad();
+            let y = if fast { pixel_norm(x.clone()).unwrap() } else { reference(x.clone()) };
+            let loss = (y.clone() * h.clone()).sin().sum();
+            (y.inner(), x.grad(&loss.backward()).unwrap())
+        };
+        let ((y1, g1), (y2, g2)) = (run(true), run(false));
+        assert!((y1 - y2).abs().max().into_scalar::<f64>() < 1e-6);
+        assert!((g1 - g2).abs().max().into_scalar::<f64>() < 1e-5);
+    }
+}
