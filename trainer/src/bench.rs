@@ -10,7 +10,7 @@ use pggan_model::{Critic, Generator, ModelConfig, SplitMix64};
 use crate::adam::{Adam, AdamParams};
 use crate::backend::BackendKind;
 use crate::ema::{plain_copy, update_ema};
-use crate::loss::{LossKind, WganParams, critic_loss, generator_loss};
+use crate::loss::{LossKind, WganParams, critic_loss, fakes_for_critic, generator_loss};
 
 /// What to measure.
 #[derive(Debug, Clone)]
@@ -79,7 +79,7 @@ pub fn bench(o: &BenchOptions) -> Result<Vec<BenchRow>> {
         let mut step = |g: Generator, d: Critic, ema: Generator, rng: &mut SplitMix64| {
             let reals = tensor_from_f32(rng.normals_f32(n * 3 * r * r), [n, 3, r, r], &device);
             let z = tensor_from_f32(rng.normals_f32(n * o.latent), [n, o.latent], &device);
-            let fakes = g.forward(z, level, 1.0).detach();
+            let fakes = fakes_for_critic(&g, z, level, 1.0);
             let mix = tensor_from_f32((0..n).map(|_| rng.uniform_f64() as f32).collect(), [n, 1, 1, 1], &device);
             let closs = critic_loss(LossKind::WganGp, &d, reals, fakes, mix, level, 1.0, wgan);
             let grads = closs.loss.backward();

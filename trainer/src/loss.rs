@@ -6,7 +6,8 @@
 
 use burn::tensor::Tensor;
 use clap::ValueEnum;
-use pggan_model::Critic;
+use burn::module::Module;
+use pggan_model::{Critic, Generator};
 use serde::{Deserialize, Serialize};
 
 /// Which GAN loss to train with.
@@ -39,6 +40,14 @@ pub struct CriticLoss {
     pub loss: Tensor<1>,
     /// `[loss, Wasserstein estimate, penalty, drift]`, detached.
     pub stats: Tensor<1>,
+}
+
+/// Fakes for the critic step: the generator run without recording a graph (its gradient is not
+/// needed there), then placed back on the training device as constants. `z` is `[n, latent]`.
+pub fn fakes_for_critic(g: &Generator, z: Tensor<2>, level: usize, alpha: f64) -> Tensor<4> {
+    let device = z.device();
+    let fakes = g.valid().forward(z.inner(), level, alpha); // [n, 3, r, r]
+    Tensor::from_inner(fakes).to_device(&device)
 }
 
 /// The critic's loss on a minibatch of reals and (detached) fakes.

@@ -22,7 +22,7 @@ use crate::checkpoint::{self, TrainState, write_synced};
 use crate::data::{DataCursor, RealSampler};
 use crate::ema::{ema_beta, plain_copy, update_ema};
 use crate::images::{grid, save_png, to_rgb_images};
-use crate::loss::{CRITIC_STATS, critic_loss, generator_loss};
+use crate::loss::{CRITIC_STATS, critic_loss, fakes_for_critic, generator_loss};
 use crate::options::TrainOptions;
 use crate::eval::evaluate;
 use crate::metrics::ImageSet;
@@ -273,7 +273,7 @@ pub fn train(opts: &TrainOptions, stop: Arc<AtomicBool>) -> Result<TrainOutcome>
             reals = reals.mul_scalar(f64::NAN);
         }
         let z = random_latents(&mut state.latent_rng, n, config.latent_size, &device);
-        let fakes = g.forward(z, level, alpha).detach(); // [n, 3, r, r]
+        let fakes = fakes_for_critic(&g, z, level, alpha); // [n, 3, r, r]
         let mix: Vec<f32> = (0..n).map(|_| state.mix_rng.uniform_f64() as f32).collect();
         let mix = tensor_from_f32(mix, [n, 1, 1, 1], &device);
         let closs = critic_loss(opts.loss, &d, reals, fakes, mix, level, alpha, opts.wgan());
