@@ -76,7 +76,7 @@ impl EqConv2d {
         #[cfg(feature = "flex-kernels")]
         if self.kernel == 3 && crate::flex_kernels::runs_on(&x.device()) {
             let out = self.bias.dims()[0];
-            return crate::flex_kernels::conv3x3::conv3x3(x, self.scaled_weight()) + self.bias.val().reshape([1, out, 1, 1]);
+            return crate::flex_kernels::conv3x3::conv3x3(x, self.weight.val(), self.scale) + self.bias.val().reshape([1, out, 1, 1]);
         }
         let pad = self.kernel / 2;
         conv2d(x, self.scaled_weight(), Some(self.bias.val()), ConvOptions::new([1, 1], [pad, pad], [1, 1], 1))
@@ -87,7 +87,7 @@ impl EqConv2d {
     pub fn input_vjp(&self, grad_out: Tensor<4>) -> Tensor<4> {
         #[cfg(feature = "flex-kernels")]
         if self.kernel == 3 && crate::flex_kernels::runs_on(&grad_out.device()) {
-            return crate::flex_kernels::conv3x3::conv3x3_transpose(grad_out, self.scaled_weight());
+            return crate::flex_kernels::conv3x3::conv3x3_transpose(grad_out, self.weight.val(), self.scale);
         }
         let pad = self.kernel / 2;
         conv_transpose2d(

@@ -142,7 +142,7 @@ fn swap_batch_and_channels<T: Element>(x: &[T], first: usize, second: usize, pla
     out
 }
 
-/// `dst[m, n] (+)= lhs[m, k] · rhs[k, n]` with element strides (row, column) for each matrix.
+/// `dst[m, n] (+)= scale · lhs[m, k] · rhs[k, n]` with element strides (row, column) for each matrix.
 #[allow(clippy::too_many_arguments)]
 unsafe fn matmul<T: Element>(
     (m, n, k): (usize, usize, usize),
@@ -153,6 +153,7 @@ unsafe fn matmul<T: Element>(
     lhs_strides: (usize, usize),
     rhs: *const T,
     rhs_strides: (usize, usize),
+    scale: T,
 ) {
     // SAFETY: the caller guarantees every index reached by the shapes and strides is in bounds
     // and that `dst` does not alias `lhs` or `rhs`.
@@ -172,7 +173,7 @@ unsafe fn matmul<T: Element>(
             rhs_strides.1 as isize,
             rhs_strides.0 as isize,
             T::ONE,
-            T::ONE,
+            scale,
             false,
             false,
             false,
@@ -195,7 +196,7 @@ fn thread_ranges(tiles: usize) -> Vec<core::ops::Range<usize>> {
 }
 
 /// `y = w[O, C·9] · im2col(x)`: `[B, C, H, W]` → `[B, O, H, W]`, tile by tile.
-fn convolve<T: Element>(x: &[T], weight: &[T], c_in: usize, c_out: usize, s: &Conv3x3Shape) -> Vec<T> {
+fn convolve<T: Element>(x: &[T], weight: &[T], scale: T, c_in: usize, c_out: usize, s: &Conv3x3Shape) -> Vec<T> {
     let tiling = Tiling::new(s);
     let direct = tiling.tiles_within_images();
     let len_out = c_out * tiling.positions;
@@ -230,6 +231,7 @@ fn convolve<T: Element>(x: &[T], weight: &[T], c_in: usize, c_out: usize, s: &Co
                     (c_in * 9, 1),
                     col.as_ptr(),
                     (TILE, 1),
+                    scale,
                 );
             }
         }
@@ -245,15 +247,15 @@ fn check_lengths<T>(input: &[T], input_channels: usize, weight: &[T], s: &Conv3x
     assert_eq!(weight.len(), s.c_out * s.c_in * 9, "conv3x3: weight length");
 }
 
-/// `y = conv(x, w)`: `x` `[B, C_in, H, W]`, `w` `[C_out, C_in, 3, 3]` → `[B, C_out, H, W]`.
-pub fn conv3x3<T: Element>(x: &[T], w: &[T], s: Conv3x3Shape) -> Vec<T> {
+/// `y = conv(x, w·scale)`: `x` `[B, C_in, H, W]`, `w` `[C_out, C_in, 3, 3]` → `[B, C_out, H, W]`.
+pub fn conv3x3<T: Element>(x: &[T], w: &[T], scale: T, s: Conv3x3Shape) -> Vec<T> {
     check_lengths(x, s.c_in, w, &s);
-    convolve(x, w, s.c_in, s.c_out, &s)
+    convolve(x, w, scale, s.c_in, s.c_out, &s)
 }
 
-/// The input gradient of [`conv3x3`] (a transposed convolution): `g` `[B, C_out, H, W]`,
+/// The input gradient of [`conv3x3`] (a transposed convolution with the scaled weight): `g` `[B, C_out, H, W]`,
 /// `w` `[C_out, C_in, 3, 3]` → `[B, C_in, H, W]`.
-pub fn conv3x3_transpose<T: Element>(g_out: &[T], w: &[T], s: Conv3x3Shape) -> Vec<T> {
+pub fn conv3x3_transpose<T: Element>(g_out: &[T], w: &[T], scale: T, s: Conv3x3Shape) -> Vec<T> {
     check_lengths(g_out, s.c_out, w, &s);
     // Flip the taps and swap the channel axes: [C_in, C_out, 3, 3].
     let mut flipped = vec![T::default(); w.len()];
@@ -264,12 +266,12 @@ pub fn conv3x3_transpose<T: Element>(g_out: &[T], w: &[T], s: Conv3x3Shape) -> V
             }
         }
     }
-    convolve(g_out, &flipped, s.c_out, s.c_in, &s)
+    convolve(g_out, &flipped, scale, s.c_out, s.c_in, &s)
 }
 
-/// The weight gradient of [`conv3x3`]: `x` `[B, C_in, H, W]`, `g` `[B, C_out, H, W]` →
-/// `[C_out, C_in, 3, 3]`.
-pub fn conv3x3_weight_grad<T: Element>(x: &[T], g_out: &[T], s: Conv3x3Shape) -> Vec<T> {
+/// The gradient of [`conv3x3`] with respect to `w` (`scale` times that with respect to the scaled
+/// weight): `x` `[B, C_in, H, W]`, `g` `[B, C_out, H, W]` → `[C_out, C_in, 3, 3]`.
+pub fn conv3x3_weight_grad<T: Element>(x: &[T], g_out: &[T], scale: T, s: Conv3x3Shape) -> Vec<T> {
     assert_eq!(x.len(), s.batch * s.c_in * s.height * s.width, "conv3x3: input length");
     assert_eq!(g_out.len(), s.batch * s.c_out * s.height * s.width, "conv3x3: gradient length");
     let tiling = Tiling::new(&s);
@@ -306,6 +308,7 @@ pub fn conv3x3_weight_grad<T: Element>(x: &[T], g_out: &[T], s: Conv3x3Shape) ->
                         (row_stride, 1),
                         col.as_ptr(),
                         (1, TILE),
+                        scale,
                     );
                 }
                 first = false;
@@ -382,7 +385,7 @@ mod tests {
         for s in SHAPES {
             let x = normals(s.batch * s.c_in * s.height * s.width, &mut rng);
             let w = normals(s.c_out * s.c_in * 9, &mut rng);
-            assert!(max_diff(&conv3x3(&x, &w, s), &naive(&x, &w, s)) < 1e-12, "{s:?}");
+            assert!(max_diff(&conv3x3(&x, &w, 1.0, s), &naive(&x, &w, s)) < 1e-12, "{s:?}");
         }
     }
 
@@ -397,13 +400,13 @@ mod tests {
             let g = normals(s.batch * s.c_out * s.height * s.width, &mut rng);
             let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(p, q)| p * q).sum::<f64>();
             let reference = dot(&g, &naive(&x, &w, s));
-            let via_input = dot(&conv3x3_transpose(&g, &w, s), &x);
-            let via_weight = dot(&conv3x3_weight_grad(&x, &g, s), &w);
+            let via_input = dot(&conv3x3_transpose(&g, &w, 1.0, s), &x);
+            let via_weight = dot(&conv3x3_weight_grad(&x, &g, 1.0, s), &w);
             assert!((reference - via_input).abs() < 1e-9 * (1.0 + reference.abs()), "{s:?}");
             assert!((reference - via_weight).abs() < 1e-9 * (1.0 + reference.abs()), "{s:?}");
             // Element by element too: one-hot probes of the input and the weight.
-            let dx = conv3x3_transpose(&g, &w, s);
-            let dw = conv3x3_weight_grad(&x, &g, s);
+            let dx = conv3x3_transpose(&g, &w, 1.0, s);
+            let dw = conv3x3_weight_grad(&x, &g, 1.0, s);
             for i in [0, x.len() / 2, x.len() - 1] {
                 let mut e = vec![0.0; x.len()];
                 e[i] = 1.0;
@@ -425,7 +428,7 @@ mod tests {
         let w = normals(s.c_out * s.c_in * 9, &mut rng);
         let x32: Vec<f32> = x.iter().map(|&v| v as f32).collect();
         let w32: Vec<f32> = w.iter().map(|&v| v as f32).collect();
-        let y32: Vec<f64> = conv3x3(&x32, &w32, s).into_iter().map(f64::from).collect();
+        let y32: Vec<f64> = conv3x3(&x32, &w32, 1.0, s).into_iter().map(f64::from).collect();
         assert!(max_diff(&y32, &naive(&x, &w, s)) < 1e-4);
     }
 }
