@@ -74,9 +74,11 @@ impl EqConv2d {
     /// `conv(x, w·scale) + b`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         #[cfg(feature = "flex-kernels")]
-        if self.kernel == 3 && crate::flex_kernels::runs_on(&x.device()) {
+        if self.kernel == 3
+            && let Some(y) = crate::flex_kernels::conv3x3::conv3x3(x.clone(), self.weight.val(), self.scale)
+        {
             let out = self.bias.dims()[0];
-            return crate::flex_kernels::conv3x3::conv3x3(x, self.weight.val(), self.scale) + self.bias.val().reshape([1, out, 1, 1]);
+            return y + self.bias.val().reshape([1, out, 1, 1]);
         }
         let pad = self.kernel / 2;
         conv2d(x, self.scaled_weight(), Some(self.bias.val()), ConvOptions::new([1, 1], [pad, pad], [1, 1], 1))
@@ -86,8 +88,10 @@ impl EqConv2d {
     /// weight. Differentiable in the weight, so a penalty on it trains the layer.
     pub fn input_vjp(&self, grad_out: Tensor<4>) -> Tensor<4> {
         #[cfg(feature = "flex-kernels")]
-        if self.kernel == 3 && crate::flex_kernels::runs_on(&grad_out.device()) {
-            return crate::flex_kernels::conv3x3::conv3x3_transpose(grad_out, self.weight.val(), self.scale);
+        if self.kernel == 3
+            && let Some(g) = crate::flex_kernels::conv3x3::conv3x3_transpose(grad_out.clone(), self.weight.val(), self.scale)
+        {
+            return g;
         }
         let pad = self.kernel / 2;
         conv_transpose2d(

@@ -31,7 +31,7 @@ fn main() {
         "conv 3×3 [batch, in→out, res]", "flex fwd", "GFLOP/s", "fwd+bwd", "GFLOP/s", "pggan fwd", "GFLOP/s", "fwd+bwd", "GFLOP/s"
     );
     let burn_conv = |x: Tensor<4>, w: Tensor<4>| conv2d(x, w, None, options());
-    let fast_conv = |x: Tensor<4>, w: Tensor<4>| conv3x3(x, w, 1.0);
+    let fast_conv = |x: Tensor<4>, w: Tensor<4>| conv3x3(x, w, 1.0).expect("flex, f32");
     let convs: [&dyn Fn(Tensor<4>, Tensor<4>) -> Tensor<4>; 2] = [&burn_conv, &fast_conv];
     for [b, c, o, r] in SHAPES {
         let x = Tensor::<4>::random([b, c, r, r], Distribution::Normal(0.0, 1.0), &device).require_grad(); // [b, c, r, r]

@@ -8,117 +8,75 @@ use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-use burn::backend::ops::{ConvOptions, ConvTransposeOptions};
-use burn::backend::tensor::FloatTensor;
 use burn::backend::flex::FlexTensor;
-use burn::backend::{Autodiff, Backend, Dispatch, Flex, TensorMetadata, backend_extension};
-use burn::tensor::module::{conv2d, conv_transpose2d};
-use burn::tensor::{DType, Tensor, TensorData};
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, AutodiffBackend, Backend, Dispatch, Flex, TensorMetadata, backend_extension};
+use burn::tensor::Tensor;
 
 use super::conv3x3_kernels::{self as kernels, Conv3x3Shape};
-use super::runs_on;
+use super::{run_kernel, takes};
 
-fn same_padding() -> ConvOptions<2> {
-    ConvOptions::new([1, 1], [1, 1], [1, 1], 1)
-}
-
-fn same_padding_transpose() -> ConvTransposeOptions<2> {
-    ConvTransposeOptions::new([1, 1], [1, 1], [0, 0], [1, 1], 1)
-}
-
-/// `weight · scale` (for the default implementations on other backends).
-fn scaled<B: Backend>(weight: FloatTensor<B>, scale: f64) -> FloatTensor<B> {
-    B::float_mul_scalar(weight, scale.into())
-}
-
-/// The three operations with the equalised-learning-rate constant `scale` applied to the weight
-/// inside the product (so the scaled weight is never stored), and Burn's own convolutions as the
-/// default for any backend.
+/// The three operations, with the equalised-learning-rate constant `scale` applied to the weight
+/// inside the product (so the scaled weight is never stored).
 #[backend_extension(Flex, Autodiff)]
 pub trait Conv3x3Backend: Backend {
     /// `conv(x, w·scale)` with padding 1: `[B, C_in, H, W]`, `[C_out, C_in, 3, 3]` →
     /// `[B, C_out, H, W]`.
-    fn conv3x3(x: FloatTensor<Self>, weight: FloatTensor<Self>, scale: f64) -> FloatTensor<Self> {
-        Self::conv2d(x, scaled::<Self>(weight, scale), None, same_padding())
-    }
+    fn conv3x3(x: FloatTensor<Self>, weight: FloatTensor<Self>, scale: f64) -> FloatTensor<Self>;
 
     /// The input gradient of [`conv3x3`](Self::conv3x3): `[B, C_out, H, W]` → `[B, C_in, H, W]`.
-    fn conv3x3_transpose(grad: FloatTensor<Self>, weight: FloatTensor<Self>, scale: f64) -> FloatTensor<Self> {
-        Self::conv_transpose2d(grad, scaled::<Self>(weight, scale), None, same_padding_transpose())
-    }
+    fn conv3x3_transpose(grad: FloatTensor<Self>, weight: FloatTensor<Self>, scale: f64) -> FloatTensor<Self>;
 
     /// The gradient of [`conv3x3`](Self::conv3x3) with respect to `weight`, for input `x` and
-    /// output gradient `grad` (`scale` times the gradient with respect to the scaled weight).
+    /// output gradient `grad` (`scale` times the gradient with respect to the scaled weight);
+    /// `weight` gives only its shape.
     fn conv3x3_weight_grad(
         x: FloatTensor<Self>,
         grad: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         scale: f64,
-    ) -> FloatTensor<Self> {
-        scaled::<Self>(Self::conv2d_weight_backward(x, weight, grad, same_padding()), scale)
-    }
+    ) -> FloatTensor<Self>;
 }
 
-/// Sizes from an input `[B, C_in, H, W]` and a weight `[C_out, C_in, 3, 3]`.
-fn shape_of(input: &FlexTensor, weight: &FlexTensor) -> Conv3x3Shape {
-    let x = input.shape();
+/// Sizes from a batch `[B, ·, H, W]` (the input or the output gradient) and a weight
+/// `[C_out, C_in, 3, 3]`.
+fn shape_of(batch: &FlexTensor, weight: &FlexTensor) -> Conv3x3Shape {
+    let x = batch.shape();
     let w = weight.shape();
     Conv3x3Shape { batch: x[0], c_in: w[1], c_out: w[0], height: x[2], width: x[3] }
-}
-
-/// Runs a kernel on the contiguous data of flex tensors in their float type.
-fn run_flex(
-    a: FlexTensor,
-    b: FlexTensor,
-    out_shape: [usize; 4],
-    f32_kernel: impl FnOnce(&[f32], &[f32]) -> Vec<f32>,
-    f64_kernel: impl FnOnce(&[f64], &[f64]) -> Vec<f64>,
-) -> FlexTensor {
-    let (a, b) = (a.to_contiguous(), b.to_contiguous());
-    match (a.dtype(), b.dtype()) {
-        (DType::F32, DType::F32) => {
-            FlexTensor::from_data(TensorData::new(f32_kernel(a.storage(), b.storage()), out_shape))
-        }
-        (DType::F64, DType::F64) => {
-            FlexTensor::from_data(TensorData::new(f64_kernel(a.storage(), b.storage()), out_shape))
-        }
-        (x, w) => panic!("conv3x3: float types {x:?} and {w:?} (only f32 or f64 reach it)"),
-    }
 }
 
 impl Conv3x3Backend for Flex {
     fn conv3x3(x: FlexTensor, weight: FlexTensor, scale: f64) -> FlexTensor {
         let s = shape_of(&x, &weight);
-        run_flex(
-            x,
-            weight,
-            [s.batch, s.c_out, s.height, s.width],
-            |x, w| kernels::conv3x3(x, w, scale as f32, s),
-            |x, w| kernels::conv3x3(x, w, scale, s),
+        run_kernel(
+            "conv3x3",
+            [x, weight],
+            vec![s.batch, s.c_out, s.height, s.width],
+            |[x, w]| kernels::conv3x3(x, w, scale as f32, s),
+            |[x, w]| kernels::conv3x3(x, w, scale, s),
         )
     }
 
     fn conv3x3_transpose(grad: FlexTensor, weight: FlexTensor, scale: f64) -> FlexTensor {
-        let g = grad.shape();
-        let w = weight.shape();
-        let s = Conv3x3Shape { batch: g[0], c_in: w[1], c_out: w[0], height: g[2], width: g[3] };
-        run_flex(
-            grad,
-            weight,
-            [s.batch, s.c_in, s.height, s.width],
-            |g, w| kernels::conv3x3_transpose(g, w, scale as f32, s),
-            |g, w| kernels::conv3x3_transpose(g, w, scale, s),
+        let s = shape_of(&grad, &weight);
+        run_kernel(
+            "conv3x3_transpose",
+            [grad, weight],
+            vec![s.batch, s.c_in, s.height, s.width],
+            |[g, w]| kernels::conv3x3_transpose(g, w, scale as f32, s),
+            |[g, w]| kernels::conv3x3_transpose(g, w, scale, s),
         )
     }
 
     fn conv3x3_weight_grad(x: FlexTensor, grad: FlexTensor, weight: FlexTensor, scale: f64) -> FlexTensor {
         let s = shape_of(&x, &weight);
-        run_flex(
-            x,
-            grad,
-            [s.c_out, s.c_in, 3, 3],
-            |x, g| kernels::conv3x3_weight_grad(x, g, scale as f32, s),
-            |x, g| kernels::conv3x3_weight_grad(x, g, scale, s),
+        run_kernel(
+            "conv3x3_weight_grad",
+            [x, grad],
+            vec![s.c_out, s.c_in, 3, 3],
+            |[x, g]| kernels::conv3x3_weight_grad(x, g, scale as f32, s),
+            |[x, g]| kernels::conv3x3_weight_grad(x, g, scale, s),
         )
     }
 }
@@ -181,32 +139,38 @@ impl<B: Conv3x3Backend, C: CheckpointStrategy> Conv3x3Backend for Autodiff<B, C>
             OpsKind::UnTracked(prep) => prep.finish(B::conv3x3_transpose(gp, wp, scale)),
         }
     }
-}
 
-fn supported(x: &Tensor<4>, weight: &Tensor<4>) -> bool {
-    let float = |t: &Tensor<4>| matches!(t.dtype(), DType::F32 | DType::F64);
-    runs_on(&x.device()) && float(x) && x.dtype() == weight.dtype() && weight.dims()[2..] == [3, 3]
-}
-
-/// `conv(x, w·scale)` with padding 1 and no bias: the fast kernels on flex (f32/f64), Burn's
-/// convolution elsewhere.
-pub fn conv3x3(x: Tensor<4>, weight: Tensor<4>, scale: f64) -> Tensor<4> {
-    if !supported(&x, &weight) {
-        return conv2d(x, weight.mul_scalar(scale), None, same_padding());
+    fn conv3x3_weight_grad(x: FloatTensor<Self>, grad: FloatTensor<Self>, weight: FloatTensor<Self>, scale: f64) -> FloatTensor<Self> {
+        // Backward passes call it on the inner backend; here it is a constant (not differentiated).
+        let (xp, gp, wp) = (x.primitive().clone(), grad.primitive().clone(), weight.primitive().clone());
+        <Self as AutodiffBackend>::from_inner(B::conv3x3_weight_grad(xp, gp, wp, scale))
     }
-    Tensor::from_dispatch(<Dispatch as Conv3x3Backend>::conv3x3(x.into_dispatch(), weight.into_dispatch(), scale))
 }
 
-/// The input gradient of [`conv3x3`]: a transposed convolution with the same scaled weight.
-pub fn conv3x3_transpose(grad: Tensor<4>, weight: Tensor<4>, scale: f64) -> Tensor<4> {
-    if !supported(&grad, &weight) {
-        return conv_transpose2d(grad, weight.mul_scalar(scale), None, same_padding_transpose());
+fn takes_both(x: &Tensor<4>, weight: &Tensor<4>) -> bool {
+    takes(x) && x.dtype() == weight.dtype() && weight.dims()[2..] == [3, 3]
+}
+
+/// `conv(x, w·scale)` with padding 1 and no bias on flex in f32/f64; `None` otherwise (the caller
+/// then uses Burn's convolution).
+pub fn conv3x3(x: Tensor<4>, weight: Tensor<4>, scale: f64) -> Option<Tensor<4>> {
+    if !takes_both(&x, &weight) {
+        return None;
     }
-    Tensor::from_dispatch(<Dispatch as Conv3x3Backend>::conv3x3_transpose(
+    Some(Tensor::from_dispatch(<Dispatch as Conv3x3Backend>::conv3x3(x.into_dispatch(), weight.into_dispatch(), scale)))
+}
+
+/// The input gradient of [`conv3x3`]: a transposed convolution with the same scaled weight, on
+/// flex in f32/f64; `None` otherwise.
+pub fn conv3x3_transpose(grad: Tensor<4>, weight: Tensor<4>, scale: f64) -> Option<Tensor<4>> {
+    if !takes_both(&grad, &weight) {
+        return None;
+    }
+    Some(Tensor::from_dispatch(<Dispatch as Conv3x3Backend>::conv3x3_transpose(
         grad.into_dispatch(),
         weight.into_dispatch(),
         scale,
-    ))
+    )))
 }
 
 #[cfg(test)]
@@ -214,7 +178,17 @@ mod tests {
     use super::*;
     use crate::layers::{tensor_from_f32, tensor_to_f32};
     use crate::rng::SplitMix64;
+    use burn::tensor::module::{conv2d, conv_transpose2d};
+    use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};
     use burn::tensor::{Device, Distribution};
+
+    fn same_padding() -> ConvOptions<2> {
+        ConvOptions::new([1, 1], [1, 1], [1, 1], 1)
+    }
+
+    fn same_padding_transpose() -> ConvTransposeOptions<2> {
+        ConvTransposeOptions::new([1, 1], [1, 1], [0, 0], [1, 1], 1)
+    }
 
     fn close(a: Tensor<4>, b: Tensor<4>, tolerance: f64) {
         assert_eq!(a.dims(), b.dims());
@@ -235,9 +209,9 @@ mod tests {
         let x = random([3, 5, 9, 6], 1, &device);
         let w = random([4, 5, 3, 3], 2, &device);
         let g = random([3, 4, 9, 6], 3, &device);
-        close(conv3x3(x.clone(), w.clone(), 0.3), conv2d(x, w.clone().mul_scalar(0.3), None, same_padding()), 1e-5);
-        close(conv3x3_transpose(g.clone(), w.clone(), 0.3), conv_transpose2d(g, w.mul_scalar(0.3), None, same_padding_transpose()), 1e-5);
-        let y = tensor_to_f32(conv3x3(Tensor::random([2, 3, 4, 4], Distribution::Default, &device), random([2, 3, 3, 3], 4, &device), 1.0));
+        close(conv3x3(x.clone(), w.clone(), 0.3).unwrap(), conv2d(x, w.clone().mul_scalar(0.3), None, same_padding()), 1e-5);
+        close(conv3x3_transpose(g.clone(), w.clone(), 0.3).unwrap(), conv_transpose2d(g, w.mul_scalar(0.3), None, same_padding_transpose()), 1e-5);
+        let y = tensor_to_f32(conv3x3(Tensor::random([2, 3, 4, 4], Distribution::Default, &device), random([2, 3, 3, 3], 4, &device), 1.0).unwrap());
         assert!(y.iter().all(|v| v.is_finite()));
     }
 
@@ -255,7 +229,7 @@ mod tests {
             let w = w0.clone().detach().require_grad();
             let h = h0.clone().detach().require_grad();
             let (y, t) = if fast {
-                (conv3x3(x.clone(), w.clone(), 0.3), conv3x3_transpose(h.clone(), w.clone(), 0.3))
+                (conv3x3(x.clone(), w.clone(), 0.3).unwrap(), conv3x3_transpose(h.clone(), w.clone(), 0.3).unwrap())
             } else {
                 (
                     conv2d(x.clone(), w.clone().mul_scalar(0.3), None, same_padding()),

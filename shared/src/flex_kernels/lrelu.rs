@@ -10,11 +10,11 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{Autodiff, Backend, Dispatch, Flex, TensorMetadata, backend_extension};
-use burn::tensor::{DType, Tensor, TensorData};
+use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
+use burn::tensor::Tensor;
 use rayon::prelude::*;
 
-use super::runs_on;
+use super::{dims_of, run_kernel, takes};
 use crate::layers::LRELU_SLOPE;
 
 /// Elements per parallel chunk.
@@ -44,23 +44,15 @@ where
 
 impl LeakyBackend for Flex {
     fn leaky_scale(pre: FlexTensor, grad: FlexTensor) -> FlexTensor {
-        let shape = grad.shape();
-        if pre.shape() != shape {
-            panic!("leaky_scale: shapes {:?} and {:?} differ", pre.shape(), shape);
-        }
-        let (pre, grad) = (pre.to_contiguous(), grad.to_contiguous());
-        let dims = shape.to_vec();
-        match (pre.dtype(), grad.dtype()) {
-            (DType::F32, DType::F32) => FlexTensor::from_data(TensorData::new(
-                scale_slices(pre.storage::<f32>(), grad.storage::<f32>(), LRELU_SLOPE as f32, 1.0),
-                dims,
-            )),
-            (DType::F64, DType::F64) => FlexTensor::from_data(TensorData::new(
-                scale_slices(pre.storage::<f64>(), grad.storage::<f64>(), LRELU_SLOPE, 1.0),
-                dims,
-            )),
-            (p, g) => panic!("leaky_scale: float types {p:?} and {g:?} (only f32 or f64 reach it)"),
-        }
+        let dims = dims_of(&grad);
+        assert_eq!(dims_of(&pre), dims, "leaky_scale: shapes differ");
+        run_kernel(
+            "leaky_scale",
+            [pre, grad],
+            dims,
+            |[p, g]| scale_slices(p, g, LRELU_SLOPE as f32, 1.0),
+            |[p, g]| scale_slices(p, g, LRELU_SLOPE, 1.0),
+        )
     }
 }
 
@@ -93,8 +85,7 @@ impl<B: LeakyBackend, C: CheckpointStrategy> LeakyBackend for Autodiff<B, C> {
 /// `g · (1 if pre > 0 else 0.2)` on flex in f32 or f64; `None` otherwise (the caller then uses
 /// Burn's operations).
 pub fn leaky_scale<const D: usize>(pre: Tensor<D>, grad: Tensor<D>) -> Option<Tensor<D>> {
-    let float = |t: &Tensor<D>| matches!(t.dtype(), DType::F32 | DType::F64);
-    if !runs_on(&grad.device()) || !float(&pre) || !float(&grad) || pre.dims() != grad.dims() {
+    if !takes(&pre) || !takes(&grad) || pre.dims() != grad.dims() {
         return None;
     }
     Some(Tensor::from_dispatch(<Dispatch as LeakyBackend>::leaky_scale(pre.into_dispatch(), grad.into_dispatch())))

@@ -12,8 +12,9 @@
 //! - [`resample`]: nearest 2× upsampling and 2×2 pooling as an adjoint pair of single passes
 //!   (flex's average-pool gradient and the expand/reshape upsample were ~6% of a 64×64 step).
 //!
-//! Only flex runs them: the public functions fall back to Burn's own operations on every other
-//! device (wgpu, CUDA, the browser), so the model gives the same results everywhere.
+//! Only flex runs them, in f32 or f64: the public functions return `None` on every other device
+//! (wgpu, CUDA, the browser) and float type, and the model's layers then use Burn's own
+//! operations, so the model gives the same results everywhere.
 
 pub mod conv3x3;
 pub mod conv3x3_kernels;
@@ -21,11 +22,44 @@ pub mod lrelu;
 pub mod pixel_norm;
 pub mod resample;
 
-use burn::tensor::Device;
+use burn::backend::TensorMetadata;
+use burn::backend::flex::FlexTensor;
+use burn::tensor::{DType, Device, Tensor, TensorData};
 
 /// Whether `device` runs these kernels (flex, with or without autodiff).
 pub fn runs_on(device: &Device) -> bool {
     device.clone().inner() == Device::flex()
+}
+
+/// Whether the kernels take `t`: on flex, in f32 or f64.
+fn takes<const D: usize>(t: &Tensor<D>) -> bool {
+    runs_on(&t.device()) && matches!(t.dtype(), DType::F32 | DType::F64)
+}
+
+/// Runs the f32 or the f64 version of a kernel on the contiguous data of `inputs` (all of one
+/// float type) and wraps its result as a tensor of `shape`. `op` names the operation in the panic
+/// for other types, which the public functions never pass.
+fn run_kernel<const N: usize>(
+    op: &str,
+    inputs: [FlexTensor; N],
+    shape: Vec<usize>,
+    f32_kernel: impl FnOnce([&[f32]; N]) -> Vec<f32>,
+    f64_kernel: impl FnOnce([&[f64]; N]) -> Vec<f64>,
+) -> FlexTensor {
+    let inputs = inputs.map(|t| t.to_contiguous());
+    let dtypes = inputs.each_ref().map(|t| t.dtype());
+    if dtypes.iter().all(|d| *d == DType::F32) {
+        FlexTensor::from_data(TensorData::new(f32_kernel(inputs.each_ref().map(|t| t.storage::<f32>())), shape))
+    } else if dtypes.iter().all(|d| *d == DType::F64) {
+        FlexTensor::from_data(TensorData::new(f64_kernel(inputs.each_ref().map(|t| t.storage::<f64>())), shape))
+    } else {
+        panic!("{op}: float types {dtypes:?} (only f32 or f64, all alike, reach it)")
+    }
+}
+
+/// The dimensions of a flex tensor.
+fn dims_of(t: &FlexTensor) -> Vec<usize> {
+    t.shape().to_vec()
 }
 
 #[cfg(test)]

@@ -11,10 +11,10 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, AutodiffBackend, Backend, Dispatch, Flex, TensorMetadata, backend_extension};
-use burn::tensor::{DType, Tensor, TensorData};
+use burn::tensor::Tensor;
 use rayon::prelude::*;
 
-use super::runs_on;
+use super::{dims_of, run_kernel, takes};
 use crate::layers::PIXEL_NORM_EPS;
 
 /// Pixel norm over the channel axis of `[N, C, H, W]` (flex only; [`pixel_norm`] routes other
@@ -97,34 +97,23 @@ fn backward<T: Real>(x: &[T], g: &[T], channels: usize, pixels: usize) -> Vec<T>
     out
 }
 
-fn dims(x: &FlexTensor) -> ([usize; 4], usize, usize) {
+/// Channels and pixels per channel of `[N, C, H, W]`.
+fn channels_and_pixels(x: &FlexTensor) -> (usize, usize) {
     let s = x.shape();
-    ([s[0], s[1], s[2], s[3]], s[1], s[2] * s[3])
+    (s[1], s[2] * s[3])
 }
 
 impl PixelNormBackend for Flex {
     fn pixel_norm(x: FlexTensor) -> FlexTensor {
-        let x = x.to_contiguous();
-        let (shape, c, p) = dims(&x);
-        match x.dtype() {
-            DType::F32 => FlexTensor::from_data(TensorData::new(forward(x.storage::<f32>(), c, p), shape)),
-            DType::F64 => FlexTensor::from_data(TensorData::new(forward(x.storage::<f64>(), c, p), shape)),
-            dtype => panic!("pixel_norm: float type {dtype:?} (only f32 or f64 reach it)"),
-        }
+        let (c, p) = channels_and_pixels(&x);
+        let dims = dims_of(&x);
+        run_kernel("pixel_norm", [x], dims, |[x]| forward(x, c, p), |[x]| forward(x, c, p))
     }
 
     fn pixel_norm_backward(x: FlexTensor, grad: FlexTensor) -> FlexTensor {
-        let (x, grad) = (x.to_contiguous(), grad.to_contiguous());
-        let (shape, c, p) = dims(&x);
-        match (x.dtype(), grad.dtype()) {
-            (DType::F32, DType::F32) => {
-                FlexTensor::from_data(TensorData::new(backward(x.storage::<f32>(), grad.storage::<f32>(), c, p), shape))
-            }
-            (DType::F64, DType::F64) => {
-                FlexTensor::from_data(TensorData::new(backward(x.storage::<f64>(), grad.storage::<f64>(), c, p), shape))
-            }
-            (a, b) => panic!("pixel_norm_backward: float types {a:?} and {b:?} (only f32 or f64 reach it)"),
-        }
+        let (c, p) = channels_and_pixels(&x);
+        let dims = dims_of(&x);
+        run_kernel("pixel_norm_backward", [x, grad], dims, |[x, g]| backward(x, g, c, p), |[x, g]| backward(x, g, c, p))
     }
 }
 
@@ -161,7 +150,7 @@ impl<B: PixelNormBackend, C: CheckpointStrategy> PixelNormBackend for Autodiff<B
 
 /// Pixel norm on flex in f32/f64; `None` otherwise.
 pub fn pixel_norm(x: Tensor<4>) -> Option<Tensor<4>> {
-    if !runs_on(&x.device()) || !matches!(x.dtype(), DType::F32 | DType::F64) {
+    if !takes(&x) {
         return None;
     }
     Some(Tensor::from_dispatch(<Dispatch as PixelNormBackend>::pixel_norm(x.into_dispatch())))

@@ -12,10 +12,10 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Dispatch, Flex, TensorMetadata, backend_extension};
-use burn::tensor::{DType, Tensor, TensorData};
+use burn::tensor::Tensor;
 use rayon::prelude::*;
 
-use super::runs_on;
+use super::{run_kernel, takes};
 
 /// The pair of resampling operations (flex only; the public functions route other devices to
 /// Burn's operations).
@@ -63,24 +63,16 @@ fn pool_planes<T: Sample>(x: &[T], h: usize, w: usize, scale: T) -> Vec<T> {
 }
 
 fn resample_flex(x: FlexTensor, scale: f64, up: bool) -> FlexTensor {
-    let x = x.to_contiguous();
     let s = x.shape();
     let [n, c, h, w] = [s[0], s[1], s[2], s[3]];
     let (oh, ow) = if up { (2 * h, 2 * w) } else { (h / 2, w / 2) };
-    let shape = [n, c, oh, ow];
-    match x.dtype() {
-        DType::F32 => {
-            let (data, scale) = (x.storage::<f32>(), scale as f32);
-            let out = if up { upsample_planes(data, h, w, scale) } else { pool_planes(data, oh, ow, scale) };
-            FlexTensor::from_data(TensorData::new(out, shape))
-        }
-        DType::F64 => {
-            let data = x.storage::<f64>();
-            let out = if up { upsample_planes(data, h, w, scale) } else { pool_planes(data, oh, ow, scale) };
-            FlexTensor::from_data(TensorData::new(out, shape))
-        }
-        dtype => panic!("resample: float type {dtype:?} (only f32 or f64 reach it)"),
-    }
+    run_kernel(
+        if up { "upsample2x" } else { "pool2x" },
+        [x],
+        vec![n, c, oh, ow],
+        |[x]| if up { upsample_planes(x, h, w, scale as f32) } else { pool_planes(x, oh, ow, scale as f32) },
+        |[x]| if up { upsample_planes(x, h, w, scale) } else { pool_planes(x, oh, ow, scale) },
+    )
 }
 
 impl ResampleBackend for Flex {
@@ -143,14 +135,10 @@ impl<B: ResampleBackend, C: CheckpointStrategy> ResampleBackend for Autodiff<B, 
     }
 }
 
-fn supported(x: &Tensor<4>) -> bool {
-    runs_on(&x.device()) && matches!(x.dtype(), DType::F32 | DType::F64)
-}
-
 /// `[N, C, H, W]` → `[N, C, 2H, 2W]` with each pixel `scale·x` over its 2×2 block, on flex in
 /// f32/f64; `None` otherwise.
 pub fn upsample2x(x: Tensor<4>, scale: f64) -> Option<Tensor<4>> {
-    if !supported(&x) {
+    if !takes(&x) {
         return None;
     }
     Some(Tensor::from_dispatch(<Dispatch as ResampleBackend>::upsample2x(x.into_dispatch(), scale)))
@@ -159,7 +147,7 @@ pub fn upsample2x(x: Tensor<4>, scale: f64) -> Option<Tensor<4>> {
 /// `scale` times the sum of each 2×2 block, on flex in f32/f64 with even sides; `None` otherwise.
 pub fn pool2x(x: Tensor<4>, scale: f64) -> Option<Tensor<4>> {
     let [_, _, h, w] = x.dims();
-    if !supported(&x) || h % 2 != 0 || w % 2 != 0 {
+    if !takes(&x) || h % 2 != 0 || w % 2 != 0 {
         return None;
     }
     Some(Tensor::from_dispatch(<Dispatch as ResampleBackend>::pool2x(x.into_dispatch(), scale)))
