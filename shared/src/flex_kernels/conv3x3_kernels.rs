@@ -2,8 +2,8 @@
 //!
 //! Output positions (`B·H·W`) are taken in tiles of [`TILE`]. A tile's im2col block
 //! `[C·9, TILE]` — row `c·9 + k` holds input channel `c` shifted by tap `k` — is copied straight
-//! from the `[B, C, H, W]` input in runs of at most one image row, with zeros where a tap reads
-//! past the border; it stays in cache, and one matrix product `[O, C·9] × [C·9, TILE]` (the weight
+//! from the `[B, C, H, W]` input (whole rows of an image in one copy, a partial row on its own),
+//! with zeros where a tap reads past the border; it stays in cache, and one matrix product `[O, C·9] × [C·9, TILE]` (the weight
 //! as stored, no repacking) computes the tile. When the tiles fall within single images
 //! (`H·W` a multiple of [`TILE`]: 16×16 and up) the product writes `[B, O, H, W]` directly;
 //! smaller images go through a `[O, B·H·W]` buffer. The input gradient is the same convolution of
@@ -90,7 +90,8 @@ impl Tiling {
         (start, TILE.min(self.positions - start))
     }
 
-    /// The row runs of positions `start..start + len`.
+    /// The row runs of positions `start..start + len`; consecutive whole rows of one image make
+    /// one run (`x0` 0, `len` a multiple of the width).
     fn runs(&self, start: usize, len: usize, runs: &mut Vec<Run>) {
         runs.clear();
         let mut p = start;
@@ -98,7 +99,11 @@ impl Tiling {
             let (b, i) = (p / self.image, p % self.image);
             let (y, x0) = (i / self.width, i % self.width);
             let run = (self.width - x0).min(start + len - p);
-            runs.push(Run { b, y, x0, len: run, dst: p - start });
+            let whole_row = x0 == 0 && run == self.width;
+            match runs.last_mut() {
+                Some(last) if whole_row && last.b == b && last.x0 == 0 && last.len.is_multiple_of(self.width) => last.len += run,
+                _ => runs.push(Run { b, y, x0, len: run, dst: p - start }),
+            }
             p += run;
         }
     }
@@ -112,6 +117,11 @@ impl Tiling {
                 let row = &mut col[(c * 9 + k) * TILE..][..len];
                 for r in runs {
                     let dst = &mut row[r.dst..r.dst + r.len];
+                    let plane = &x[(r.b * channels + c) * self.image..][..self.image];
+                    if r.x0 == 0 && r.len.is_multiple_of(self.width) {
+                        self.shift_rows(plane, r.y, r.len / self.width, (dy, dx), dst);
+                        continue;
+                    }
                     let sy = r.y as isize + dy;
                     if sy < 0 || sy >= h {
                         dst.fill(T::default());
@@ -120,13 +130,45 @@ impl Tiling {
                     let sx0 = r.x0 as isize + dx;
                     let lo = (-sx0).max(0) as usize; // leading columns left of the image
                     let hi = (w - sx0).min(r.len as isize).max(lo as isize) as usize; // end of the in-image part
-                    let base = (r.b * channels + c) * self.image + sy as usize * self.width;
+                    let base = sy as usize * self.width;
                     let src = (sx0 + lo as isize) as usize;
                     dst[..lo].fill(T::default());
-                    dst[lo..hi].copy_from_slice(&x[base + src..base + src + (hi - lo)]);
+                    dst[lo..hi].copy_from_slice(&plane[base + src..base + src + (hi - lo)]);
                     dst[hi..].fill(T::default());
                 }
             }
+        }
+    }
+
+    /// Rows `y0..y0 + rows` of one channel plane shifted by tap `(dy, dx)`, zero past the
+    /// border, into `dst` (`rows · W` long): one contiguous copy of the rows that stay inside
+    /// the image (a shift by `dx` moves a row's end into the next row's start, overwritten
+    /// below), zero rows above or below it, then the one border column that `dx` exposes.
+    fn shift_rows<T: Element>(&self, plane: &[T], y0: usize, rows: usize, (dy, dx): (isize, isize), dst: &mut [T]) {
+        let (h, w) = (self.height as isize, self.width);
+        let first = (y0 as isize).max(-dy); // first row whose source row is inside
+        let end = (y0 as isize + rows as isize).min(h - dy); // end of those rows
+        if first >= end {
+            dst.fill(T::default());
+            return;
+        }
+        let (a, e) = ((first - y0 as isize) as usize * w, (end - y0 as isize) as usize * w);
+        dst[..a].fill(T::default());
+        dst[e..].fill(T::default());
+        // The source of dst[a..e]: plane positions from (first + dy)·W + dx, which may start one
+        // before the plane or end one past it; those elements lie in the border column.
+        let src = (first + dy) * w as isize + dx;
+        let lead = (-src).max(0) as usize;
+        let trail = (src + (e - a) as isize - self.image as isize).max(0) as usize;
+        let from = (src + lead as isize) as usize;
+        dst[a + lead..e - trail].copy_from_slice(&plane[from..from + (e - a - lead - trail)]);
+        let column = match dx {
+            -1 => 0,
+            1 => w - 1,
+            _ => return,
+        };
+        for i in (a + column..e).step_by(w) {
+            dst[i] = T::default();
         }
     }
 }
@@ -259,13 +301,14 @@ pub fn conv3x3_transpose<T: Element>(g_out: &[T], w: &[T], scale: T, s: Conv3x3S
     check_lengths(g_out, s.c_out, w, &s);
     // Flip the taps and swap the channel axes: [C_in, C_out, 3, 3].
     let mut flipped = vec![T::default(); w.len()];
-    for o in 0..s.c_out {
-        for c in 0..s.c_in {
-            for k in 0..9 {
-                flipped[(c * s.c_out + o) * 9 + 8 - k] = w[(o * s.c_in + c) * 9 + k];
+    flipped.par_chunks_mut(s.c_out * 9).enumerate().for_each(|(c, dst)| {
+        for (o, taps) in dst.chunks_exact_mut(9).enumerate() {
+            let src = &w[(o * s.c_in + c) * 9..][..9];
+            for (k, t) in taps.iter_mut().enumerate() {
+                *t = src[8 - k];
             }
         }
-    }
+    });
     convolve(g_out, &flipped, scale, s.c_out, s.c_in, &s)
 }
 
@@ -369,14 +412,17 @@ mod tests {
     }
 
     /// Shapes with more positions than one tile, non-square images, 1×1 images, and images of
-    /// exactly one and two tiles (written directly).
-    const SHAPES: [Conv3x3Shape; 6] = [
+    /// exactly one and two tiles (written directly), tiles that end inside a row of tiny images,
+    /// and one-pixel-wide images.
+    const SHAPES: [Conv3x3Shape; 8] = [
         Conv3x3Shape { batch: 2, c_in: 3, c_out: 2, height: 8, width: 16 },
         Conv3x3Shape { batch: 3, c_in: 2, c_out: 3, height: 16, width: 16 },
         Conv3x3Shape { batch: 2, c_in: 5, c_out: 3, height: 6, width: 7 },
         Conv3x3Shape { batch: 3, c_in: 4, c_out: 6, height: 13, width: 9 },
         Conv3x3Shape { batch: 4, c_in: 2, c_out: 2, height: 1, width: 1 },
         Conv3x3Shape { batch: 1, c_in: 7, c_out: 4, height: 4, width: 4 },
+        Conv3x3Shape { batch: 30, c_in: 2, c_out: 3, height: 2, width: 3 },
+        Conv3x3Shape { batch: 3, c_in: 3, c_out: 2, height: 5, width: 1 },
     ];
 
     #[test]
