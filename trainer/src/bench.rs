@@ -82,12 +82,12 @@ pub fn bench(o: &BenchOptions) -> Result<Vec<BenchRow>> {
             let fakes = fakes_for_critic(&g, z, level, 1.0);
             let mix = tensor_from_f32((0..n).map(|_| rng.uniform_f64() as f32).collect(), [n, 1, 1, 1], &device);
             let closs = critic_loss(LossKind::WganGp, &d, reals, fakes, mix, level, 1.0, wgan);
-            let grads = closs.loss.backward();
-            let d = adam_d.step(d, &grads, adam);
+            let mut grads = closs.loss.backward();
+            let d = adam_d.step(d, &mut grads, adam);
             let z = tensor_from_f32(rng.normals_f32(n * o.latent), [n, o.latent], &device);
             let gl = generator_loss(LossKind::WganGp, &d.clone().no_grad(), g.forward(z, level, 1.0), level, 1.0);
-            let grads = gl.backward();
-            let g = adam_g.step(g, &grads, adam);
+            let mut grads = gl.backward();
+            let g = adam_g.step(g, &mut grads, adam);
             let ema = update_ema(ema, &g, 0.999);
             // Reading a value forces every queued kernel to finish.
             let _ = pggan_model::layers::tensor_to_f32(closs.stats.inner());

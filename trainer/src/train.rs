@@ -277,15 +277,15 @@ pub fn train(opts: &TrainOptions, stop: Arc<AtomicBool>) -> Result<TrainOutcome>
         let mix: Vec<f32> = (0..n).map(|_| state.mix_rng.uniform_f64() as f32).collect();
         let mix = tensor_from_f32(mix, [n, 1, 1, 1], &device);
         let closs = critic_loss(opts.loss, &d, reals, fakes, mix, level, alpha, opts.wgan());
-        let grads = closs.loss.backward();
-        d = adam_d.step(d, &grads, adam);
+        let mut grads = closs.loss.backward();
+        d = adam_d.step(d, &mut grads, adam);
 
         // Generator step.
         let z = random_latents(&mut state.latent_rng, n, config.latent_size, &device);
         let fakes = g.forward(z, level, alpha);
         let gloss = generator_loss(opts.loss, &d.clone().no_grad(), fakes, level, alpha);
-        let grads = gloss.backward();
-        g = adam_g.step(g, &grads, adam);
+        let mut grads = gloss.backward();
+        g = adam_g.step(g, &mut grads, adam);
         ema = update_ema(ema, &g, ema_beta(opts.ema_beta, opts.ema_kimg, n));
 
         let before = state.nimg;
