@@ -57,6 +57,7 @@ impl ModuleMapper for Stepper<'_> {
         let moments = self.moments.remove(&name);
         let (step, params) = (self.step, self.params);
         param.map(|w| {
+            // Back onto the autodiff device as a fresh leaf that keeps requiring gradients.
             let tracked = w.is_require_grad();
             let (updated, m, v) = update(w.inner(), g, moments, params, step);
             self.moments.insert(name, (m, v));
@@ -70,7 +71,10 @@ impl ModuleMapper for Stepper<'_> {
 /// `(m, v)` (`[n]`; none before the first step): the updated parameter and moments.
 fn update<const D: usize>(w: Tensor<D>, g: Tensor<1>, moments: Option<(Tensor<1>, Tensor<1>)>, p: AdamParams, step: u64) -> (Tensor<D>, Tensor<1>, Tensor<1>) {
     #[cfg(feature = "flex")]
-    if pggan_model::flex_kernels::runs_on(&w.device()) && [w.dtype(), g.dtype()].iter().all(|d| *d == burn::tensor::DType::F32) {
+    if pggan_model::flex_kernels::runs_on(&w.device()) && {
+        let moment_dtypes = moments.iter().flat_map(|(m, v)| [m.dtype(), v.dtype()]);
+        [w.dtype(), g.dtype()].into_iter().chain(moment_dtypes).all(|d| d == burn::tensor::DType::F32)
+    } {
         return fused::update(w, g, moments, p, step);
     }
     update_by_tensor_ops(w, g, moments, p, step)
