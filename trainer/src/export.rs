@@ -90,8 +90,7 @@ fn logged_until(run: &Path, kimg: f64, slack: f64) -> Vec<serde_json::Value> {
 fn latest_metrics(run: &Path, kimg: f64) -> serde_json::Value {
     logged_until(run, kimg, 0.1)
         .into_iter()
-        .filter(|v| v.get("metrics").is_some())
-        .last()
+        .rfind(|v| v.get("metrics").is_some())
         .map(|v| {
             let mut m = v["metrics"].clone();
             m["kimg"] = v["kimg"].clone();
@@ -103,7 +102,7 @@ fn latest_metrics(run: &Path, kimg: f64) -> serde_json::Value {
 
 /// The `train_seconds` of the last tick logged at or before `kimg` (0 when none is).
 fn train_seconds_at(run: &Path, kimg: f64) -> f64 {
-    logged_until(run, kimg, 1e-6).iter().filter_map(|v| v["train_seconds"].as_f64()).last().unwrap_or(0.0)
+    logged_until(run, kimg, 1e-6).iter().filter_map(|v| v["train_seconds"].as_f64()).next_back().unwrap_or(0.0)
 }
 
 /// Writes the EMA generator and its stage snapshots as f16 safetensors with a manifest: the

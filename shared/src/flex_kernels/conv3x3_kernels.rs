@@ -259,6 +259,8 @@ fn convolve<T: Element>(x: &[T], weight: &[T], scale: T, c_in: usize, c_out: usi
             } else {
                 (start, tiling.positions)
             };
+            // The whole `SendPtr` is captured (and sent to the thread), not its raw-pointer field.
+            #[allow(clippy::redundant_locals)]
             let dst = dst;
             // SAFETY: the weight is [c_out, c_in·9] row-major, the column block [c_in·9, TILE];
             // the destination block is c_out rows of `len` inside `out`'s capacity. gemm does not
