@@ -15,22 +15,12 @@
 
 use rayon::prelude::*;
 
+use super::Float;
+
 /// Output positions per tile: of 96, 128, 256 and 512, 128 was fastest on the shapes that
 /// `trainer/examples/conv_speed.rs` times (a 32×32 model's layers, batch 16), and its im2col
 /// block (`C·9·128` floats, 1.2 MB at 256 channels) stays near a core's L2 cache.
 const TILE: usize = 128;
-
-/// Element types the kernels run on.
-pub trait Element: Copy + Send + Sync + Default + core::ops::AddAssign + 'static {
-    /// 1 in this type (the product's scale).
-    const ONE: Self;
-}
-impl Element for f32 {
-    const ONE: Self = 1.0;
-}
-impl Element for f64 {
-    const ONE: Self = 1.0;
-}
 
 /// Sizes of one convolution: batch, input and output channels, height and width.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -109,7 +99,7 @@ impl Tiling {
     }
 
     /// The im2col block of a tile from `[B, C, H, W]` input, zero where a tap reads past the border.
-    fn im2col<T: Element>(&self, x: &[T], channels: usize, runs: &[Run], len: usize, col: &mut [T]) {
+    fn im2col<T: Float>(&self, x: &[T], channels: usize, runs: &[Run], len: usize, col: &mut [T]) {
         let (h, w) = (self.height as isize, self.width as isize);
         for c in 0..channels {
             for k in 0..9 {
@@ -144,7 +134,7 @@ impl Tiling {
     /// border, into `dst` (`rows · W` long): one contiguous copy of the rows that stay inside
     /// the image (a shift by `dx` moves a row's end into the next row's start, overwritten
     /// below), zero rows above or below it, then the one border column that `dx` exposes.
-    fn shift_rows<T: Element>(&self, plane: &[T], y0: usize, rows: usize, (dy, dx): (isize, isize), dst: &mut [T]) {
+    fn shift_rows<T: Float>(&self, plane: &[T], y0: usize, rows: usize, (dy, dx): (isize, isize), dst: &mut [T]) {
         let (h, w) = (self.height as isize, self.width);
         let first = (y0 as isize).max(-dy); // first row whose source row is inside
         let end = (y0 as isize + rows as isize).min(h - dy); // end of those rows
@@ -174,7 +164,7 @@ impl Tiling {
 }
 
 /// `[B, C, H·W]` ↔ `[C, B, H·W]`: swaps the first two axes of a batch of channel planes.
-fn swap_batch_and_channels<T: Element>(x: &[T], first: usize, second: usize, plane: usize) -> Vec<T> {
+fn swap_batch_and_channels<T: Float>(x: &[T], first: usize, second: usize, plane: usize) -> Vec<T> {
     let mut out = vec![T::default(); x.len()];
     out.par_chunks_mut(plane).enumerate().for_each(|(ji, dst)| {
         let (j, i) = (ji / first, ji % first);
@@ -186,7 +176,7 @@ fn swap_batch_and_channels<T: Element>(x: &[T], first: usize, second: usize, pla
 
 /// `dst[m, n] (+)= scale · lhs[m, k] · rhs[k, n]` with element strides (row, column) for each matrix.
 #[allow(clippy::too_many_arguments)]
-unsafe fn matmul<T: Element>(
+unsafe fn matmul<T: Float>(
     (m, n, k): (usize, usize, usize),
     dst: *mut T,
     dst_strides: (usize, usize),
@@ -238,7 +228,7 @@ fn thread_ranges(tiles: usize) -> Vec<core::ops::Range<usize>> {
 }
 
 /// `y = w[O, C·9] · im2col(x)`: `[B, C, H, W]` → `[B, O, H, W]`, tile by tile.
-fn convolve<T: Element>(x: &[T], weight: &[T], scale: T, c_in: usize, c_out: usize, s: &Conv3x3Shape) -> Vec<T> {
+fn convolve<T: Float>(x: &[T], weight: &[T], scale: T, c_in: usize, c_out: usize, s: &Conv3x3Shape) -> Vec<T> {
     let tiling = Tiling::new(s);
     let direct = tiling.tiles_within_images();
     let len_out = c_out * tiling.positions;
@@ -292,14 +282,14 @@ fn check_lengths<T>(input: &[T], input_channels: usize, weight: &[T], s: &Conv3x
 }
 
 /// `y = conv(x, w·scale)`: `x` `[B, C_in, H, W]`, `w` `[C_out, C_in, 3, 3]` → `[B, C_out, H, W]`.
-pub fn conv3x3<T: Element>(x: &[T], w: &[T], scale: T, s: Conv3x3Shape) -> Vec<T> {
+pub fn conv3x3<T: Float>(x: &[T], w: &[T], scale: T, s: Conv3x3Shape) -> Vec<T> {
     check_lengths(x, s.c_in, w, &s);
     convolve(x, w, scale, s.c_in, s.c_out, &s)
 }
 
 /// The input gradient of [`conv3x3`] (a transposed convolution with the scaled weight): `g` `[B, C_out, H, W]`,
 /// `w` `[C_out, C_in, 3, 3]` → `[B, C_in, H, W]`.
-pub fn conv3x3_transpose<T: Element>(g_out: &[T], w: &[T], scale: T, s: Conv3x3Shape) -> Vec<T> {
+pub fn conv3x3_transpose<T: Float>(g_out: &[T], w: &[T], scale: T, s: Conv3x3Shape) -> Vec<T> {
     check_lengths(g_out, s.c_out, w, &s);
     // Flip the taps and swap the channel axes: [C_in, C_out, 3, 3].
     let mut flipped = vec![T::default(); w.len()];
@@ -316,7 +306,7 @@ pub fn conv3x3_transpose<T: Element>(g_out: &[T], w: &[T], scale: T, s: Conv3x3S
 
 /// The gradient of [`conv3x3`] with respect to `w` (`scale` times that with respect to the scaled
 /// weight): `x` `[B, C_in, H, W]`, `g` `[B, C_out, H, W]` → `[C_out, C_in, 3, 3]`.
-pub fn conv3x3_weight_grad<T: Element>(x: &[T], g_out: &[T], scale: T, s: Conv3x3Shape) -> Vec<T> {
+pub fn conv3x3_weight_grad<T: Float>(x: &[T], g_out: &[T], scale: T, s: Conv3x3Shape) -> Vec<T> {
     assert_eq!(x.len(), s.batch * s.c_in * s.height * s.width, "conv3x3: input length");
     assert_eq!(g_out.len(), s.batch * s.c_out * s.height * s.width, "conv3x3: gradient length");
     let tiling = Tiling::new(&s);

@@ -14,7 +14,7 @@ use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
 use burn::tensor::Tensor;
 use rayon::prelude::*;
 
-use super::{dims_of, run_kernel, takes};
+use super::{Float, dims_of, run_kernel, takes};
 use crate::layers::LRELU_SLOPE;
 
 /// Elements per parallel chunk.
@@ -27,23 +27,8 @@ pub trait LeakyBackend: Backend {
     fn leaky_scale(pre: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self>;
 }
 
-/// `g · (1 if p > 0 else slope)` element by element, for f32 and f64.
-trait Slope: Copy + Send + Sync + Default + PartialOrd + core::ops::Mul<Output = Self> + core::ops::Add<Output = Self> {
-    /// 1 if `b`, else 0.
-    fn indicator(b: bool) -> Self;
-}
-impl Slope for f32 {
-    fn indicator(b: bool) -> Self {
-        f32::from(u8::from(b))
-    }
-}
-impl Slope for f64 {
-    fn indicator(b: bool) -> Self {
-        f64::from(u8::from(b))
-    }
-}
-
-fn scale_slices<T: Slope>(pre: &[T], grad: &[T], slope: T, one_minus_slope: T) -> Vec<T> {
+/// `g · (1 if p > 0 else slope)` element by element.
+fn scale_slices<T: Float>(pre: &[T], grad: &[T], slope: T, one_minus_slope: T) -> Vec<T> {
     let mut out = vec![T::default(); grad.len()];
     out.par_chunks_mut(CHUNK).zip(pre.par_chunks(CHUNK).zip(grad.par_chunks(CHUNK))).for_each(|(out, (pre, grad))| {
         for ((o, &p), &g) in out.iter_mut().zip(pre).zip(grad) {

@@ -26,6 +26,50 @@ use burn::backend::TensorMetadata;
 use burn::backend::flex::FlexTensor;
 use burn::tensor::{DType, Device, Tensor, TensorData};
 
+/// The element types the kernels run on, f32 and f64, with what the kernels need of them.
+pub trait Float:
+    Copy
+    + Send
+    + Sync
+    + Default
+    + PartialOrd
+    + 'static
+    + core::ops::Add<Output = Self>
+    + core::ops::Sub<Output = Self>
+    + core::ops::Mul<Output = Self>
+    + core::ops::Div<Output = Self>
+    + core::ops::AddAssign
+{
+    /// 1 in this type.
+    const ONE: Self;
+    /// `v` rounded to this type.
+    fn from_f64(v: f64) -> Self;
+    /// The square root.
+    fn sqrt(self) -> Self;
+    /// 1 if `b`, else 0 (arithmetic the compiler vectorises, where a choice between two
+    /// constants may become a table lookup).
+    fn indicator(b: bool) -> Self;
+}
+
+macro_rules! impl_float {
+    ($t:ty) => {
+        impl Float for $t {
+            const ONE: Self = 1.0;
+            fn from_f64(v: f64) -> Self {
+                v as $t
+            }
+            fn sqrt(self) -> Self {
+                <$t>::sqrt(self)
+            }
+            fn indicator(b: bool) -> Self {
+                <$t>::from(u8::from(b))
+            }
+        }
+    };
+}
+impl_float!(f32);
+impl_float!(f64);
+
 /// Whether `device` runs these kernels (flex, with or without autodiff).
 pub fn runs_on(device: &Device) -> bool {
     device.clone().inner() == Device::flex()

@@ -14,7 +14,7 @@ use burn::backend::{Autodiff, AutodiffBackend, Backend, Dispatch, Flex, TensorMe
 use burn::tensor::Tensor;
 use rayon::prelude::*;
 
-use super::{dims_of, run_kernel, takes};
+use super::{Float, dims_of, run_kernel, takes};
 use crate::layers::PIXEL_NORM_EPS;
 
 /// Pixel norm over the channel axis of `[N, C, H, W]` (flex only; [`pixel_norm`] routes other
@@ -27,30 +27,8 @@ pub trait PixelNormBackend: Backend {
     fn pixel_norm_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self>;
 }
 
-trait Real: Copy + Send + Sync + Default + core::ops::AddAssign + core::ops::Mul<Output = Self> + core::ops::Sub<Output = Self> {
-    fn from_f64(v: f64) -> Self;
-    /// `1 / √(mean + ε)`.
-    fn rsqrt_eps(mean: Self) -> Self;
-}
-impl Real for f32 {
-    fn from_f64(v: f64) -> Self {
-        v as f32
-    }
-    fn rsqrt_eps(mean: Self) -> Self {
-        1.0 / (mean + PIXEL_NORM_EPS as f32).sqrt()
-    }
-}
-impl Real for f64 {
-    fn from_f64(v: f64) -> Self {
-        v
-    }
-    fn rsqrt_eps(mean: Self) -> Self {
-        1.0 / (mean + PIXEL_NORM_EPS).sqrt()
-    }
-}
-
 /// `1/√(mean_c(x²) + ε)` for every pixel of one image `[C, P]`.
-fn inverse_rms<T: Real>(x: &[T], channels: usize, pixels: usize) -> Vec<T> {
+fn inverse_rms<T: Float>(x: &[T], channels: usize, pixels: usize) -> Vec<T> {
     let mut sum = vec![T::default(); pixels];
     for plane in x.chunks_exact(pixels) {
         for (s, &v) in sum.iter_mut().zip(plane) {
@@ -58,10 +36,11 @@ fn inverse_rms<T: Real>(x: &[T], channels: usize, pixels: usize) -> Vec<T> {
         }
     }
     let inv_c = T::from_f64(1.0 / channels as f64);
-    sum.iter().map(|&s| T::rsqrt_eps(s * inv_c)).collect()
+    let eps = T::from_f64(PIXEL_NORM_EPS);
+    sum.iter().map(|&s| T::ONE / (s * inv_c + eps).sqrt()).collect()
 }
 
-fn forward<T: Real>(x: &[T], channels: usize, pixels: usize) -> Vec<T> {
+fn forward<T: Float>(x: &[T], channels: usize, pixels: usize) -> Vec<T> {
     let mut out = vec![T::default(); x.len()];
     out.par_chunks_mut(channels * pixels).zip(x.par_chunks(channels * pixels)).for_each(|(y, x)| {
         let r = inverse_rms(x, channels, pixels);
@@ -74,7 +53,7 @@ fn forward<T: Real>(x: &[T], channels: usize, pixels: usize) -> Vec<T> {
     out
 }
 
-fn backward<T: Real>(x: &[T], g: &[T], channels: usize, pixels: usize) -> Vec<T> {
+fn backward<T: Float>(x: &[T], g: &[T], channels: usize, pixels: usize) -> Vec<T> {
     let mut out = vec![T::default(); x.len()];
     let image = channels * pixels;
     out.par_chunks_mut(image).zip(x.par_chunks(image).zip(g.par_chunks(image))).for_each(|(dx, (x, g))| {

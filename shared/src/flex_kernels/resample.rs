@@ -15,7 +15,7 @@ use burn::backend::{Autodiff, Backend, Dispatch, Flex, TensorMetadata, backend_e
 use burn::tensor::Tensor;
 use rayon::prelude::*;
 
-use super::{run_kernel, takes};
+use super::{Float, run_kernel, takes};
 
 /// The pair of resampling operations (flex only; the public functions route other devices to
 /// Burn's operations).
@@ -27,11 +27,7 @@ pub trait ResampleBackend: Backend {
     fn pool2x(x: FloatTensor<Self>, scale: f64) -> FloatTensor<Self>;
 }
 
-trait Sample: Copy + Send + Sync + Default + core::ops::Add<Output = Self> + core::ops::Mul<Output = Self> {}
-impl Sample for f32 {}
-impl Sample for f64 {}
-
-fn upsample_planes<T: Sample>(x: &[T], h: usize, w: usize, scale: T) -> Vec<T> {
+fn upsample_planes<T: Float>(x: &[T], h: usize, w: usize, scale: T) -> Vec<T> {
     let mut out = vec![T::default(); x.len() * 4];
     out.par_chunks_mut(4 * h * w).zip(x.par_chunks(h * w)).for_each(|(dst, src)| {
         for (y, row) in src.chunks_exact(w).enumerate() {
@@ -47,7 +43,7 @@ fn upsample_planes<T: Sample>(x: &[T], h: usize, w: usize, scale: T) -> Vec<T> {
     out
 }
 
-fn pool_planes<T: Sample>(x: &[T], h: usize, w: usize, scale: T) -> Vec<T> {
+fn pool_planes<T: Float>(x: &[T], h: usize, w: usize, scale: T) -> Vec<T> {
     // h, w: the output's size.
     let mut out = vec![T::default(); x.len() / 4];
     out.par_chunks_mut(h * w).zip(x.par_chunks(4 * h * w)).for_each(|(dst, src)| {
