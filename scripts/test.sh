@@ -10,11 +10,26 @@ JOBS="${JOBS:-2}"
 export WEB_DIST="${WEB_DIST:-$CARGO_TARGET_DIR/www-dist}"
 # wasm32 target, trunk, wasm-bindgen-cli.
 source scripts/setup-web.sh
-if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null && [ -z "${CHROMIUM:-}" ]; then
-    echo "== installing Debian's chromium (for the page's tests)"
+
+# Chromium for the page's tests: Debian's package, version $CHROMIUM_MIN or newer (the WebGPU flags
+# of tests/common/browser.rs were measured on 148 and 156). When it is missing or older, the package
+# lists are refreshed first, so an old list never installs an old browser.
+CHROMIUM_MIN=148
+chromium_major() { "$1" --version 2>/dev/null | grep -oE '[0-9]+\.[0-9.]+' | head -n1 | cut -d. -f1; }
+CHROMIUM_BIN="${CHROMIUM:-$(command -v chromium || command -v chromium-browser || true)}"
+if [ -z "${CHROMIUM:-}" ] && { [ -z "$CHROMIUM_BIN" ] || [ "$(chromium_major "$CHROMIUM_BIN")" -lt "$CHROMIUM_MIN" ]; }; then
+    echo "== installing Debian's chromium ≥ $CHROMIUM_MIN (for the page's tests)"
     SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-    $SUDO apt-get install -y chromium || { $SUDO apt-get update && $SUDO apt-get install -y chromium; }
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -q
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
+    CHROMIUM_BIN="$(command -v chromium || true)"
 fi
+got="$([ -n "$CHROMIUM_BIN" ] && chromium_major "$CHROMIUM_BIN" || true)"
+if [ -z "$got" ] || [ "$got" -lt "$CHROMIUM_MIN" ]; then
+    echo "error: the page's tests need Chromium $CHROMIUM_MIN or newer; ${CHROMIUM_BIN:-no chromium} reports '${got:-nothing}'" >&2
+    exit 1
+fi
+echo "== $("$CHROMIUM_BIN" --version 2>/dev/null)"
 
 echo "== building pggan (release)"
 cargo build --release -j"$JOBS" -p pggan-trainer

@@ -11,14 +11,40 @@ fn pack(dir: &Scratch) -> String {
     std::fs::create_dir_all(dir.path("images")).unwrap();
     let mut rng = pggan_e2e::Lcg(11);
     for i in 0..16 {
-        let img = image::RgbImage::from_fn(8, 8, |_, _| image::Rgb([(rng.next_f64() * 255.0) as u8, 60, (rng.next_f64() * 255.0) as u8]));
+        let img = image::RgbImage::from_fn(8, 8, |_, _| {
+            image::Rgb([
+                (rng.next_f64() * 255.0) as u8,
+                60,
+                (rng.next_f64() * 255.0) as u8,
+            ])
+        });
         img.save(dir.path(&format!("images/{i}.png"))).unwrap();
     }
-    pggan_ok(&["prepare", &dir.arg("images"), "--out", &dir.arg("p.pack"), "--resolution", "8"]);
+    pggan_ok(&[
+        "prepare",
+        &dir.arg("images"),
+        "--out",
+        &dir.arg("p.pack"),
+        "--resolution",
+        "8",
+    ]);
     dir.arg("p.pack")
 }
 
-const SMALL: [&str; 12] = ["--latent", "8", "--fmap-base", "32", "--fmap-max", "8", "--minibatch", "8", "--tick-kimg", "0.05", "--grid", "2"];
+const SMALL: [&str; 12] = [
+    "--latent",
+    "8",
+    "--fmap-base",
+    "32",
+    "--fmap-max",
+    "8",
+    "--minibatch",
+    "8",
+    "--tick-kimg",
+    "0.05",
+    "--grid",
+    "2",
+];
 
 /// `pggan train` on `data` into `run`: `extra`, then the small test model.
 fn small_train<'a>(data: &'a str, run: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
@@ -33,19 +59,39 @@ fn ctrl_c_saves_a_checkpoint_and_resume_finishes() {
     let dir = Scratch::new("ctrlc");
     let data = pack(&dir);
     let run = dir.arg("run");
-    let args = small_train(&data, &run, &["--stabilize-kimg", "100", "--fade-kimg", "100"]);
-    let child = pggan(&args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let args = small_train(
+        &data,
+        &run,
+        &["--stabilize-kimg", "100", "--fade-kimg", "100"],
+    );
+    let child = pggan(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let start = Instant::now();
     while metrics(&dir.path("run")).len() < 2 {
-        assert!(start.elapsed() < Duration::from_secs(60), "no tick within a minute");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no tick within a minute"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
-    let status = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(130), "{}", describe(&out));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("Interrupted"), "{}", describe(&out));
-    let stopped_at = metrics(&dir.path("run")).last().unwrap()["kimg"].as_f64().unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("Interrupted"),
+        "{}",
+        describe(&out)
+    );
+    let stopped_at = metrics(&dir.path("run")).last().unwrap()["kimg"]
+        .as_f64()
+        .unwrap();
     // The checkpoint is whole: resume to a little further and finish.
     let total = format!("{:.3}", stopped_at + 0.1);
     let resume = small_train(&data, &run, &["--resume", "--stop-kimg", &total]);
@@ -56,7 +102,11 @@ fn ctrl_c_saves_a_checkpoint_and_resume_finishes() {
     let end = log.last().unwrap()["kimg"].as_f64().unwrap();
     assert!(end >= stopped_at + 0.1 - 1e-9);
     for pair in log.windows(2) {
-        assert_eq!(pair[1]["tick"].as_u64().unwrap(), pair[0]["tick"].as_u64().unwrap() + 1, "ticks are numbered once each: {pair:?}");
+        assert_eq!(
+            pair[1]["tick"].as_u64().unwrap(),
+            pair[0]["tick"].as_u64().unwrap() + 1,
+            "ticks are numbered once each: {pair:?}"
+        );
     }
 }
 
@@ -65,17 +115,35 @@ fn a_nan_stops_the_run_and_keeps_the_last_good_checkpoint() {
     let dir = Scratch::new("nan");
     let data = pack(&dir);
     let run = dir.arg("run");
-    let args = small_train(&data, &run, &["--stabilize-kimg", "1", "--fade-kimg", "1", "--debug-nan-at-kimg", "0.12"]);
+    let args = small_train(
+        &data,
+        &run,
+        &[
+            "--stabilize-kimg",
+            "1",
+            "--fade-kimg",
+            "1",
+            "--debug-nan-at-kimg",
+            "0.12",
+        ],
+    );
     let out = pggan(&args).output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("NaN or infinite") && stderr.contains("last good checkpoint"), "{stderr}");
+    assert!(
+        stderr.contains("NaN or infinite") && stderr.contains("last good checkpoint"),
+        "{stderr}"
+    );
     // The checkpoint is the last good tick's and still generates finite images.
     let ck = std::fs::read(dir.path("run/checkpoint.safetensors")).unwrap();
-    let (tensors, meta) = pggan_model::weights::decode(&ck).expect("checkpoint is whole and finite");
+    let (tensors, meta) =
+        pggan_model::weights::decode(&ck).expect("checkpoint is whole and finite");
     assert!(!tensors.is_empty());
     let state: serde_json::Value = serde_json::from_str(&meta["state"]).unwrap();
-    assert!(state["nimg"].as_u64().unwrap() < 120 && state["nimg"].as_u64().unwrap() >= 50, "{state}");
+    assert!(
+        state["nimg"].as_u64().unwrap() < 120 && state["nimg"].as_u64().unwrap() >= 50,
+        "{state}"
+    );
     pggan_ok(&["generate", "--model", &run, "--out", &dir.arg("ok.png")]);
 }
 
@@ -84,7 +152,10 @@ fn nonsense_options_are_refused_with_what_is_allowed() {
     let dir = Scratch::new("options");
     let data = pack(&dir);
     let cases: [(&[&str], &str); 10] = [
-        (&["--fade-kimg", "5", "--total-kimg", "2"], "longer than the whole run"),
+        (
+            &["--fade-kimg", "5", "--total-kimg", "2"],
+            "longer than the whole run",
+        ),
         (&["--stop-kimg", "0"], "--stop-kimg"),
         (&["--backend", "tpu"], "possible values"),
         (&["--metrics-kimg=-5"], "--metrics-kimg"),
@@ -102,13 +173,36 @@ fn nonsense_options_are_refused_with_what_is_allowed() {
         let out = pggan(&args).output().unwrap();
         assert!(!out.status.success(), "{extra:?} was accepted");
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains(expect), "{extra:?}: expected `{expect}` in:\n{stderr}");
+        assert!(
+            stderr.contains(expect),
+            "{extra:?}: expected `{expect}` in:\n{stderr}"
+        );
     }
-    let out = pggan(&["train", "--data", &dir.arg("missing.pack"), "--run", &dir.arg("r")]).output().unwrap();
+    let out = pggan(&[
+        "train",
+        "--data",
+        &dir.arg("missing.pack"),
+        "--run",
+        &dir.arg("r"),
+    ])
+    .output()
+    .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("missing.pack"));
     std::fs::write(dir.path("fake.pack"), b"PK\x03\x04 a zip file").unwrap();
-    let out = pggan(&["train", "--data", &dir.arg("fake.pack"), "--run", &dir.arg("r2")]).output().unwrap();
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not a dataset pack"), "{}", describe(&out));
+    let out = pggan(&[
+        "train",
+        "--data",
+        &dir.arg("fake.pack"),
+        "--run",
+        &dir.arg("r2"),
+    ])
+    .output()
+    .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not a dataset pack"),
+        "{}",
+        describe(&out)
+    );
 }
 
 #[test]
@@ -116,11 +210,29 @@ fn lsgan_trains_across_a_fade() {
     let dir = Scratch::new("lsgan");
     let data = pack(&dir);
     let run = dir.arg("run");
-    let args = small_train(&data, &run, &["--loss", "lsgan", "--stabilize-kimg", "0.1", "--fade-kimg", "0.1", "--total-kimg", "0.3"]);
+    let args = small_train(
+        &data,
+        &run,
+        &[
+            "--loss",
+            "lsgan",
+            "--stabilize-kimg",
+            "0.1",
+            "--fade-kimg",
+            "0.1",
+            "--total-kimg",
+            "0.3",
+        ],
+    );
     pggan_ok(&args);
     let m = metrics(&dir.path("run"));
-    assert!(m.iter().any(|l| l["alpha"].as_f64().unwrap() < 1.0), "crossed a fade");
-    assert!(m.iter().all(|l| l["loss_d"].as_f64().unwrap().is_finite() && l["penalty"].as_f64().unwrap() == 0.0));
+    assert!(
+        m.iter().any(|l| l["alpha"].as_f64().unwrap() < 1.0),
+        "crossed a fade"
+    );
+    assert!(m.iter().all(
+        |l| l["loss_d"].as_f64().unwrap().is_finite() && l["penalty"].as_f64().unwrap() == 0.0
+    ));
     assert_eq!(m.last().unwrap()["level"], 1);
 }
 
@@ -129,7 +241,19 @@ fn repeated_sigkills_even_during_checkpoint_writes_lose_at_most_a_tick_each() {
     let dir = Scratch::new("killstorm");
     let data = pack(&dir);
     let run = dir.arg("run");
-    let base = ["train", "--data", &data, "--run", &run, "--stabilize-kimg", "0.3", "--fade-kimg", "0.3", "--total-kimg", "1.0"];
+    let base = [
+        "train",
+        "--data",
+        &data,
+        "--run",
+        &run,
+        "--stabilize-kimg",
+        "0.3",
+        "--fade-kimg",
+        "0.3",
+        "--total-kimg",
+        "1.0",
+    ];
     let mut rng = pggan_e2e::Lcg(99);
     let mut kills_during_write = 0;
     let mut killed = 0;
@@ -161,7 +285,10 @@ fn repeated_sigkills_even_during_checkpoint_writes_lose_at_most_a_tick_each() {
         }
     }
     assert!(killed >= 3, "the run was killed {killed} times");
-    assert!(kills_during_write >= 1, "at least one kill landed between a checkpoint's write and its rename");
+    assert!(
+        kills_during_write >= 1,
+        "at least one kill landed between a checkpoint's write and its rename"
+    );
     let mut args: Vec<&str> = base.to_vec();
     args.extend(SMALL);
     args.push("--resume");
@@ -169,10 +296,17 @@ fn repeated_sigkills_even_during_checkpoint_writes_lose_at_most_a_tick_each() {
     assert!(out.status.success(), "{}", describe(&out));
     let log = metrics(&dir.path("run"));
     for pair in log.windows(2) {
-        assert_eq!(pair[1]["tick"].as_u64().unwrap(), pair[0]["tick"].as_u64().unwrap() + 1, "the log follows the checkpoints");
+        assert_eq!(
+            pair[1]["tick"].as_u64().unwrap(),
+            pair[0]["tick"].as_u64().unwrap() + 1,
+            "the log follows the checkpoints"
+        );
     }
     assert!(log.last().unwrap()["kimg"].as_f64().unwrap() >= 1.0);
-    assert!(dir.path("run/stages/level0-4x4.safetensors").exists() && dir.path("run/stages/level1-8x8.safetensors").exists());
+    assert!(
+        dir.path("run/stages/level0-4x4.safetensors").exists()
+            && dir.path("run/stages/level1-8x8.safetensors").exists()
+    );
 }
 
 #[test]
@@ -180,7 +314,18 @@ fn a_checkpoint_that_cannot_be_written_stops_the_run_and_keeps_the_last_one() {
     let dir = Scratch::new("nowrite");
     let data = pack(&dir);
     let run = dir.arg("run");
-    let args = small_train(&data, &run, &["--stabilize-kimg", "1", "--fade-kimg", "1", "--stop-kimg", "0.1"]);
+    let args = small_train(
+        &data,
+        &run,
+        &[
+            "--stabilize-kimg",
+            "1",
+            "--fade-kimg",
+            "1",
+            "--stop-kimg",
+            "0.1",
+        ],
+    );
     let out = pggan_ok(&args);
     assert!(out.contains("Paused at 0.104"), "{out}");
     let good = std::fs::read(dir.path("run/checkpoint.safetensors")).unwrap();
@@ -191,23 +336,45 @@ fn a_checkpoint_that_cannot_be_written_stops_the_run_and_keeps_the_last_one() {
     let out = pggan(&more).output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("checkpoint.safetensors.tmp") && stderr.contains("previous checkpoint is untouched"), "{stderr}");
-    assert_eq!(std::fs::read(dir.path("run/checkpoint.safetensors")).unwrap(), good, "the last good checkpoint is intact");
+    assert!(
+        stderr.contains("checkpoint.safetensors.tmp")
+            && stderr.contains("previous checkpoint is untouched"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read(dir.path("run/checkpoint.safetensors")).unwrap(),
+        good,
+        "the last good checkpoint is intact"
+    );
     std::fs::remove_dir(dir.path("run/checkpoint.safetensors.tmp")).unwrap();
     // A full disk: the temporary file leads to /dev/full, where every write fails with ENOSPC.
     #[cfg(unix)]
     if Path::new("/dev/full").exists() {
-        std::os::unix::fs::symlink("/dev/full", dir.path("run/checkpoint.safetensors.tmp")).unwrap();
+        std::os::unix::fs::symlink("/dev/full", dir.path("run/checkpoint.safetensors.tmp"))
+            .unwrap();
         let out = pggan(&more).output().unwrap();
         assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains("No space left on device") && stderr.contains("previous checkpoint is untouched"), "{stderr}");
-        assert_eq!(std::fs::read(dir.path("run/checkpoint.safetensors")).unwrap(), good, "the last good checkpoint is intact");
+        assert!(
+            stderr.contains("No space left on device")
+                && stderr.contains("previous checkpoint is untouched"),
+            "{stderr}"
+        );
+        assert_eq!(
+            std::fs::read(dir.path("run/checkpoint.safetensors")).unwrap(),
+            good,
+            "the last good checkpoint is intact"
+        );
         std::fs::remove_file(dir.path("run/checkpoint.safetensors.tmp")).unwrap();
     }
     let out = pggan(&more).output().unwrap();
     assert!(out.status.success(), "{}", describe(&out));
-    assert!(metrics(&dir.path("run")).last().unwrap()["kimg"].as_f64().unwrap() >= 0.3);
+    assert!(
+        metrics(&dir.path("run")).last().unwrap()["kimg"]
+            .as_f64()
+            .unwrap()
+            >= 0.3
+    );
 }
 
 #[test]
@@ -218,7 +385,10 @@ fn max_minutes_pauses_a_session_with_a_checkpoint() {
     let args = small_train(&data, &run, &["--max-minutes", "0.01"]);
     let start = Instant::now();
     let out = pggan_ok(&args);
-    assert!(start.elapsed() < Duration::from_secs(30), "stopped after about 0.6 s of training");
+    assert!(
+        start.elapsed() < Duration::from_secs(30),
+        "stopped after about 0.6 s of training"
+    );
     assert!(out.contains("Paused at"), "{out}");
     assert!(dir.path("run/checkpoint.safetensors").exists());
 }
@@ -228,11 +398,26 @@ fn dry_run_prints_the_record_and_writes_nothing() {
     let dir = Scratch::new("dry");
     let data = pack(&dir);
     let run = dir.arg("run");
-    let out = pggan_ok(&["train", "--data", &data, "--run", &run, "--dry-run", "--stabilize-kimg", "10", "--fade-kimg", "5"]);
+    let out = pggan_ok(&[
+        "train",
+        "--data",
+        &data,
+        "--run",
+        &run,
+        "--dry-run",
+        "--stabilize-kimg",
+        "10",
+        "--fade-kimg",
+        "5",
+    ]);
     let json_end = out.find("\nmodel:").expect("options, then the model");
-    let options: serde_json::Value = serde_json::from_str(&out[..json_end]).expect("the options record is JSON");
+    let options: serde_json::Value =
+        serde_json::from_str(&out[..json_end]).expect("the options record is JSON");
     assert_eq!(options["fade_kimg"], 5.0);
-    assert!(out.contains("level 1 (8×8)") && out.contains("fade-in 10.0→15.0 kimg"), "{out}");
+    assert!(
+        out.contains("level 1 (8×8)") && out.contains("fade-in 10.0→15.0 kimg"),
+        "{out}"
+    );
     assert!(!dir.path("run").exists(), "a dry run writes nothing");
 }
 
@@ -246,7 +431,18 @@ fn a_read_only_run_folder_stops_the_run_and_keeps_the_last_checkpoint() {
     let dir = Scratch::new("readonly");
     let data = pack(&dir);
     let run = dir.arg("run");
-    let args = small_train(&data, &run, &["--stabilize-kimg", "1", "--fade-kimg", "1", "--stop-kimg", "0.1"]);
+    let args = small_train(
+        &data,
+        &run,
+        &[
+            "--stabilize-kimg",
+            "1",
+            "--fade-kimg",
+            "1",
+            "--stop-kimg",
+            "0.1",
+        ],
+    );
     pggan_ok(&args);
     let good = std::fs::read(dir.path("run/checkpoint.safetensors")).unwrap();
     // `nobody` must reach the binary and the data; the run folder is then made read-only.
@@ -255,22 +451,42 @@ fn a_read_only_run_folder_stops_the_run_and_keeps_the_last_checkpoint() {
     std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(dir.path("run"), std::fs::Permissions::from_mode(0o555)).unwrap();
     let more = small_train(&data, &run, &["--resume", "--stop-kimg", "0.3"]);
-    let is_root = std::process::Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0")).unwrap_or(false);
+    let is_root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0"))
+        .unwrap_or(false);
     let mut cmd = if is_root {
         let mut c = std::process::Command::new("setpriv");
-        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"]).arg(&bin);
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(&bin);
         c
     } else {
         std::process::Command::new(&bin)
     };
-    let out = cmd.args(&more).output().expect("run pggan as an unprivileged user");
+    let out = cmd
+        .args(&more)
+        .output()
+        .expect("run pggan as an unprivileged user");
     std::fs::set_permissions(dir.path("run"), std::fs::Permissions::from_mode(0o755)).unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("Permission denied") && stderr.contains(&run), "the message names the folder and the reason: {stderr}");
-    assert_eq!(std::fs::read(dir.path("run/checkpoint.safetensors")).unwrap(), good, "the last good checkpoint is intact");
+    assert!(
+        stderr.contains("Permission denied") && stderr.contains(&run),
+        "the message names the folder and the reason: {stderr}"
+    );
+    assert_eq!(
+        std::fs::read(dir.path("run/checkpoint.safetensors")).unwrap(),
+        good,
+        "the last good checkpoint is intact"
+    );
     // Writable again: the run continues.
     let out = pggan(&more).output().unwrap();
     assert!(out.status.success(), "{}", describe(&out));
-    assert!(metrics(&dir.path("run")).last().unwrap()["kimg"].as_f64().unwrap() >= 0.3);
+    assert!(
+        metrics(&dir.path("run")).last().unwrap()["kimg"]
+            .as_f64()
+            .unwrap()
+            >= 0.3
+    );
 }

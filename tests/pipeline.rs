@@ -17,15 +17,24 @@ fn make_images(dir: &std::path::Path) {
         let img = image::RgbImage::from_fn(20, 16, |x, y| {
             let t = x as f64 / 19.0;
             let s = y as f64 / 15.0;
-            image::Rgb([(255.0 * (a * t + (1.0 - a) * s)) as u8, (255.0 * b * (1.0 - t)) as u8, (255.0 * c * s) as u8])
+            image::Rgb([
+                (255.0 * (a * t + (1.0 - a) * s)) as u8,
+                (255.0 * b * (1.0 - t)) as u8,
+                (255.0 * c * s) as u8,
+            ])
         });
         let sub = if i % 2 == 0 { "" } else { "nested/" };
         img.save(dir.join(format!("{sub}img{i:02}.png"))).unwrap();
     }
-    image::GrayImage::from_fn(16, 16, |x, y| image::Luma([(x * 8 + y * 4) as u8])).save(dir.join("grey.png")).unwrap();
+    image::GrayImage::from_fn(16, 16, |x, y| image::Luma([(x * 8 + y * 4) as u8]))
+        .save(dir.join("grey.png"))
+        .unwrap();
     let mut jpeg = Vec::new();
     image::RgbImage::from_pixel(32, 32, image::Rgb([9, 99, 199]))
-        .write_to(&mut std::io::Cursor::new(&mut jpeg), image::ImageFormat::Jpeg)
+        .write_to(
+            &mut std::io::Cursor::new(&mut jpeg),
+            image::ImageFormat::Jpeg,
+        )
         .unwrap();
     std::fs::write(dir.join("corrupt.jpg"), &jpeg[..jpeg.len() / 3]).unwrap();
     std::fs::write(dir.join("empty.png"), b"").unwrap();
@@ -41,7 +50,16 @@ fn report(stdout: &str) -> serde_json::Value {
 fn prepare_counts_what_it_skips_and_converts() {
     let dir = Scratch::new("prepare");
     make_images(&dir.path("images"));
-    let r = report(&pggan_ok(&["prepare", &dir.arg("images"), "--out", &dir.arg("a.pack"), "--resolution", "8", "--holdout", "5"]));
+    let r = report(&pggan_ok(&[
+        "prepare",
+        &dir.arg("images"),
+        "--out",
+        &dir.arg("a.pack"),
+        "--resolution",
+        "8",
+        "--holdout",
+        "5",
+    ]));
     assert_eq!(r["read"], 52, "{r}");
     assert_eq!(r["written"], 49, "{r}");
     assert_eq!(r["train"], 44);
@@ -51,41 +69,110 @@ fn prepare_counts_what_it_skips_and_converts() {
     assert_eq!(r["greyscale_converted"], 1, "{r}");
 
     // The same images from a tar (made by the system tar) give the same pack.
-    let tar = std::process::Command::new("tar").args(["-cf", &dir.arg("images.tar"), "-C", &dir.arg("images"), "."]).status().unwrap();
+    let tar = std::process::Command::new("tar")
+        .args(["-cf", &dir.arg("images.tar"), "-C", &dir.arg("images"), "."])
+        .status()
+        .unwrap();
     assert!(tar.success());
-    let r2 = report(&pggan_ok(&["prepare", &dir.arg("images.tar"), "--out", &dir.arg("b.pack"), "--resolution", "8", "--holdout", "5"]));
+    let r2 = report(&pggan_ok(&[
+        "prepare",
+        &dir.arg("images.tar"),
+        "--out",
+        &dir.arg("b.pack"),
+        "--resolution",
+        "8",
+        "--holdout",
+        "5",
+    ]));
     assert_eq!(r2["written"], 49);
     assert_eq!(r2["skipped"], r["skipped"]);
 
     // Too high a resolution skips everything, and says so.
-    let out = pggan(&["prepare", &dir.arg("images"), "--out", &dir.arg("c.pack"), "--resolution", "64"]).output().unwrap();
+    let out = pggan(&[
+        "prepare",
+        &dir.arg("images"),
+        "--out",
+        &dir.arg("c.pack"),
+        "--resolution",
+        "64",
+    ])
+    .output()
+    .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("too_small"), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("too_small"),
+        "{}",
+        describe(&out)
+    );
 }
 
 #[test]
 fn train_across_a_fade_kill_resume_export_generate() {
     let dir = Scratch::new("pipeline");
     make_images(&dir.path("images"));
-    pggan_ok(&["prepare", &dir.arg("images"), "--out", &dir.arg("d.pack"), "--resolution", "8", "--holdout", "4"]);
+    pggan_ok(&[
+        "prepare",
+        &dir.arg("images"),
+        "--out",
+        &dir.arg("d.pack"),
+        "--resolution",
+        "8",
+        "--holdout",
+        "4",
+    ]);
     let run = dir.arg("run");
     let data = dir.arg("d.pack");
     let train = |extra: &[&str]| {
-        let mut args = vec!["train", "--data", &data, "--run", &run, "--latent", "16", "--fmap-base", "64", "--fmap-max", "16", "--minibatch", "8"];
-        args.extend(["--stabilize-kimg", "0.4", "--fade-kimg", "0.4", "--total-kimg", "1.2", "--tick-kimg", "0.05", "--grid", "2"]);
+        let mut args = vec![
+            "train",
+            "--data",
+            &data,
+            "--run",
+            &run,
+            "--latent",
+            "16",
+            "--fmap-base",
+            "64",
+            "--fmap-max",
+            "16",
+            "--minibatch",
+            "8",
+        ];
+        args.extend([
+            "--stabilize-kimg",
+            "0.4",
+            "--fade-kimg",
+            "0.4",
+            "--total-kimg",
+            "1.2",
+            "--tick-kimg",
+            "0.05",
+            "--grid",
+            "2",
+        ]);
         args.extend(extra);
         args.into_iter().map(String::from).collect::<Vec<_>>()
     };
     // Start, and SIGKILL it once the metrics show it is fading in.
-    let mut child = pggan(&train(&[]).iter().map(String::as_str).collect::<Vec<_>>()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut child = pggan(&train(&[]).iter().map(String::as_str).collect::<Vec<_>>())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let start = Instant::now();
     loop {
         let m = metrics(&dir.path("run"));
         if m.iter().any(|l| l["alpha"].as_f64().unwrap() < 1.0) {
             break;
         }
-        assert!(child.try_wait().unwrap().is_none(), "run ended before the fade");
-        assert!(start.elapsed() < Duration::from_secs(60), "no fade within a minute");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "run ended before the fade"
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no fade within a minute"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     child.kill().unwrap(); // SIGKILL
@@ -95,17 +182,35 @@ fn train_across_a_fade_kill_resume_export_generate() {
     assert!(last_kimg < 1.2);
 
     // Resume: it continues from the checkpoint, at most one tick back.
-    let out = pggan(&train(&["--resume"]).iter().map(String::as_str).collect::<Vec<_>>()).output().unwrap();
+    let out = pggan(
+        &train(&["--resume"])
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    )
+    .output()
+    .unwrap();
     assert!(out.status.success(), "{}", describe(&out));
     let after = metrics(&dir.path("run"));
     // The log matches the checkpoint: ticks count up by one, kimg only grows, nothing repeated.
     for pair in after.windows(2) {
-        assert_eq!(pair[1]["tick"].as_u64().unwrap(), pair[0]["tick"].as_u64().unwrap() + 1, "{pair:?}");
+        assert_eq!(
+            pair[1]["tick"].as_u64().unwrap(),
+            pair[0]["tick"].as_u64().unwrap() + 1,
+            "{pair:?}"
+        );
         assert!(pair[1]["kimg"].as_f64().unwrap() > pair[0]["kimg"].as_f64().unwrap());
     }
     // At most one tick of work was lost to the kill.
-    let kept = after.iter().filter(|l| l["kimg"].as_f64().unwrap() <= last_kimg + 1e-9).count();
-    assert!(kept + 1 >= before.len(), "kept {kept} of {} ticks logged before the kill", before.len());
+    let kept = after
+        .iter()
+        .filter(|l| l["kimg"].as_f64().unwrap() <= last_kimg + 1e-9)
+        .count();
+    assert!(
+        kept + 1 >= before.len(),
+        "kept {kept} of {} ticks logged before the kill",
+        before.len()
+    );
     let end = after.last().unwrap();
     assert!(end["kimg"].as_f64().unwrap() >= 1.2);
     assert_eq!(end["level"], 1);
@@ -113,12 +218,16 @@ fn train_across_a_fade_kill_resume_export_generate() {
     assert!(dir.path("run/stages/level0-4x4.safetensors").exists());
     assert!(dir.path("run/stages/level1-8x8.safetensors").exists());
     assert!(std::fs::read_dir(dir.path("run/grids")).unwrap().count() >= 1);
-    let options: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.path("run/options.json")).unwrap()).unwrap();
+    let options: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path("run/options.json")).unwrap())
+            .unwrap();
     assert_eq!(options["fade_kimg"], 0.4);
 
     // Export for the web and generate from both the run and the export.
     pggan_ok(&["export", "--run", &run, "--out", &dir.arg("export")]);
-    let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.path("export/manifest.json")).unwrap()).unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path("export/manifest.json")).unwrap())
+            .unwrap();
     assert_eq!(manifest["resolution"], 8);
     assert_eq!(manifest["latent_size"], 16);
     assert_eq!(manifest["stages"].as_array().unwrap().len(), 2);
@@ -126,92 +235,314 @@ fn train_across_a_fade_kill_resume_export_generate() {
     let hardware = manifest["training"]["hardware"].as_array().unwrap();
     assert_eq!(hardware.len(), 1, "{hardware:?}");
     assert!(hardware[0].as_str().unwrap().starts_with("flex (CPU): "));
-    assert_eq!(std::fs::read_to_string(dir.path("run/sessions.jsonl")).unwrap().lines().count(), 2);
+    assert_eq!(
+        std::fs::read_to_string(dir.path("run/sessions.jsonl"))
+            .unwrap()
+            .lines()
+            .count(),
+        2
+    );
     for s in manifest["stages"].as_array().unwrap() {
-        assert!(dir.path("export").join(s["file"].as_str().unwrap()).exists());
+        assert!(
+            dir.path("export")
+                .join(s["file"].as_str().unwrap())
+                .exists()
+        );
     }
-    pggan_ok(&["generate", "--model", &dir.arg("export"), "--seed", "5", "--count", "3", "--out", &dir.arg("from_export")]);
-    pggan_ok(&["generate", "--model", &run, "--seed", "5", "--count", "3", "--out", &dir.arg("from_run")]);
+    pggan_ok(&[
+        "generate",
+        "--model",
+        &dir.arg("export"),
+        "--seed",
+        "5",
+        "--count",
+        "3",
+        "--out",
+        &dir.arg("from_export"),
+    ]);
+    pggan_ok(&[
+        "generate",
+        "--model",
+        &run,
+        "--seed",
+        "5",
+        "--count",
+        "3",
+        "--out",
+        &dir.arg("from_run"),
+    ]);
     // A manifest that names the wrong weights is refused, not half-used.
     let mut wrong = manifest.clone();
     wrong["generator"] = manifest["stages"][0]["file"].clone();
     std::fs::write(dir.path("export/manifest.json"), wrong.to_string()).unwrap();
-    let out = pggan(&["generate", "--model", &dir.arg("export"), "--out", &dir.arg("wrong.png")]).output().unwrap();
-    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("does not match"), "{}", describe(&out));
+    let out = pggan(&[
+        "generate",
+        "--model",
+        &dir.arg("export"),
+        "--out",
+        &dir.arg("wrong.png"),
+    ])
+    .output()
+    .unwrap();
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("does not match"),
+        "{}",
+        describe(&out)
+    );
     std::fs::write(dir.path("export/manifest.json"), manifest.to_string()).unwrap();
-    pggan_ok(&["generate", "--model", &run, "--seed", "6", "--out", &dir.arg("seed6.png")]);
+    pggan_ok(&[
+        "generate",
+        "--model",
+        &run,
+        "--seed",
+        "6",
+        "--out",
+        &dir.arg("seed6.png"),
+    ]);
     for seed in 5..8 {
         let a = read_rgb(&dir.path(&format!("from_export/seed{seed:06}.png")));
         let b = read_rgb(&dir.path(&format!("from_run/seed{seed:06}.png")));
         assert_eq!(a.dimensions(), (8, 8));
         // f16 export vs f32 run: the same face within rounding.
-        let diff = a.pixels().zip(b.pixels()).map(|(p, q)| (0..3).map(|c| p[c].abs_diff(q[c]) as u32).max().unwrap()).max().unwrap();
+        let diff = a
+            .pixels()
+            .zip(b.pixels())
+            .map(|(p, q)| (0..3).map(|c| p[c].abs_diff(q[c]) as u32).max().unwrap())
+            .max()
+            .unwrap();
         assert!(diff <= 8, "seed {seed}: export and run differ by {diff}");
     }
     // Image i is seed S + i: the single seed-6 image equals the second of the batch.
-    assert_eq!(read_rgb(&dir.path("seed6.png")), read_rgb(&dir.path("from_run/seed000006.png")));
+    assert_eq!(
+        read_rgb(&dir.path("seed6.png")),
+        read_rgb(&dir.path("from_run/seed000006.png"))
+    );
     let a5 = read_rgb(&dir.path("from_run/seed000005.png"));
-    assert_ne!(a5, read_rgb(&dir.path("from_run/seed000006.png")), "different seeds give different images");
+    assert_ne!(
+        a5,
+        read_rgb(&dir.path("from_run/seed000006.png")),
+        "different seeds give different images"
+    );
 
     // The growth stages in one picture: a row per stage, a column per seed, cells of 16 px.
-    pggan_ok(&["generate", "--model", &dir.arg("export"), "--stages", "--seed", "5", "--count", "3", "--cell", "16", "--out", &dir.arg("stages.png")]);
+    pggan_ok(&[
+        "generate",
+        "--model",
+        &dir.arg("export"),
+        "--stages",
+        "--seed",
+        "5",
+        "--count",
+        "3",
+        "--cell",
+        "16",
+        "--out",
+        &dir.arg("stages.png"),
+    ]);
     let stages = read_rgb(&dir.path("stages.png"));
-    let rows = manifest["stages"].as_array().unwrap().len() as u32 + u32::from(manifest["stages"][1]["file"] != manifest["generator"]);
+    let rows = manifest["stages"].as_array().unwrap().len() as u32
+        + u32::from(manifest["stages"][1]["file"] != manifest["generator"]);
     assert_eq!(stages.dimensions(), (48, 16 * rows));
     for c in 0..3u32 {
         // Row 0, the 4×4 stage: blocks of 4×4 pixels of one colour.
         for y in 0..16 {
             for x in 0..16 {
-                assert_eq!(stages[(c * 16 + x, y)], stages[(c * 16 + x / 4 * 4, y / 4 * 4)], "4×4 stage, seed {}, pixel {x},{y}", 5 + c);
+                assert_eq!(
+                    stages[(c * 16 + x, y)],
+                    stages[(c * 16 + x / 4 * 4, y / 4 * 4)],
+                    "4×4 stage, seed {}, pixel {x},{y}",
+                    5 + c
+                );
             }
         }
         // The last row, the final generator: the export's own image of that seed, scaled 2×.
         let own = read_rgb(&dir.path(&format!("from_export/seed{:06}.png", 5 + c)));
         for y in 0..16 {
             for x in 0..16 {
-                assert_eq!(stages[(c * 16 + x, (rows - 1) * 16 + y)], own[(x / 2, y / 2)], "final row, seed {}", 5 + c);
+                assert_eq!(
+                    stages[(c * 16 + x, (rows - 1) * 16 + y)],
+                    own[(x / 2, y / 2)],
+                    "final row, seed {}",
+                    5 + c
+                );
             }
         }
     }
     // The run as it stood at the end of its 4×4 level: that stage snapshot as the final generator.
-    pggan_ok(&["export", "--run", &run, "--out", &dir.arg("at4"), "--stage", "0"]);
-    let at4: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.path("at4/manifest.json")).unwrap()).unwrap();
-    assert_eq!((at4["resolution"].as_u64(), at4["level"].as_u64(), at4["alpha"].as_f64()), (Some(4), Some(0), Some(1.0)), "{at4}");
+    pggan_ok(&[
+        "export",
+        "--run",
+        &run,
+        "--out",
+        &dir.arg("at4"),
+        "--stage",
+        "0",
+    ]);
+    let at4: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path("at4/manifest.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        (
+            at4["resolution"].as_u64(),
+            at4["level"].as_u64(),
+            at4["alpha"].as_f64()
+        ),
+        (Some(4), Some(0), Some(1.0)),
+        "{at4}"
+    );
     assert_eq!(at4["stages"].as_array().unwrap().len(), 1);
     assert_eq!(at4["stages"][0]["file"], "generator.safetensors");
     let stage_kimg = at4["stages"][0]["kimg"].as_f64().unwrap();
     assert_eq!(at4["training"]["kimg"].as_f64(), Some(stage_kimg));
     assert!(stage_kimg < manifest["training"]["kimg"].as_f64().unwrap());
     let seconds = at4["training"]["train_seconds"].as_f64().unwrap();
-    assert!(seconds > 0.0 && seconds < manifest["training"]["train_seconds"].as_f64().unwrap(), "{seconds}");
+    assert!(
+        seconds > 0.0 && seconds < manifest["training"]["train_seconds"].as_f64().unwrap(),
+        "{seconds}"
+    );
     // Its faces are the snapshot's own (f16 rounding aside), and 4×4.
-    let snapshot = std::fs::read_dir(dir.path("run/stages")).unwrap().map(|e| e.unwrap().path()).find(|p| p.to_string_lossy().contains("level0")).unwrap();
-    pggan_ok(&["generate", "--model", &dir.arg("at4"), "--seed", "5", "--out", &dir.arg("at4.png")]);
-    pggan_ok(&["generate", "--model", &snapshot.to_string_lossy(), "--seed", "5", "--out", &dir.arg("snap4.png")]);
-    let (a, b) = (read_rgb(&dir.path("at4.png")), read_rgb(&dir.path("snap4.png")));
+    let snapshot = std::fs::read_dir(dir.path("run/stages"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().contains("level0"))
+        .unwrap();
+    pggan_ok(&[
+        "generate",
+        "--model",
+        &dir.arg("at4"),
+        "--seed",
+        "5",
+        "--out",
+        &dir.arg("at4.png"),
+    ]);
+    pggan_ok(&[
+        "generate",
+        "--model",
+        &snapshot.to_string_lossy(),
+        "--seed",
+        "5",
+        "--out",
+        &dir.arg("snap4.png"),
+    ]);
+    let (a, b) = (
+        read_rgb(&dir.path("at4.png")),
+        read_rgb(&dir.path("snap4.png")),
+    );
     assert_eq!(a.dimensions(), (4, 4));
-    assert!(a.pixels().zip(b.pixels()).all(|(p, q)| (0..3).all(|c| p[c].abs_diff(q[c]) <= 8)), "the export at 4×4 is not the 4×4 snapshot");
-    let out = pggan(&["export", "--run", &run, "--out", &dir.arg("at64"), "--stage", "4"]).output().unwrap();
-    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("no stage snapshot of level 4 (it has levels: 0, 1)"), "{}", describe(&out));
+    assert!(
+        a.pixels()
+            .zip(b.pixels())
+            .all(|(p, q)| (0..3).all(|c| p[c].abs_diff(q[c]) <= 8)),
+        "the export at 4×4 is not the 4×4 snapshot"
+    );
+    let out = pggan(&[
+        "export",
+        "--run",
+        &run,
+        "--out",
+        &dir.arg("at64"),
+        "--stage",
+        "4",
+    ])
+    .output()
+    .unwrap();
+    assert!(
+        !out.status.success()
+            && String::from_utf8_lossy(&out.stderr)
+                .contains("no stage snapshot of level 4 (it has levels: 0, 1)"),
+        "{}",
+        describe(&out)
+    );
 
     // A grid with its cells scaled; --stages only for an export.
-    pggan_ok(&["generate", "--model", &dir.arg("export"), "--seed", "5", "--count", "4", "--cell", "24", "--out", &dir.arg("grid24.png")]);
+    pggan_ok(&[
+        "generate",
+        "--model",
+        &dir.arg("export"),
+        "--seed",
+        "5",
+        "--count",
+        "4",
+        "--cell",
+        "24",
+        "--out",
+        &dir.arg("grid24.png"),
+    ]);
     assert_eq!(read_rgb(&dir.path("grid24.png")).dimensions(), (48, 48));
-    let out = pggan(&["generate", "--model", &run, "--stages", "--out", &dir.arg("x.png")]).output().unwrap();
-    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("exported model folder"), "{}", describe(&out));
+    let out = pggan(&[
+        "generate",
+        "--model",
+        &run,
+        "--stages",
+        "--out",
+        &dir.arg("x.png"),
+    ])
+    .output()
+    .unwrap();
+    assert!(
+        !out.status.success()
+            && String::from_utf8_lossy(&out.stderr).contains("exported model folder"),
+        "{}",
+        describe(&out)
+    );
 
     // Animations: the grids over training, and latent walks.
     let grids = std::fs::read_dir(dir.path("run/grids")).unwrap().count();
-    pggan_ok(&["timelapse", "--run", &run, "--out", &dir.arg("timelapse.gif")]);
-    let gif = image::codecs::gif::GifDecoder::new(std::io::BufReader::new(std::fs::File::open(dir.path("timelapse.gif")).unwrap())).unwrap();
+    pggan_ok(&[
+        "timelapse",
+        "--run",
+        &run,
+        "--out",
+        &dir.arg("timelapse.gif"),
+    ]);
+    let gif = image::codecs::gif::GifDecoder::new(std::io::BufReader::new(
+        std::fs::File::open(dir.path("timelapse.gif")).unwrap(),
+    ))
+    .unwrap();
     use image::AnimationDecoder;
     assert_eq!(gif.into_frames().count(), grids, "one frame per grid");
-    pggan_ok(&["interpolate", "--model", &run, "--seed", "5", "--to", "7", "--seconds", "1", "--fps", "6", "--scale", "1", "--out", &dir.arg("blend")]);
+    pggan_ok(&[
+        "interpolate",
+        "--model",
+        &run,
+        "--seed",
+        "5",
+        "--to",
+        "7",
+        "--seconds",
+        "1",
+        "--fps",
+        "6",
+        "--scale",
+        "1",
+        "--out",
+        &dir.arg("blend"),
+    ]);
     let first = read_rgb(&dir.path("blend/frame00000.png"));
     let last = read_rgb(&dir.path("blend/frame00005.png"));
-    let close = |a: &image::RgbImage, b: &image::RgbImage| a.pixels().zip(b.pixels()).all(|(p, q)| (0..3).all(|c| p[c].abs_diff(q[c]) <= 1));
-    assert!(close(&first, &read_rgb(&dir.path("from_run/seed000005.png"))), "the blend starts at seed 5's face");
-    assert!(close(&last, &read_rgb(&dir.path("from_run/seed000007.png"))), "and ends at seed 7's");
-    pggan_ok(&["interpolate", "--model", &run, "--seconds", "1", "--fps", "8", "--out", &dir.arg("walk.gif")]);
+    let close = |a: &image::RgbImage, b: &image::RgbImage| {
+        a.pixels()
+            .zip(b.pixels())
+            .all(|(p, q)| (0..3).all(|c| p[c].abs_diff(q[c]) <= 1))
+    };
+    assert!(
+        close(&first, &read_rgb(&dir.path("from_run/seed000005.png"))),
+        "the blend starts at seed 5's face"
+    );
+    assert!(
+        close(&last, &read_rgb(&dir.path("from_run/seed000007.png"))),
+        "and ends at seed 7's"
+    );
+    pggan_ok(&[
+        "interpolate",
+        "--model",
+        &run,
+        "--seconds",
+        "1",
+        "--fps",
+        "8",
+        "--out",
+        &dir.arg("walk.gif"),
+    ]);
     assert!(std::fs::metadata(dir.path("walk.gif")).unwrap().len() > 100);
 }

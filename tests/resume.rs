@@ -8,10 +8,23 @@ fn tiny_pack(dir: &Scratch) {
     std::fs::create_dir_all(dir.path("images")).unwrap();
     let mut rng = pggan_e2e::Lcg(3);
     for i in 0..24 {
-        let img = image::RgbImage::from_fn(8, 8, |_, _| image::Rgb([(rng.next_f64() * 255.0) as u8, (rng.next_f64() * 255.0) as u8, 128]));
+        let img = image::RgbImage::from_fn(8, 8, |_, _| {
+            image::Rgb([
+                (rng.next_f64() * 255.0) as u8,
+                (rng.next_f64() * 255.0) as u8,
+                128,
+            ])
+        });
         img.save(dir.path(&format!("images/{i}.png"))).unwrap();
     }
-    pggan_ok(&["prepare", &dir.arg("images"), "--out", &dir.arg("p.pack"), "--resolution", "8"]);
+    pggan_ok(&[
+        "prepare",
+        &dir.arg("images"),
+        "--out",
+        &dir.arg("p.pack"),
+        "--resolution",
+        "8",
+    ]);
 }
 
 /// The smallest model, and one big enough that its checkpoint splits into several 0.5 MiB parts.
@@ -23,7 +36,18 @@ fn train_model(dir: &Scratch, model: [&str; 6], run: &str, stop: Option<&str>, r
     let run = dir.arg(run);
     let mut args = vec!["train", "--data", &data, "--run", &run, "--minibatch", "8"];
     args.extend(model);
-    args.extend(["--stabilize-kimg", "0.2", "--fade-kimg", "0.2", "--tick-kimg", "0.1", "--grid", "2", "--total-kimg", "0.6"]);
+    args.extend([
+        "--stabilize-kimg",
+        "0.2",
+        "--fade-kimg",
+        "0.2",
+        "--tick-kimg",
+        "0.1",
+        "--grid",
+        "2",
+        "--total-kimg",
+        "0.6",
+    ]);
     if let Some(k) = stop {
         args.extend(["--stop-kimg", k]);
     }
@@ -50,11 +74,16 @@ fn stop_and_resume_mid_fade_equals_one_straight_run() {
     train(&dir, "halves", Some("0.3"), false);
     let half: Vec<serde_json::Value> = pggan_e2e::metrics(&dir.path("halves"));
     let alpha = half.last().unwrap()["alpha"].as_f64().unwrap();
-    assert!(alpha > 0.0 && alpha < 1.0, "stopped mid-fade (alpha {alpha})");
+    assert!(
+        alpha > 0.0 && alpha < 1.0,
+        "stopped mid-fade (alpha {alpha})"
+    );
     train(&dir, "halves", None, true);
 
-    let (a, meta_a) = decode(&std::fs::read(dir.path("straight/checkpoint.safetensors")).unwrap()).unwrap();
-    let (b, meta_b) = decode(&std::fs::read(dir.path("halves/checkpoint.safetensors")).unwrap()).unwrap();
+    let (a, meta_a) =
+        decode(&std::fs::read(dir.path("straight/checkpoint.safetensors")).unwrap()).unwrap();
+    let (b, meta_b) =
+        decode(&std::fs::read(dir.path("halves/checkpoint.safetensors")).unwrap()).unwrap();
     assert_eq!(a.len(), b.len());
     let mut max_diff = 0f32;
     for (x, y) in a.iter().zip(&b) {
@@ -64,12 +93,30 @@ fn stop_and_resume_mid_fade_equals_one_straight_run() {
             max_diff = max_diff.max((p - q).abs());
         }
     }
-    assert!(a.iter().any(|t| t.name.starts_with("adam_d.")), "optimiser state is checkpointed");
-    assert!(a.iter().any(|t| t.name.starts_with("ema.")), "EMA is checkpointed");
-    assert_eq!(max_diff, 0.0, "resumed weights differ from the straight run by {max_diff}");
+    assert!(
+        a.iter().any(|t| t.name.starts_with("adam_d.")),
+        "optimiser state is checkpointed"
+    );
+    assert!(
+        a.iter().any(|t| t.name.starts_with("ema.")),
+        "EMA is checkpointed"
+    );
+    assert_eq!(
+        max_diff, 0.0,
+        "resumed weights differ from the straight run by {max_diff}"
+    );
     let sa: serde_json::Value = serde_json::from_str(&meta_a["state"]).unwrap();
     let sb: serde_json::Value = serde_json::from_str(&meta_b["state"]).unwrap();
-    for key in ["nimg", "latent_rng", "mix_rng", "mirror_rng", "cursor", "adam_g_step", "adam_d_step", "stages_done"] {
+    for key in [
+        "nimg",
+        "latent_rng",
+        "mix_rng",
+        "mirror_rng",
+        "cursor",
+        "adam_g_step",
+        "adam_d_step",
+        "stages_done",
+    ] {
         assert_eq!(sa[key], sb[key], "state `{key}` differs");
     }
 }
@@ -82,35 +129,97 @@ fn a_compacted_run_carries_in_small_files_and_resumes() {
     train_wide(&dir, "first", Some("0.3"), false);
 
     // Exact form: f32 with the optimiser, split into parts of at most 0.5 MiB.
-    let out = pggan_ok(&["compact", "--run", &dir.arg("first"), "--out", &dir.arg("carried"), "--dtype", "f32", "--keep-optimizer", "--max-file-mib", "0.5"]);
-    let parts: Vec<_> = std::fs::read_dir(dir.path("carried")).unwrap().map(|e| e.unwrap().path()).filter(|p| p.to_string_lossy().contains("checkpoint-part")).collect();
+    let out = pggan_ok(&[
+        "compact",
+        "--run",
+        &dir.arg("first"),
+        "--out",
+        &dir.arg("carried"),
+        "--dtype",
+        "f32",
+        "--keep-optimizer",
+        "--max-file-mib",
+        "0.5",
+    ]);
+    let parts: Vec<_> = std::fs::read_dir(dir.path("carried"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().contains("checkpoint-part"))
+        .collect();
     assert!(parts.len() >= 3, "split into parts: {out}");
     for p in &parts {
-        assert!(std::fs::metadata(p).unwrap().len() <= 512 * 1024, "{} over 0.5 MiB", p.display());
+        assert!(
+            std::fs::metadata(p).unwrap().len() <= 512 * 1024,
+            "{} over 0.5 MiB",
+            p.display()
+        );
     }
     for name in ["options.json", "metrics.jsonl", "sessions.jsonl"] {
-        assert!(dir.path(&format!("carried/{name}")).exists(), "{name} not carried");
+        assert!(
+            dir.path(&format!("carried/{name}")).exists(),
+            "{name} not carried"
+        );
     }
     // The growth-stage snapshots travel too (the export needs them).
     let stages = |d: &str| -> Vec<(std::ffi::OsString, Vec<u8>)> {
-        let mut v: Vec<_> = std::fs::read_dir(dir.path(&format!("{d}/stages"))).map(|r| r.map(|e| { let e = e.unwrap(); (e.file_name(), std::fs::read(e.path()).unwrap()) }).collect()).unwrap_or_default();
+        let mut v: Vec<_> = std::fs::read_dir(dir.path(&format!("{d}/stages")))
+            .map(|r| {
+                r.map(|e| {
+                    let e = e.unwrap();
+                    (e.file_name(), std::fs::read(e.path()).unwrap())
+                })
+                .collect()
+            })
+            .unwrap_or_default();
         v.sort();
         v
     };
-    assert!(!stages("first").is_empty(), "the test run should have a stage snapshot");
+    assert!(
+        !stages("first").is_empty(),
+        "the test run should have a stage snapshot"
+    );
     assert_eq!(stages("first"), stages("carried"));
     train_wide(&dir, "carried", None, true);
-    let (a, _) = decode(&std::fs::read(dir.path("straight/checkpoint.safetensors")).unwrap()).unwrap();
-    let (b, _) = decode(&std::fs::read(dir.path("carried/checkpoint.safetensors")).unwrap()).unwrap();
-    assert_eq!(a, b, "an f32 compact with the optimiser resumes bit-exactly");
+    let (a, _) =
+        decode(&std::fs::read(dir.path("straight/checkpoint.safetensors")).unwrap()).unwrap();
+    let (b, _) =
+        decode(&std::fs::read(dir.path("carried/checkpoint.safetensors")).unwrap()).unwrap();
+    assert_eq!(
+        a, b,
+        "an f32 compact with the optimiser resumes bit-exactly"
+    );
 
     // Small form: bf16 weights, no optimiser — half the size or less, and it still resumes.
-    pggan_ok(&["compact", "--run", &dir.arg("first"), "--out", &dir.arg("small"), "--max-file-mib", "0.5"]);
+    pggan_ok(&[
+        "compact",
+        "--run",
+        &dir.arg("first"),
+        "--out",
+        &dir.arg("small"),
+        "--max-file-mib",
+        "0.5",
+    ]);
     let size = |d: &str| -> u64 {
-        std::fs::read_dir(dir.path(d)).unwrap().map(|e| e.unwrap().path()).filter(|p| p.to_string_lossy().contains("checkpoint-part")).map(|p| std::fs::metadata(p).unwrap().len()).sum()
+        std::fs::read_dir(dir.path(d))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.to_string_lossy().contains("checkpoint-part"))
+            .map(|p| std::fs::metadata(p).unwrap().len())
+            .sum()
     };
-    assert!(size("small") * 4 < size("carried"), "bf16 without moments: {} vs {} bytes", size("small"), size("carried"));
-    pggan_ok(&["generate", "--model", &dir.arg("small"), "--out", &dir.arg("small.png")]);
+    assert!(
+        size("small") * 4 < size("carried"),
+        "bf16 without moments: {} vs {} bytes",
+        size("small"),
+        size("carried")
+    );
+    pggan_ok(&[
+        "generate",
+        "--model",
+        &dir.arg("small"),
+        "--out",
+        &dir.arg("small.png"),
+    ]);
     train_wide(&dir, "small", None, true);
     let log = pggan_e2e::metrics(&dir.path("small"));
     assert!(log.last().unwrap()["kimg"].as_f64().unwrap() >= 0.6);
@@ -132,35 +241,104 @@ fn carry_run_takes_a_run_away_and_back() {
             cmd.env("TMPDIR", dir.path(t));
         }
         let out = cmd.output().unwrap();
-        assert!(out.status.success(), "{args:?}: {}", pggan_e2e::describe(&out));
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            pggan_e2e::describe(&out)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let script = script.to_string_lossy().into_owned();
-    sh(&[&script, "out", "--run", &dir.arg("home"), "--data", &dir.arg("p.pack"), "--to", &dir.arg("carry"), "--features", "flex"], None);
-    for f in ["pggan.gz", "train.tar.gz", "train-here.sh", "run/checkpoint-part000.safetensors", "run/options.json", "run/stages-at-home.txt"] {
-        let len = std::fs::metadata(dir.path(&format!("carry/{f}"))).unwrap_or_else(|e| panic!("carry/{f}: {e}")).len();
+    sh(
+        &[
+            &script,
+            "out",
+            "--run",
+            &dir.arg("home"),
+            "--data",
+            &dir.arg("p.pack"),
+            "--to",
+            &dir.arg("carry"),
+            "--features",
+            "flex",
+        ],
+        None,
+    );
+    for f in [
+        "pggan.gz",
+        "train.tar.gz",
+        "train-here.sh",
+        "run/checkpoint-part000.safetensors",
+        "run/options.json",
+        "run/stages-at-home.txt",
+    ] {
+        let len = std::fs::metadata(dir.path(&format!("carry/{f}")))
+            .unwrap_or_else(|e| panic!("carry/{f}: {e}"))
+            .len();
         assert!(len < 16 << 20, "carry/{f} is {len} bytes");
     }
-    assert!(!dir.path("carry/run/stages").exists(), "the stage snapshots stay at home");
+    assert!(
+        !dir.path("carry/run/stages").exists(),
+        "the stage snapshots stay at home"
+    );
     // "The other machine": only the carried folder, the run finished there.
     std::fs::create_dir_all(dir.path("tmp")).unwrap();
     let here = dir.arg("carry/train-here.sh");
     sh(&[&here, "1", &dir.arg("back"), "flex"], Some("tmp"));
-    sh(&[&script, "back", "--from", &dir.arg("back/run-back.tar.gz"), "--run", &dir.arg("home")], None);
-    assert!(dir.path("home/checkpoint-before-carry.safetensors").exists() && !dir.path("home/checkpoint.safetensors").exists());
+    sh(
+        &[
+            &script,
+            "back",
+            "--from",
+            &dir.arg("back/run-back.tar.gz"),
+            "--run",
+            &dir.arg("home"),
+        ],
+        None,
+    );
+    assert!(
+        dir.path("home/checkpoint-before-carry.safetensors")
+            .exists()
+            && !dir.path("home/checkpoint.safetensors").exists()
+    );
     let log = pggan_e2e::metrics(&dir.path("home"));
-    assert!((log.last().unwrap()["kimg"].as_f64().unwrap() - 0.6).abs() < 0.05, "the run came back finished: {log:?}");
+    assert!(
+        (log.last().unwrap()["kimg"].as_f64().unwrap() - 0.6).abs() < 0.05,
+        "the run came back finished: {log:?}"
+    );
     // The 8×8 stage was made away and came back alone; the 4×4 one stayed at home throughout.
-    let back = std::process::Command::new("tar").args(["tzf", &dir.arg("back/run-back.tar.gz")]).output().unwrap();
+    let back = std::process::Command::new("tar")
+        .args(["tzf", &dir.arg("back/run-back.tar.gz")])
+        .output()
+        .unwrap();
     let back = String::from_utf8_lossy(&back.stdout);
-    assert!(back.contains("stages/level1-8x8.safetensors") && !back.contains("level0"), "{back}");
-    assert!(dir.path("home/stages/level1-8x8.safetensors").exists() && dir.path("home/stages/level0-4x4.safetensors").exists());
+    assert!(
+        back.contains("stages/level1-8x8.safetensors") && !back.contains("level0"),
+        "{back}"
+    );
+    assert!(
+        dir.path("home/stages/level1-8x8.safetensors").exists()
+            && dir.path("home/stages/level0-4x4.safetensors").exists()
+    );
     let sessions = std::fs::read_to_string(dir.path("home/sessions.jsonl")).unwrap();
     assert_eq!(sessions.lines().count(), 2, "{sessions}");
     // Home again: it resumes from the returned checkpoint and exports.
-    let done = pggan_ok(&["train", "--data", &dir.arg("p.pack"), "--run", &dir.arg("home"), "--resume"]);
+    let done = pggan_ok(&[
+        "train",
+        "--data",
+        &dir.arg("p.pack"),
+        "--run",
+        &dir.arg("home"),
+        "--resume",
+    ]);
     assert!(done.contains("Done: 0.6 kimg"), "{done}");
-    pggan_ok(&["export", "--run", &dir.arg("home"), "--out", &dir.arg("export")]);
+    pggan_ok(&[
+        "export",
+        "--run",
+        &dir.arg("home"),
+        "--out",
+        &dir.arg("export"),
+    ]);
 }
 
 /// The checkpoint just after each level ends is kept (`checkpoints/`); putting it back and
@@ -179,14 +357,23 @@ fn a_run_rewinds_to_the_end_of_a_level() {
     // Rewind a copy of the run to it and train on: the same end as the straight run.
     std::fs::create_dir_all(dir.path("rewound")).unwrap();
     for name in ["options.json", "metrics.jsonl", "sessions.jsonl"] {
-        std::fs::copy(dir.path(&format!("straight/{name}")), dir.path(&format!("rewound/{name}"))).unwrap();
+        std::fs::copy(
+            dir.path(&format!("straight/{name}")),
+            dir.path(&format!("rewound/{name}")),
+        )
+        .unwrap();
     }
     std::fs::copy(&kept, dir.path("rewound/checkpoint.safetensors")).unwrap();
     train(&dir, "rewound", None, true);
-    let (a, _) = decode(&std::fs::read(dir.path("straight/checkpoint.safetensors")).unwrap()).unwrap();
-    let (b, _) = decode(&std::fs::read(dir.path("rewound/checkpoint.safetensors")).unwrap()).unwrap();
+    let (a, _) =
+        decode(&std::fs::read(dir.path("straight/checkpoint.safetensors")).unwrap()).unwrap();
+    let (b, _) =
+        decode(&std::fs::read(dir.path("rewound/checkpoint.safetensors")).unwrap()).unwrap();
     assert_eq!(a, b, "rewound and retrained equals the straight run");
     let log = pggan_e2e::metrics(&dir.path("rewound"));
     let ticks: Vec<u64> = log.iter().filter_map(|v| v["tick"].as_u64()).collect();
-    assert!(ticks.windows(2).all(|w| w[1] == w[0] + 1), "the log was trimmed to the kept checkpoint: {ticks:?}");
+    assert!(
+        ticks.windows(2).all(|w| w[1] == w[0] + 1),
+        "the log was trimmed to the kept checkpoint: {ticks:?}"
+    );
 }

@@ -13,25 +13,65 @@ fn shipped() -> PathBuf {
 
 fn manifest() -> Value {
     let path = shipped().join("manifest.json");
-    serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
+    serde_json::from_str(
+        &std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+    )
+    .unwrap()
 }
 
 #[test]
 fn the_shipped_model_is_complete_and_under_8_mb() {
     let m = manifest();
-    assert_eq!((m["resolution"].as_u64(), m["level"].as_u64(), m["alpha"].as_f64()), (Some(64), Some(4), Some(1.0)), "a finished 64×64 generator");
+    assert_eq!(
+        (
+            m["resolution"].as_u64(),
+            m["level"].as_u64(),
+            m["alpha"].as_f64()
+        ),
+        (Some(64), Some(4), Some(1.0)),
+        "a finished 64×64 generator"
+    );
     // One stage per lower level, in order, each file the size the manifest says.
     let stages = m["stages"].as_array().unwrap();
-    let levels: Vec<(u64, u64)> = stages.iter().map(|s| (s["level"].as_u64().unwrap(), s["resolution"].as_u64().unwrap())).collect();
+    let levels: Vec<(u64, u64)> = stages
+        .iter()
+        .map(|s| {
+            (
+                s["level"].as_u64().unwrap(),
+                s["resolution"].as_u64().unwrap(),
+            )
+        })
+        .collect();
     assert_eq!(levels, [(0, 4), (1, 8), (2, 16), (3, 32)]);
-    let size = |rel: &str| std::fs::metadata(shipped().join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}")).len();
-    assert_eq!(size(m["generator"].as_str().unwrap()), m["generator_bytes"].as_u64().unwrap());
+    let size = |rel: &str| {
+        std::fs::metadata(shipped().join(rel))
+            .unwrap_or_else(|e| panic!("{rel}: {e}"))
+            .len()
+    };
+    assert_eq!(
+        size(m["generator"].as_str().unwrap()),
+        m["generator_bytes"].as_u64().unwrap()
+    );
     for s in stages {
-        assert_eq!(size(s["file"].as_str().unwrap()), s["bytes"].as_u64().unwrap(), "{s}");
+        assert_eq!(
+            size(s["file"].as_str().unwrap()),
+            s["bytes"].as_u64().unwrap(),
+            "{s}"
+        );
     }
     // Every file of the folder counts towards the page's budget.
     fn total(dir: &Path) -> u64 {
-        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).map(|p| if p.is_dir() { total(&p) } else { std::fs::metadata(&p).unwrap().len() }).sum()
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .map(|p| {
+                if p.is_dir() {
+                    total(&p)
+                } else {
+                    std::fs::metadata(&p).unwrap().len()
+                }
+            })
+            .sum()
     }
     let bytes = total(&shipped());
     assert!(bytes < 8_000_000, "shipped model is {bytes} bytes");
@@ -41,9 +81,17 @@ fn the_shipped_model_is_complete_and_under_8_mb() {
     assert!(e["count"].as_u64().unwrap() >= 2000, "{e}");
     for side in ["model", "reals_floor"] {
         for key in ["16", "32", "64", "avg"] {
-            assert!(e[side]["swd"][key].as_f64().is_some_and(|v| v > 0.0), "{side} SWD {key}: {e}");
+            assert!(
+                e[side]["swd"][key].as_f64().is_some_and(|v| v > 0.0),
+                "{side} SWD {key}: {e}"
+            );
         }
-        assert!(e[side]["ms_ssim"].as_f64().is_some_and(|v| v > 0.0 && v < 1.0), "{side} MS-SSIM: {e}");
+        assert!(
+            e[side]["ms_ssim"]
+                .as_f64()
+                .is_some_and(|v| v > 0.0 && v < 1.0),
+            "{side} MS-SSIM: {e}"
+        );
     }
     assert!(m["training"]["train_seconds"].as_f64().unwrap() > 0.0);
 }
@@ -52,21 +100,70 @@ fn the_shipped_model_is_complete_and_under_8_mb() {
 fn the_shipped_model_draws_varied_64x64_pictures() {
     let dir = Scratch::new("shipped-model");
     let model = shipped().to_string_lossy().into_owned();
-    pggan_ok(&["generate", "--model", &model, "--seed", "0", "--count", "4", "--out", &dir.arg("faces")]);
-    let faces: Vec<image::RgbImage> = (0..4).map(|i| read_rgb(&dir.path(&format!("faces/seed{i:06}.png")))).collect();
-    let mean = |img: &image::RgbImage| img.as_raw().iter().map(|&v| f64::from(v)).sum::<f64>() / img.as_raw().len() as f64;
+    pggan_ok(&[
+        "generate",
+        "--model",
+        &model,
+        "--seed",
+        "0",
+        "--count",
+        "4",
+        "--out",
+        &dir.arg("faces"),
+    ]);
+    let faces: Vec<image::RgbImage> = (0..4)
+        .map(|i| read_rgb(&dir.path(&format!("faces/seed{i:06}.png"))))
+        .collect();
+    let mean = |img: &image::RgbImage| {
+        img.as_raw().iter().map(|&v| f64::from(v)).sum::<f64>() / img.as_raw().len() as f64
+    };
     for (i, f) in faces.iter().enumerate() {
         assert_eq!(f.dimensions(), (64, 64));
         let mu = mean(f);
-        let spread = (f.as_raw().iter().map(|&v| (f64::from(v) - mu).powi(2)).sum::<f64>() / f.as_raw().len() as f64).sqrt();
-        assert!(spread > 20.0, "seed {i}: a picture, not a flat field (spread {spread:.1})");
+        let spread = (f
+            .as_raw()
+            .iter()
+            .map(|&v| (f64::from(v) - mu).powi(2))
+            .sum::<f64>()
+            / f.as_raw().len() as f64)
+            .sqrt();
+        assert!(
+            spread > 20.0,
+            "seed {i}: a picture, not a flat field (spread {spread:.1})"
+        );
     }
     for i in 1..4 {
-        let diff = faces[0].as_raw().iter().zip(faces[i].as_raw()).map(|(&a, &b)| f64::from(a.abs_diff(b))).sum::<f64>() / (64.0 * 64.0 * 3.0);
-        assert!(diff > 10.0, "seeds 0 and {i} differ by only {diff:.1} per channel");
+        let diff = faces[0]
+            .as_raw()
+            .iter()
+            .zip(faces[i].as_raw())
+            .map(|(&a, &b)| f64::from(a.abs_diff(b)))
+            .sum::<f64>()
+            / (64.0 * 64.0 * 3.0);
+        assert!(
+            diff > 10.0,
+            "seeds 0 and {i} differ by only {diff:.1} per channel"
+        );
     }
     // The growth stages load too: one row per stage and the final generator.
-    pggan_ok(&["generate", "--model", &model, "--stages", "--seed", "0", "--count", "2", "--cell", "64", "--out", &dir.arg("stages.png")]);
+    pggan_ok(&[
+        "generate",
+        "--model",
+        &model,
+        "--stages",
+        "--seed",
+        "0",
+        "--count",
+        "2",
+        "--cell",
+        "64",
+        "--out",
+        &dir.arg("stages.png"),
+    ]);
     let stages = read_rgb(&dir.path("stages.png"));
-    assert_eq!(stages.dimensions(), (2 * 64, 5 * 64), "2 seeds × (4 stages + the final generator)");
+    assert_eq!(
+        stages.dimensions(),
+        (2 * 64, 5 * 64),
+        "2 seeds × (4 stages + the final generator)"
+    );
 }

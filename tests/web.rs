@@ -27,24 +27,76 @@ fn model() -> &'static Path {
                 let (a, b, c) = (rng.next_f64(), rng.next_f64(), rng.next_f64());
                 image::RgbImage::from_fn(16, 16, |x, y| {
                     let d = ((x as f64 - 7.5).powi(2) + (y as f64 - 7.5).powi(2)).sqrt() / 10.6;
-                    image::Rgb([(255.0 * a * (1.0 - d)) as u8, (255.0 * b * d) as u8, (255.0 * c) as u8])
+                    image::Rgb([
+                        (255.0 * a * (1.0 - d)) as u8,
+                        (255.0 * b * d) as u8,
+                        (255.0 * c) as u8,
+                    ])
                 })
                 .save(dir.path(&format!("images/{i:02}.png")))
                 .unwrap();
             }
-            pggan_ok(&["prepare", &dir.arg("images"), "--out", &dir.arg("d.pack"), "--resolution", "16", "--holdout", "4"]);
             pggan_ok(&[
-                "train", "--data", &dir.arg("d.pack"), "--run", &dir.arg("run"), "--latent", "32", "--fmap-base", "128",
-                "--fmap-max", "32", "--minibatch", "8", "--stabilize-kimg", "0.2", "--fade-kimg", "0.2", "--total-kimg", "1.2",
-                "--tick-kimg", "0.2", "--grid", "2", "--metrics-kimg", "0",
+                "prepare",
+                &dir.arg("images"),
+                "--out",
+                &dir.arg("d.pack"),
+                "--resolution",
+                "16",
+                "--holdout",
+                "4",
             ]);
-            pggan_ok(&["export", "--run", &dir.arg("run"), "--out", &dir.arg("e2e"), "--reference", &dir.arg("d.pack"), "--eval-count", "4"]);
+            pggan_ok(&[
+                "train",
+                "--data",
+                &dir.arg("d.pack"),
+                "--run",
+                &dir.arg("run"),
+                "--latent",
+                "32",
+                "--fmap-base",
+                "128",
+                "--fmap-max",
+                "32",
+                "--minibatch",
+                "8",
+                "--stabilize-kimg",
+                "0.2",
+                "--fade-kimg",
+                "0.2",
+                "--total-kimg",
+                "1.2",
+                "--tick-kimg",
+                "0.2",
+                "--grid",
+                "2",
+                "--metrics-kimg",
+                "0",
+            ]);
+            pggan_ok(&[
+                "export",
+                "--run",
+                &dir.arg("run"),
+                "--out",
+                &dir.arg("e2e"),
+                "--reference",
+                &dir.arg("d.pack"),
+                "--eval-count",
+                "4",
+            ]);
             // The export carries its evaluation against the held-out images, and the floor.
-            let m: Value = serde_json::from_str(&std::fs::read_to_string(dir.path("e2e/manifest.json")).unwrap()).unwrap();
+            let m: Value = serde_json::from_str(
+                &std::fs::read_to_string(dir.path("e2e/manifest.json")).unwrap(),
+            )
+            .unwrap();
             let e = &m["training"]["evaluation"];
             assert_eq!(e["count"], 4, "{e}");
             for side in ["model", "reals_floor"] {
-                assert!(e[side]["swd"]["16"].as_f64().unwrap() > 0.0 && e[side]["swd"]["avg"].as_f64().is_some(), "{e}");
+                assert!(
+                    e[side]["swd"]["16"].as_f64().unwrap() > 0.0
+                        && e[side]["swd"]["avg"].as_f64().is_some(),
+                    "{e}"
+                );
                 assert!(e[side]["ms_ssim"].as_f64().is_some());
             }
             let path = dir.path("e2e");
@@ -62,10 +114,16 @@ struct Page {
 }
 
 fn artifacts() -> PathBuf {
-    std::env::var_os("PGGAN_ARTIFACTS").map(PathBuf::from).unwrap_or_else(|| {
-        let exe = std::env::current_exe().unwrap();
-        exe.parent().unwrap().parent().unwrap().join("test-artifacts")
-    })
+    std::env::var_os("PGGAN_ARTIFACTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let exe = std::env::current_exe().unwrap();
+            exe.parent()
+                .unwrap()
+                .parent()
+                .unwrap()
+                .join("test-artifacts")
+        })
 }
 
 impl Page {
@@ -78,7 +136,16 @@ impl Page {
         let mut mounts = vec![("/models/e2e/".to_string(), model().to_path_buf())];
         mounts.extend(extra_mounts);
         let server = Server::start(root, mounts);
-        Page { browser: Browser::launch(webgpu), server }
+        let mut page = Page {
+            browser: Browser::launch(webgpu),
+            server,
+        };
+        if webgpu {
+            // A page of the same origin (a secure context) that is not the app: its 404.
+            page.goto("/adapter-probe");
+            page.browser.require_webgpu_adapter();
+        }
+        page
     }
 
     fn goto(&mut self, path: &str) {
@@ -95,11 +162,17 @@ impl Page {
     }
 
     fn text(&mut self, id: &str) -> String {
-        self.browser.eval(&format!("document.getElementById('{id}').textContent")).as_str().unwrap_or("").to_string()
+        self.browser
+            .eval(&format!("document.getElementById('{id}').textContent"))
+            .as_str()
+            .unwrap_or("")
+            .to_string()
     }
 
     fn visible(&mut self, id: &str) -> bool {
-        self.browser.eval(&format!("!document.getElementById('{id}').hidden")) == Value::Bool(true)
+        self.browser
+            .eval(&format!("!document.getElementById('{id}').hidden"))
+            == Value::Bool(true)
     }
 
     /// RGB bytes of a canvas (alpha dropped).
@@ -107,30 +180,48 @@ impl Page {
         let v = self.browser.eval(&format!(
             "(() => {{ const c = document.querySelector('{selector}'); return Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data); }})()"
         ));
-        v.as_array().unwrap().chunks(4).flat_map(|p| p[..3].iter().map(|x| x.as_u64().unwrap() as u8)).collect()
+        v.as_array()
+            .unwrap()
+            .chunks(4)
+            .flat_map(|p| p[..3].iter().map(|x| x.as_u64().unwrap() as u8))
+            .collect()
     }
 
     fn rendered(&mut self, selector: &str) -> u64 {
-        self.browser.eval(&format!("Number(document.querySelector('{selector}').dataset.rendered || 0)")).as_u64().unwrap()
+        self.browser
+            .eval(&format!(
+                "Number(document.querySelector('{selector}').dataset.rendered || 0)"
+            ))
+            .as_u64()
+            .unwrap()
     }
 
     /// Runs `action` (JavaScript) and waits until `selector` has been drawn again.
     fn redraw(&mut self, selector: &str, action: &str) -> Vec<u8> {
         let before = self.rendered(selector);
         self.browser.eval(action);
-        self.browser.wait_for(&format!("Number(document.querySelector('{selector}').dataset.rendered || 0) > {before}"), LOAD);
+        self.browser.wait_for(
+            &format!(
+                "Number(document.querySelector('{selector}').dataset.rendered || 0) > {before}"
+            ),
+            LOAD,
+        );
         self.pixels(selector)
     }
 
     /// Runs `action` and waits until `selector` says it shows `shows` (its `data-shows`).
     fn redraw_to(&mut self, selector: &str, action: &str, shows: &str) -> Vec<u8> {
         self.browser.eval(action);
-        self.browser.wait_for(&format!("document.querySelector('{selector}').dataset.shows === '{shows}'"), LOAD);
+        self.browser.wait_for(
+            &format!("document.querySelector('{selector}').dataset.shows === '{shows}'"),
+            LOAD,
+        );
         self.pixels(selector)
     }
 
     fn shot(&mut self, name: &str) {
-        self.browser.screenshot(&artifacts().join(format!("{name}.png")));
+        self.browser
+            .screenshot(&artifacts().join(format!("{name}.png")));
     }
 }
 
@@ -141,7 +232,11 @@ fn std_dev(v: &[u8]) -> f64 {
 
 fn mean_abs_diff(a: &[u8], b: &[u8]) -> f64 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(&x, &y)| (x as f64 - y as f64).abs()).sum::<f64>() / a.len() as f64
+    a.iter()
+        .zip(b)
+        .map(|(&x, &y)| (x as f64 - y as f64).abs())
+        .sum::<f64>()
+        / a.len() as f64
 }
 
 fn max_abs_diff(a: &[u8], b: &[u8]) -> u8 {
@@ -151,19 +246,40 @@ fn max_abs_diff(a: &[u8], b: &[u8]) -> u8 {
 /// What `pggan generate` draws for `seed`, as RGB bytes.
 fn native_face(seed: u64) -> Vec<u8> {
     let dir = Scratch::new(&format!("web-native-{seed}"));
-    pggan_ok(&["generate", "--model", &model().to_string_lossy(), "--seed", &seed.to_string(), "--out", &dir.arg("face.png")]);
+    pggan_ok(&[
+        "generate",
+        "--model",
+        &model().to_string_lossy(),
+        "--seed",
+        &seed.to_string(),
+        "--out",
+        &dir.arg("face.png"),
+    ]);
     read_rgb(&dir.path("face.png")).into_raw()
 }
 
 fn check_faces_drawn(page: &mut Page) {
-    let count = page.browser.eval("document.querySelectorAll('#grid canvas[data-rendered]').length").as_u64().unwrap();
+    let count = page
+        .browser
+        .eval("document.querySelectorAll('#grid canvas[data-rendered]').length")
+        .as_u64()
+        .unwrap();
     assert_eq!(count, 16, "all 16 faces drawn");
-    let faces: Vec<Vec<u8>> = (1..=3).map(|i| page.pixels(&format!("#grid div:nth-child({i}) canvas"))).collect();
+    let faces: Vec<Vec<u8>> = (1..=3)
+        .map(|i| page.pixels(&format!("#grid div:nth-child({i}) canvas")))
+        .collect();
     for f in &faces {
-        assert!(std_dev(f) > 8.0, "a face is (nearly) uniform: std {}", std_dev(f));
+        assert!(
+            std_dev(f) > 8.0,
+            "a face is (nearly) uniform: std {}",
+            std_dev(f)
+        );
         assert!(f.iter().any(|&x| x > 20), "a face is blank");
     }
-    assert!(mean_abs_diff(&faces[0], &faces[1]) > 2.0, "two faces of different seeds look the same");
+    assert!(
+        mean_abs_diff(&faces[0], &faces[1]) > 2.0,
+        "two faces of different seeds look the same"
+    );
 }
 
 /// Both backends: faces drawn, backend reported, a seed link matches `pggan generate`, and a
@@ -173,55 +289,110 @@ fn faces_links_and_backends() {
     let _one = BROWSER.lock().unwrap_or_else(|e| e.into_inner());
     let native = native_face(1234);
     let mut latent_link_pixels: Option<(String, Vec<u8>)> = None;
-    for (webgpu, query, expect) in [(true, "?model=e2e", "webgpu"), (false, "?model=e2e", "cpu"), (true, "?model=e2e&backend=cpu", "cpu")] {
+    for (webgpu, query, expect) in [
+        (true, "?model=e2e", "webgpu"),
+        (false, "?model=e2e", "cpu"),
+        (true, "?model=e2e&backend=cpu", "cpu"),
+    ] {
         let mut page = Page::open(webgpu, vec![]);
         page.goto(&format!("/{query}#seed=1234"));
         page.wait_ready();
         let backend = page.browser.eval("document.body.dataset.backend");
         assert_eq!(backend, expect, "{query} with webgpu={webgpu}");
-        assert!(page.text("status").contains("ms per face"), "status: {}", page.text("status"));
+        assert!(
+            page.text("status").contains("ms per face"),
+            "status: {}",
+            page.text("status")
+        );
         if expect == "cpu" {
             assert!(page.visible("notice"), "the CPU fallback is announced");
         }
         check_faces_drawn(&mut page);
 
         // The seed link opened that face; it is the image `pggan generate` makes.
-        page.browser.wait_for("document.getElementById('detail-canvas').dataset.rendered", LOAD);
+        page.browser.wait_for(
+            "document.getElementById('detail-canvas').dataset.rendered",
+            LOAD,
+        );
         let face = page.pixels("#detail-canvas");
         let (mean, max) = (mean_abs_diff(&face, &native), max_abs_diff(&face, &native));
-        assert!(mean < 1.0 && max <= 6, "{expect}: seed 1234 differs from pggan generate by mean {mean:.3}, max {max}");
+        assert!(
+            mean < 1.0 && max <= 6,
+            "{expect}: seed 1234 differs from pggan generate by mean {mean:.3}, max {max}"
+        );
         assert!(page.text("detail-label").contains("1234"));
-        page.shot(&format!("page-{expect}-{}", if webgpu { "gpu-browser" } else { "no-gpu-browser" }));
+        page.shot(&format!(
+            "page-{expect}-{}",
+            if webgpu {
+                "gpu-browser"
+            } else {
+                "no-gpu-browser"
+            }
+        ));
 
         // A latent link (from a blend) round-trips.
         match &latent_link_pixels {
             None => {
-                page.browser.eval("document.getElementById('use-a').click()");
-                page.browser.eval("document.querySelector('#grid div:nth-child(2) button').click()");
+                page.browser
+                    .eval("document.getElementById('use-a').click()");
+                page.browser
+                    .eval("document.querySelector('#grid div:nth-child(2) button').click()");
                 page.browser.wait_for("document.getElementById('detail-label').textContent.startsWith('Seed') && !document.getElementById('detail-label').textContent.includes('1234')", LOAD);
-                page.browser.eval("document.getElementById('use-b').click()");
-                page.browser.wait_for("!document.getElementById('mix').disabled", LOAD);
+                page.browser
+                    .eval("document.getElementById('use-b').click()");
+                page.browser
+                    .wait_for("!document.getElementById('mix').disabled", LOAD);
                 page.redraw_to("#canvas-mix", "(() => { const m = document.getElementById('mix'); m.value = '0.3'; m.dispatchEvent(new Event('input')); })()", "blend 0.30");
-                let mix = page.redraw("#detail-canvas", "document.getElementById('open-mix').click()");
-                let link = page.browser.eval("location.hash").as_str().unwrap().to_string();
-                assert!(link.starts_with("#z="), "a blend's link holds its latent: {link}");
-                assert_eq!(page.browser.eval("document.getElementById('link-text').value").as_str().unwrap(), page.browser.eval("location.href").as_str().unwrap());
+                let mix = page.redraw(
+                    "#detail-canvas",
+                    "document.getElementById('open-mix').click()",
+                );
+                let link = page
+                    .browser
+                    .eval("location.hash")
+                    .as_str()
+                    .unwrap()
+                    .to_string();
+                assert!(
+                    link.starts_with("#z="),
+                    "a blend's link holds its latent: {link}"
+                );
+                assert_eq!(
+                    page.browser
+                        .eval("document.getElementById('link-text').value")
+                        .as_str()
+                        .unwrap(),
+                    page.browser.eval("location.href").as_str().unwrap()
+                );
                 // The same link in a fresh page, same backend: the same pixels.
                 page.goto(&format!("/{query}{link}"));
                 page.wait_ready();
-                page.browser.wait_for("document.getElementById('detail-canvas').dataset.rendered", LOAD);
+                page.browser.wait_for(
+                    "document.getElementById('detail-canvas').dataset.rendered",
+                    LOAD,
+                );
                 let again = page.pixels("#detail-canvas");
-                assert_eq!(max_abs_diff(&mix, &again), 0, "latent link on the same backend");
+                assert_eq!(
+                    max_abs_diff(&mix, &again),
+                    0,
+                    "latent link on the same backend"
+                );
                 latent_link_pixels = Some((link, mix));
             }
             Some((link, pixels)) => {
                 let link = link.clone();
                 page.goto(&format!("/{query}{link}"));
                 page.wait_ready();
-                page.browser.wait_for("document.getElementById('detail-canvas').dataset.rendered", LOAD);
+                page.browser.wait_for(
+                    "document.getElementById('detail-canvas').dataset.rendered",
+                    LOAD,
+                );
                 let here = page.pixels("#detail-canvas");
                 let (mean, max) = (mean_abs_diff(&here, pixels), max_abs_diff(&here, pixels));
-                assert!(mean < 1.0 && max <= 6, "latent link on {expect} vs webgpu: mean {mean:.3}, max {max}");
+                assert!(
+                    mean < 1.0 && max <= 6,
+                    "latent link on {expect} vs webgpu: mean {mean:.3}, max {max}"
+                );
             }
         }
     }
@@ -234,16 +405,29 @@ fn stages_and_blending_change_the_picture() {
     // The same weights, exported as if mid-fade: the model card says so.
     let scratch = Scratch::new("web-fading-model");
     let fading = copy_model(&scratch, "fading");
-    let mut m: Value = serde_json::from_str(&std::fs::read_to_string(fading.join("manifest.json")).unwrap()).unwrap();
+    let mut m: Value =
+        serde_json::from_str(&std::fs::read_to_string(fading.join("manifest.json")).unwrap())
+            .unwrap();
     m["alpha"] = serde_json::json!(0.4);
     std::fs::write(fading.join("manifest.json"), m.to_string()).unwrap();
     let mut page = Page::open(true, vec![("/models/fading/".into(), fading)]);
     page.goto("/?model=fading");
     page.wait_ready();
     let card = page.text("model-card");
-    assert!(card.contains("16×16 pixels (the 16×16 level still fading in, α 0.40)"), "{card}");
-    let lede = page.browser.eval("document.querySelector('.lede').textContent").as_str().unwrap_or("").to_string();
-    assert!(lede.starts_with("A generator grown from 4×4 pixels to 16×16, as in"), "{lede}");
+    assert!(
+        card.contains("16×16 pixels (the 16×16 level still fading in, α 0.40)"),
+        "{card}"
+    );
+    let lede = page
+        .browser
+        .eval("document.querySelector('.lede').textContent")
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(
+        lede.starts_with("A generator grown from 4×4 pixels to 16×16, as in"),
+        "{lede}"
+    );
 
     page.goto("/?model=e2e#seed=77");
     page.wait_ready();
@@ -251,7 +435,9 @@ fn stages_and_blending_change_the_picture() {
     let card = page.text("model-card");
     assert!(card.starts_with("Model “e2e”: 16×16 pixels, latent of 32 numbers, 3 growth stages, 1 thousand images shown in 0.0 hours of training on flex (CPU): "), "{card}");
     // …and the export's evaluation, read from its manifest.
-    let m: Value = serde_json::from_str(&std::fs::read_to_string(model().join("manifest.json")).unwrap()).unwrap();
+    let m: Value =
+        serde_json::from_str(&std::fs::read_to_string(model().join("manifest.json")).unwrap())
+            .unwrap();
     let e = &m["training"]["evaluation"];
     let expected = format!(
         " Against 4 held-out photographs: SWD ×10³ {:.2} (photographs among themselves: {:.2}, lower is closer), MS-SSIM {:.3} (photographs: {:.3}).",
@@ -260,23 +446,55 @@ fn stages_and_blending_change_the_picture() {
         e["model"]["ms_ssim"].as_f64().unwrap(),
         e["reals_floor"]["ms_ssim"].as_f64().unwrap()
     );
-    assert!(card.ends_with(&expected), "{card}\nexpected the end: {expected}");
+    assert!(
+        card.ends_with(&expected),
+        "{card}\nexpected the end: {expected}"
+    );
     // The stages load on request.
-    assert_eq!(page.browser.eval("document.querySelectorAll('#stages canvas').length"), 0);
-    page.browser.wait_for("document.getElementById('detail-canvas').dataset.rendered", LOAD);
-    page.browser.eval("document.getElementById('load-stages').click()");
-    page.browser.wait_for("document.getElementById('stage-canvas').dataset.shows === 'stage 2 alpha 1.00'", LOAD);
-    let stages = page.browser.eval("document.querySelectorAll('#stages canvas').length").as_u64().unwrap();
+    assert_eq!(
+        page.browser
+            .eval("document.querySelectorAll('#stages canvas').length"),
+        0
+    );
+    page.browser.wait_for(
+        "document.getElementById('detail-canvas').dataset.rendered",
+        LOAD,
+    );
+    page.browser
+        .eval("document.getElementById('load-stages').click()");
+    page.browser.wait_for(
+        "document.getElementById('stage-canvas').dataset.shows === 'stage 2 alpha 1.00'",
+        LOAD,
+    );
+    let stages = page
+        .browser
+        .eval("document.querySelectorAll('#stages canvas').length")
+        .as_u64()
+        .unwrap();
     assert_eq!(stages, 3, "4×4, 8×8 and 16×16 stages");
-    let widths = page.browser.eval("Array.from(document.querySelectorAll('#stages canvas')).map(c => c.width)");
+    let widths = page
+        .browser
+        .eval("Array.from(document.querySelectorAll('#stages canvas')).map(c => c.width)");
     assert_eq!(widths, serde_json::json!([4, 8, 16]));
     // Stepping back shows the 8×8 stage: another size, another picture.
     let last = page.pixels("#stage-canvas");
     assert_eq!(last.len(), 16 * 16 * 3);
-    let prev = page.redraw_to("#stage-canvas", "document.getElementById('stage-prev').click()", "stage 1 alpha 1.00");
+    let prev = page.redraw_to(
+        "#stage-canvas",
+        "document.getElementById('stage-prev').click()",
+        "stage 1 alpha 1.00",
+    );
     assert_eq!(prev.len(), 8 * 8 * 3);
-    assert!(page.text("stage-label").contains("8×8"), "{}", page.text("stage-label"));
-    page.redraw_to("#stage-canvas", "document.getElementById('stage-next').click()", "stage 2 alpha 1.00");
+    assert!(
+        page.text("stage-label").contains("8×8"),
+        "{}",
+        page.text("stage-label")
+    );
+    page.redraw_to(
+        "#stage-canvas",
+        "document.getElementById('stage-next').click()",
+        "stage 2 alpha 1.00",
+    );
     // Fading: α = 0 is the upsampled coarse picture, unlike α = 1.
     let faded = page.redraw_to("#stage-canvas", "(() => { const a = document.getElementById('alpha'); a.value = '0'; a.dispatchEvent(new Event('input')); })()", "stage 2 alpha 0.00");
     assert_eq!(faded.len(), last.len());
@@ -288,27 +506,44 @@ fn stages_and_blending_change_the_picture() {
             assert_eq!(at(x, y), at(x + 1, y + 1), "2×2 block at {x},{y}");
         }
     }
-    assert!(page.text("stage-label").contains("fading in"), "{}", page.text("stage-label"));
+    assert!(
+        page.text("stage-label").contains("fading in"),
+        "{}",
+        page.text("stage-label")
+    );
     page.shot("stages-fade");
 
     // Blending: A at t = 0, B at t = 1, something else between.
     let a = page.redraw("#canvas-a", "document.getElementById('use-a').click()");
     let label_a = page.text("detail-label");
     assert!(label_a.contains("77"), "{label_a}");
-    page.browser.eval("document.querySelector('#grid div:nth-child(1) button').click()");
+    page.browser
+        .eval("document.querySelector('#grid div:nth-child(1) button').click()");
     // Another face is open (its seed is random: compare the whole label, not a digit pair).
     let label_a_js = serde_json::to_string(&label_a).unwrap();
-    page.browser.wait_for(&format!("document.getElementById('detail-label').textContent !== {label_a_js}"), LOAD);
-    page.browser.eval("document.getElementById('use-b').click()");
-    page.browser.wait_for("!document.getElementById('mix').disabled", LOAD);
-    let set_mix = |t: &str| format!("(() => {{ const m = document.getElementById('mix'); m.value = '{t}'; m.dispatchEvent(new Event('input')); }})()");
+    page.browser.wait_for(
+        &format!("document.getElementById('detail-label').textContent !== {label_a_js}"),
+        LOAD,
+    );
+    page.browser
+        .eval("document.getElementById('use-b').click()");
+    page.browser
+        .wait_for("!document.getElementById('mix').disabled", LOAD);
+    let set_mix = |t: &str| {
+        format!(
+            "(() => {{ const m = document.getElementById('mix'); m.value = '{t}'; m.dispatchEvent(new Event('input')); }})()"
+        )
+    };
     let at0 = page.redraw_to("#canvas-mix", &set_mix("0"), "blend 0.00");
     let at1 = page.redraw_to("#canvas-mix", &set_mix("1"), "blend 1.00");
     let mid = page.redraw_to("#canvas-mix", &set_mix("0.5"), "blend 0.50");
     let b = page.pixels("#canvas-b");
     assert!(max_abs_diff(&at0, &a) <= 2, "blend at 0 is A");
     assert!(max_abs_diff(&at1, &b) <= 2, "blend at 1 is B");
-    assert!(mean_abs_diff(&mid, &a) > 0.5 && mean_abs_diff(&mid, &b) > 0.5, "the middle is neither end");
+    assert!(
+        mean_abs_diff(&mid, &a) > 0.5 && mean_abs_diff(&mid, &b) > 0.5,
+        "the middle is neither end"
+    );
     // Play walks through latent space: the picture keeps changing.
     page.browser.eval("document.getElementById('play').click()");
     let first = page.redraw("#canvas-mix", "void 0");
@@ -327,26 +562,52 @@ fn bad_links_and_models_show_a_message() {
     let copy = |name: &str| copy_model(&bad, name);
     let corrupt = copy("corrupt");
     let bytes = std::fs::read(corrupt.join("generator.safetensors")).unwrap();
-    std::fs::write(corrupt.join("generator.safetensors"), &bytes[..bytes.len() / 2]).unwrap();
+    std::fs::write(
+        corrupt.join("generator.safetensors"),
+        &bytes[..bytes.len() / 2],
+    )
+    .unwrap();
     let mismatch = copy("mismatch");
-    let mut m: Value = serde_json::from_str(&std::fs::read_to_string(mismatch.join("manifest.json")).unwrap()).unwrap();
+    let mut m: Value =
+        serde_json::from_str(&std::fs::read_to_string(mismatch.join("manifest.json")).unwrap())
+            .unwrap();
     // Claim the final generator is the 8×8 stage's file.
     m["generator"] = m["stages"][1]["file"].clone();
     std::fs::write(mismatch.join("manifest.json"), m.to_string()).unwrap();
 
-    let mut page = Page::open(false, vec![("/models/corrupt/".into(), corrupt), ("/models/mismatch/".into(), mismatch)]);
+    let mut page = Page::open(
+        false,
+        vec![
+            ("/models/corrupt/".into(), corrupt),
+            ("/models/mismatch/".into(), mismatch),
+        ],
+    );
     let long = format!("#seed={}", "9".repeat(30_000));
-    for (link, says) in [("#seed=abc", "abc"), ("#z=!!!!", "values"), ("#hello", "should look like"), (long.as_str(), "characters long")] {
+    for (link, says) in [
+        ("#seed=abc", "abc"),
+        ("#z=!!!!", "values"),
+        ("#hello", "should look like"),
+        (long.as_str(), "characters long"),
+    ] {
         page.goto(&format!("/?model=e2e{link}"));
         page.wait_ready();
-        page.browser.wait_for("!document.getElementById('error').hidden", LOAD);
+        page.browser
+            .wait_for("!document.getElementById('error').hidden", LOAD);
         let error = page.text("error");
-        assert!(error.contains("does not name a face") && error.contains(says), "{link:.40}: {error}");
+        assert!(
+            error.contains("does not name a face") && error.contains(says),
+            "{link:.40}: {error}"
+        );
         check_faces_drawn(&mut page);
         assert!(!page.visible("detail"), "no face opened from a bad link");
     }
     page.shot("bad-link");
-    for (model, says) in [("nope", "HTTP 404"), ("corrupt", "generator.safetensors"), ("mismatch", "does not match the manifest"), ("..%2Fx", "folder name")] {
+    for (model, says) in [
+        ("nope", "HTTP 404"),
+        ("corrupt", "generator.safetensors"),
+        ("mismatch", "does not match the manifest"),
+        ("..%2Fx", "folder name"),
+    ] {
         page.goto(&format!("/?model={model}"));
         page.browser.wait_for("document.body.dataset.state === 'error' || (document.body.dataset.state === 'ready' && !document.getElementById('error').hidden)", LOAD);
         let error = page.text("error");
@@ -375,7 +636,11 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap().flatten() {
         let p = entry.path();
-        if p.is_dir() { out.extend(walk(&p)) } else { out.push(p) }
+        if p.is_dir() {
+            out.extend(walk(&p))
+        } else {
+            out.push(p)
+        }
     }
     out
 }
@@ -392,13 +657,27 @@ fn a_dead_webgpu_worker_falls_back_to_the_cpu() {
     assert_eq!(page.browser.eval("document.body.dataset.backend"), "webgpu");
     let before = page.pixels("#grid div:nth-child(1) canvas");
     // An uncaught error inside the worker, as a lost GPU device would raise.
-    page.browser.eval_in_worker("setTimeout(() => { throw new Error('simulated loss of the GPU device'); }, 0); 1");
-    page.browser.wait_for("document.body.dataset.backend === 'cpu' && document.body.dataset.state === 'ready'", LOAD);
+    page.browser.eval_in_worker(
+        "setTimeout(() => { throw new Error('simulated loss of the GPU device'); }, 0); 1",
+    );
+    page.browser.wait_for(
+        "document.body.dataset.backend === 'cpu' && document.body.dataset.state === 'ready'",
+        LOAD,
+    );
     let notice = page.text("notice");
-    assert!(notice.contains("WebGPU stopped working") && notice.contains("CPU"), "{notice}");
+    assert!(
+        notice.contains("WebGPU stopped working") && notice.contains("CPU"),
+        "{notice}"
+    );
     // New faces come from the CPU now.
-    page.browser.wait_for("document.querySelector('#grid canvas').dataset.rendered > 16", LOAD);
-    let after = page.redraw("#grid div:nth-child(1) canvas", "document.getElementById('new-faces').click()");
+    page.browser.wait_for(
+        "document.querySelector('#grid canvas').dataset.rendered > 16",
+        LOAD,
+    );
+    let after = page.redraw(
+        "#grid div:nth-child(1) canvas",
+        "document.getElementById('new-faces').click()",
+    );
     assert!(std_dev(&after) > 8.0 && mean_abs_diff(&before, &after) > 0.0);
     page.shot("webgpu-lost");
 }
@@ -411,10 +690,16 @@ fn keyboard_download_and_narrow_screen() {
     page.goto("/?model=e2e");
     page.wait_ready();
     // Tab-reachable buttons: focus a face and press Enter to open it; Escape closes it.
-    page.browser.eval("document.querySelector('#grid div:nth-child(3) button').focus()");
+    page.browser
+        .eval("document.querySelector('#grid div:nth-child(3) button').focus()");
     page.browser.press("Enter", "Enter", 13);
     page.browser.wait_for("!document.getElementById('detail').hidden && document.getElementById('detail-canvas').dataset.rendered", LOAD);
-    let seed = page.browser.eval("document.querySelector('#grid div:nth-child(3) button').dataset.seed").as_str().unwrap().to_string();
+    let seed = page
+        .browser
+        .eval("document.querySelector('#grid div:nth-child(3) button').dataset.seed")
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(page.text("detail-label").contains(&seed));
     // Every control has a name a screen reader can read.
     let unnamed = page.browser.eval(
@@ -424,12 +709,20 @@ fn keyboard_download_and_narrow_screen() {
 
     // Download PNG saves the face, enlarged to 256×256.
     let downloads = Scratch::new("web-downloads");
-    page.browser.call_browser("Browser.setDownloadBehavior", serde_json::json!({"behavior": "allow", "downloadPath": downloads.0.to_string_lossy()}));
-    page.browser.eval("document.getElementById('download').click()");
+    page.browser.call_browser(
+        "Browser.setDownloadBehavior",
+        serde_json::json!({"behavior": "allow", "downloadPath": downloads.0.to_string_lossy()}),
+    );
+    page.browser
+        .eval("document.getElementById('download').click()");
     let file = downloads.path(&format!("face-seed{seed}.png"));
     let start = std::time::Instant::now();
     while !file.exists() {
-        assert!(start.elapsed() < Duration::from_secs(30), "no download at {}", file.display());
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no download at {}",
+            file.display()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     std::thread::sleep(Duration::from_millis(300));
@@ -438,13 +731,23 @@ fn keyboard_download_and_narrow_screen() {
     assert!(std_dev(png.as_raw()) > 8.0);
 
     page.browser.press("Escape", "Escape", 27);
-    page.browser.wait_for("document.getElementById('detail').hidden", LOAD);
+    page.browser
+        .wait_for("document.getElementById('detail').hidden", LOAD);
 
     // A phone-sized screen: nothing sticks out sideways.
-    page.browser.call("Emulation.setDeviceMetricsOverride", serde_json::json!({"width": 390, "height": 844, "deviceScaleFactor": 2, "mobile": true}));
+    page.browser.call(
+        "Emulation.setDeviceMetricsOverride",
+        serde_json::json!({"width": 390, "height": 844, "deviceScaleFactor": 2, "mobile": true}),
+    );
     std::thread::sleep(Duration::from_millis(300));
-    let fits = page.browser.eval("document.documentElement.scrollWidth <= window.innerWidth");
-    assert_eq!(fits, Value::Bool(true), "the page is wider than a 390-pixel screen");
+    let fits = page
+        .browser
+        .eval("document.documentElement.scrollWidth <= window.innerWidth");
+    assert_eq!(
+        fits,
+        Value::Bool(true),
+        "the page is wider than a 390-pixel screen"
+    );
     page.shot("narrow-screen");
 }
 
@@ -461,7 +764,10 @@ fn a_lost_or_hung_gpu_falls_back_to_the_cpu() {
     copy_tree(&web_dist(), &root);
     let loader = root.join("pggan-web_loader.js");
     let original = std::fs::read_to_string(&loader).unwrap();
-    assert!(original.contains("importScripts("), "the worker loader changed shape: {original}");
+    assert!(
+        original.contains("importScripts("),
+        "the worker loader changed shape: {original}"
+    );
     let instruments = "self.devices = []; self.hang = false; \
         const ask = GPUAdapter.prototype.requestDevice; \
         GPUAdapter.prototype.requestDevice = async function (...a) { const d = await ask.apply(this, a); self.devices.push(d); return d; }; \
@@ -469,29 +775,66 @@ fn a_lost_or_hung_gpu_falls_back_to_the_cpu() {
         GPUBuffer.prototype.mapAsync = function (...a) { return self.hang ? new Promise(() => {}) : map.apply(this, a); };\n";
     std::fs::write(&loader, format!("{instruments}{original}")).unwrap();
 
-    for (fault, says) in [("self.devices.forEach((d) => d.destroy())", "device"), ("self.hang = true", "no answer from the GPU in 20 s")] {
+    for (fault, says) in [
+        ("self.devices.forEach((d) => d.destroy())", "device"),
+        ("self.hang = true", "no answer from the GPU in 20 s"),
+    ] {
         let mut page = Page::open_at(&root, true, vec![]);
         page.browser.watch_workers();
         page.goto("/?model=e2e");
         page.wait_ready();
         assert_eq!(page.browser.eval("document.body.dataset.backend"), "webgpu");
-        assert_eq!(page.browser.eval_in_worker("self.devices.length")["result"]["value"], 1);
+        assert_eq!(
+            page.browser.eval_in_worker("self.devices.length")["result"]["value"],
+            1
+        );
         page.browser.eval_in_worker(fault);
         // Open a face: one face on the failed GPU.
-        page.browser.eval("document.querySelector('#grid div:nth-child(1) button').click()");
-        page.browser.wait_for("document.body.dataset.backend === 'cpu' && document.body.dataset.state === 'ready'", LOAD);
+        page.browser
+            .eval("document.querySelector('#grid div:nth-child(1) button').click()");
+        page.browser.wait_for(
+            "document.body.dataset.backend === 'cpu' && document.body.dataset.state === 'ready'",
+            LOAD,
+        );
         let notice = page.text("notice");
-        assert!(notice.starts_with("WebGPU stopped working") && notice.contains(says) && notice.contains("continuing on the CPU"), "{fault}: {notice}");
-        assert!(!page.visible("error"), "{fault}: an error is left showing: {}", page.text("error"));
+        assert!(
+            notice.starts_with("WebGPU stopped working")
+                && notice.contains(says)
+                && notice.contains("continuing on the CPU"),
+            "{fault}: {notice}"
+        );
+        assert!(
+            !page.visible("error"),
+            "{fault}: an error is left showing: {}",
+            page.text("error")
+        );
         // The face that was being opened is drawn by the CPU.
-        page.browser.wait_for("document.getElementById('detail-canvas').dataset.rendered", LOAD);
+        page.browser.wait_for(
+            "document.getElementById('detail-canvas').dataset.rendered",
+            LOAD,
+        );
         let face = page.pixels("#detail-canvas");
-        assert!(std_dev(&face) > 8.0, "{fault}: the open face is not drawn after the fallback");
+        assert!(
+            std_dev(&face) > 8.0,
+            "{fault}: the open face is not drawn after the fallback"
+        );
         // The CPU draws new faces on request.
-        page.browser.wait_for("document.querySelector('#grid canvas').dataset.rendered", LOAD);
-        let after = page.redraw("#grid div:nth-child(1) canvas", "document.getElementById('new-faces').click()");
-        assert!(std_dev(&after) > 8.0, "{fault}: a blank face after the fallback");
-        page.shot(if says == "device" { "gpu-device-lost" } else { "gpu-hung" });
+        page.browser.wait_for(
+            "document.querySelector('#grid canvas').dataset.rendered",
+            LOAD,
+        );
+        let after = page.redraw(
+            "#grid div:nth-child(1) canvas",
+            "document.getElementById('new-faces').click()",
+        );
+        assert!(
+            std_dev(&after) > 8.0,
+            "{fault}: a blank face after the fallback"
+        );
+        page.shot(if says == "device" {
+            "gpu-device-lost"
+        } else {
+            "gpu-hung"
+        });
     }
 }
-

@@ -29,45 +29,101 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let opt = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
+    let opt = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
     let model_dir = opt("--model-dir").map(std::path::PathBuf::from);
-    let model = if model_dir.is_some() { Some("bench".to_string()) } else { opt("--model") };
+    let model = if model_dir.is_some() {
+        Some("bench".to_string())
+    } else {
+        opt("--model")
+    };
     let rounds: usize = opt("--rounds").and_then(|r| r.parse().ok()).unwrap_or(5);
     let dist = web_dist();
-    let mounts = model_dir.iter().map(|d| ("/models/bench/".to_string(), d.clone())).collect();
+    let mounts = model_dir
+        .iter()
+        .map(|d| ("/models/bench/".to_string(), d.clone()))
+        .collect();
     let server = Server::start(&dist, mounts);
-    let query = model.as_ref().map(|m| format!("model={m}&")).unwrap_or_default();
+    let query = model
+        .as_ref()
+        .map(|m| format!("model={m}&"))
+        .unwrap_or_default();
     let wait = Duration::from_secs(600);
 
     println!("page benchmark ({} rounds of 16 faces per backend)", rounds);
-    println!("{:<22} {:>14} {:>16} {:>16} {:>16}", "backend", "first face ms", "ms/face (x16)", "ms/face (x1)", "longest task ms");
-    for (label, webgpu, backend) in [("WebGPU (this machine)", true, ""), ("CPU fallback", true, "backend=cpu")] {
+    println!(
+        "{:<22} {:>14} {:>16} {:>16} {:>16}",
+        "backend", "first face ms", "ms/face (x16)", "ms/face (x1)", "longest task ms"
+    );
+    for (label, webgpu, backend) in [
+        ("WebGPU (this machine)", true, ""),
+        ("CPU fallback", true, "backend=cpu"),
+    ] {
         let mut b = Browser::launch(webgpu);
-        b.call("Page.addScriptToEvaluateOnNewDocument", json!({ "source": LONG_TASKS }));
+        b.call(
+            "Page.addScriptToEvaluateOnNewDocument",
+            json!({ "source": LONG_TASKS }),
+        );
         b.goto(&server.url(&format!("/?{query}{backend}")));
         let state = b.wait_for("document.body && ['ready','error'].includes(document.body.dataset.state) && document.body.dataset.state", wait);
-        assert_eq!(state, "ready", "the page did not load: {}", b.eval("document.getElementById('error').textContent"));
+        assert_eq!(
+            state,
+            "ready",
+            "the page did not load: {}",
+            b.eval("document.getElementById('error').textContent")
+        );
         b.wait_for("performance.getEntriesByName('first-face').length", wait);
-        let first = b.eval("performance.getEntriesByName('first-face')[0].startTime").as_f64().unwrap();
+        let first = b
+            .eval("performance.getEntriesByName('first-face')[0].startTime")
+            .as_f64()
+            .unwrap();
         let mut batch = Vec::new();
         for _ in 0..rounds {
-            let before = b.eval("Number(document.querySelector('#grid canvas').dataset.rendered)").as_f64().unwrap();
+            let before = b
+                .eval("Number(document.querySelector('#grid canvas').dataset.rendered)")
+                .as_f64()
+                .unwrap();
             b.eval("document.getElementById('new-faces').click()");
-            b.wait_for(&format!("Number(document.querySelector('#grid canvas').dataset.rendered) > {before}"), wait);
-            batch.push(b.eval("Number(document.body.dataset.msPerFace)").as_f64().unwrap());
+            b.wait_for(
+                &format!(
+                    "Number(document.querySelector('#grid canvas').dataset.rendered) > {before}"
+                ),
+                wait,
+            );
+            batch.push(
+                b.eval("Number(document.body.dataset.msPerFace)")
+                    .as_f64()
+                    .unwrap(),
+            );
         }
         let mut single = Vec::new();
         for i in 0..rounds {
-            let before = b.eval("Number(document.getElementById('detail-canvas').dataset.rendered || 0)").as_f64().unwrap();
-            b.eval(&format!("document.querySelector('#grid div:nth-child({}) button').click()", i % 16 + 1));
+            let before = b
+                .eval("Number(document.getElementById('detail-canvas').dataset.rendered || 0)")
+                .as_f64()
+                .unwrap();
+            b.eval(&format!(
+                "document.querySelector('#grid div:nth-child({}) button').click()",
+                i % 16 + 1
+            ));
             b.wait_for(&format!("Number(document.getElementById('detail-canvas').dataset.rendered || 0) > {before}"), wait);
             // The detail view renders one face; the stage strip follows with more requests.
             b.wait_for("document.body.dataset.lastCount === '1'", wait);
             std::thread::sleep(Duration::from_millis(200));
-            single.push(b.eval("Number(document.body.dataset.lastMs)").as_f64().unwrap());
+            single.push(
+                b.eval("Number(document.body.dataset.lastMs)")
+                    .as_f64()
+                    .unwrap(),
+            );
         }
         let longest = b
-            .eval(&format!("Math.max(0, ...window.__longTasks.filter(([t]) => t >= {first}).map(([, d]) => d))"))
+            .eval(&format!(
+                "Math.max(0, ...window.__longTasks.filter(([t]) => t >= {first}).map(([, d]) => d))"
+            ))
             .as_f64()
             .unwrap();
         let all_long = b.eval("window.__longTasks.length").as_u64().unwrap();
@@ -75,23 +131,40 @@ fn main() {
         b.eval("setTimeout(() => { const t = performance.now(); while (performance.now() - t < 120) {} }, 0); 0");
         std::thread::sleep(Duration::from_millis(300));
         let seen = b.eval("window.__longTasks.length").as_u64().unwrap();
-        assert!(seen > all_long, "the long-task observer missed a deliberate 120 ms task");
-        println!("{label:<22} {first:>14.0} {:>16.1} {:>16.1} {longest:>16.0}", median(batch), median(single));
-        println!("{:<22} ({all_long} main-thread tasks over 50 ms in the whole visit, loading included)", "");
+        assert!(
+            seen > all_long,
+            "the long-task observer missed a deliberate 120 ms task"
+        );
+        println!(
+            "{label:<22} {first:>14.0} {:>16.1} {:>16.1} {longest:>16.0}",
+            median(batch),
+            median(single)
+        );
+        println!(
+            "{:<22} ({all_long} main-thread tasks over 50 ms in the whole visit, loading included)",
+            ""
+        );
     }
 
     println!("\nbytes transferred for one page load (first visit):");
     let sent = server.bytes_sent();
-    let (mut wasm, mut wasm_gz, mut model_raw, mut model_gz, mut other, mut other_gz) = (0, 0, 0, 0, 0, 0);
+    let (mut wasm, mut wasm_gz, mut model_raw, mut model_gz, mut other, mut other_gz) =
+        (0, 0, 0, 0, 0, 0);
     let mut seen = std::collections::BTreeSet::new();
     for path in sent.keys() {
         let rel = path.trim_start_matches('/');
-        let file = if rel.is_empty() { dist.join("index.html") } else { dist.join(rel) };
+        let file = if rel.is_empty() {
+            dist.join("index.html")
+        } else {
+            dist.join(rel)
+        };
         let file = match (&model_dir, rel.strip_prefix("models/bench/")) {
             (Some(dir), Some(inside)) => dir.join(inside),
             _ => file,
         };
-        let Ok(bytes) = std::fs::read(&file) else { continue };
+        let Ok(bytes) = std::fs::read(&file) else {
+            continue;
+        };
         if !seen.insert(file.clone()) {
             continue;
         }
@@ -105,13 +178,32 @@ fn main() {
         }
     }
     let mb = |b: usize| b as f64 / 1e6;
-    println!("  wasm           {:>8.2} MB raw {:>8.2} MB gzip", mb(wasm), mb(wasm_gz));
-    println!("  model          {:>8.2} MB raw {:>8.2} MB gzip", mb(model_raw), mb(model_gz));
-    println!("  html, js, css  {:>8.2} MB raw {:>8.2} MB gzip", mb(other), mb(other_gz));
-    println!("  total          {:>8.2} MB raw {:>8.2} MB gzip", mb(wasm + model_raw + other), mb(wasm_gz + model_gz + other_gz));
+    println!(
+        "  wasm           {:>8.2} MB raw {:>8.2} MB gzip",
+        mb(wasm),
+        mb(wasm_gz)
+    );
+    println!(
+        "  model          {:>8.2} MB raw {:>8.2} MB gzip",
+        mb(model_raw),
+        mb(model_gz)
+    );
+    println!(
+        "  html, js, css  {:>8.2} MB raw {:>8.2} MB gzip",
+        mb(other),
+        mb(other_gz)
+    );
+    println!(
+        "  total          {:>8.2} MB raw {:>8.2} MB gzip",
+        mb(wasm + model_raw + other),
+        mb(wasm_gz + model_gz + other_gz)
+    );
 
     // The growth stages load only when the visitor asks for them.
-    let model_root = model_dir.unwrap_or_else(|| dist.join("models").join(model.as_deref().unwrap_or("utk64")));
+    let model_root = model_dir.unwrap_or_else(|| {
+        dist.join("models")
+            .join(model.as_deref().unwrap_or("utk64"))
+    });
     if let Ok(text) = std::fs::read_to_string(model_root.join("manifest.json")) {
         let m: serde_json::Value = serde_json::from_str(&text).unwrap();
         let (mut raw, mut gz) = (0, 0);
@@ -122,6 +214,10 @@ fn main() {
             let bytes = std::fs::read(model_root.join(s["file"].as_str().unwrap())).unwrap();
             (raw, gz) = (raw + bytes.len(), gz + gzip_len(&bytes));
         }
-        println!("  growth stages  {:>8.2} MB raw {:>8.2} MB gzip (on request)", mb(raw), mb(gz));
+        println!(
+            "  growth stages  {:>8.2} MB raw {:>8.2} MB gzip (on request)",
+            mb(raw),
+            mb(gz)
+        );
     }
 }

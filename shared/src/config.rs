@@ -92,7 +92,10 @@ mod tests {
         let chans: Vec<usize> = (0..c.num_levels()).map(|l| c.channels(l)).collect();
         assert_eq!(chans, vec![512, 512, 512, 512, 256, 128]);
         assert_eq!(c.nf(0), 512);
-        let small = ModelConfig::new().with_resolution(32).with_fmap_base(1024).with_fmap_max(256);
+        let small = ModelConfig::new()
+            .with_resolution(32)
+            .with_fmap_base(1024)
+            .with_fmap_max(256);
         let chans: Vec<usize> = (0..small.num_levels()).map(|l| small.channels(l)).collect();
         assert_eq!(chans, vec![256, 256, 128, 64]);
     }

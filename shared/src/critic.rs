@@ -109,8 +109,17 @@ impl Critic {
     ///
     /// While `level` fades in, the features entering level `level − 1` are
     /// `lerp(fromRGB_old(downsample(x)), block(fromRGB_new(x)), alpha)`, mirroring the generator.
-    pub fn forward_taped(&self, images: Tensor<4>, level: usize, alpha: f64) -> (Tensor<2>, CriticTape) {
-        assert!(level < self.num_levels(), "level {level} beyond this critic's {} levels", self.num_levels());
+    pub fn forward_taped(
+        &self,
+        images: Tensor<4>,
+        level: usize,
+        alpha: f64,
+    ) -> (Tensor<2>, CriticTape) {
+        assert!(
+            level < self.num_levels(),
+            "level {level} beyond this critic's {} levels",
+            self.num_levels()
+        );
         let n = images.dims()[0];
         let fading = level > 0 && alpha < 1.0;
         let rgb_pre = self.from_rgb[level].forward(images.clone()); // [n, c_L, r, r]

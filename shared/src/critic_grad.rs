@@ -22,7 +22,10 @@ impl Critic {
         // Dense head, back to the 4×4 features.
         let g = self.dense1.input_vjp(grad_out); // [n, nf0]
         let g = lrelu_vjp(tape.dense0_pre.clone(), g);
-        let g = self.dense0.input_vjp(g).reshape([n, self.base_channels, 4, 4]); // [n, c0, 4, 4]
+        let g = self
+            .dense0
+            .input_vjp(g)
+            .reshape([n, self.base_channels, 4, 4]); // [n, c0, 4, 4]
         let g = lrelu_vjp(tape.conv4_pre.clone(), g);
         let g = self.conv4.input_vjp(g); // [n, c0 + 1, 4, 4]
         let mut g = minibatch_stddev_vjp(tape.mbstd_in.clone(), tape.group, g); // [n, c0, 4, 4]
@@ -55,13 +58,23 @@ impl Critic {
     }
 
     /// Per-sample L2 norm of the critic's input gradient at `images` (`[n]`), and the scores.
-    pub fn input_gradient_norms(&self, images: Tensor<4>, level: usize, alpha: f64) -> (Tensor<1>, Tensor<2>) {
+    pub fn input_gradient_norms(
+        &self,
+        images: Tensor<4>,
+        level: usize,
+        alpha: f64,
+    ) -> (Tensor<1>, Tensor<2>) {
         let n = images.dims()[0];
         let (scores, tape) = self.forward_taped(images, level, alpha);
         let ones = scores.ones_like();
         let grad = self.input_gradient(&tape, ones); // [n, 3, r, r]
         let [_, c, h, w] = grad.dims();
-        let norms = grad.reshape([n, c * h * w]).square().sum_dim(1).sqrt().reshape([n]); // [n]
+        let norms = grad
+            .reshape([n, c * h * w])
+            .square()
+            .sum_dim(1)
+            .sqrt()
+            .reshape([n]); // [n]
         (norms, scores)
     }
 }

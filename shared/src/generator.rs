@@ -61,7 +61,14 @@ impl Generator {
             });
             to_rgb.push(EqConv2d::new(cout, rgb, 1, 1.0, rng, device));
         }
-        Self { dense, conv4, blocks, to_rgb, latent_size: config.latent_size, base_channels: c0 }
+        Self {
+            dense,
+            conv4,
+            blocks,
+            to_rgb,
+            latent_size: config.latent_size,
+            base_channels: c0,
+        }
     }
 
     /// Number of levels this generator can output (4×4 included).
@@ -75,7 +82,11 @@ impl Generator {
     /// `lerp(upsample(toRGB_old(x_old)), toRGB_new(x_new), alpha)`. Values are in the data range
     /// `[-1, 1]` (not clamped).
     pub fn forward(&self, z: Tensor<2>, level: usize, alpha: f64) -> Tensor<4> {
-        assert!(level < self.num_levels(), "level {level} beyond this generator's {} levels", self.num_levels());
+        assert!(
+            level < self.num_levels(),
+            "level {level} beyond this generator's {} levels",
+            self.num_levels()
+        );
         let n = z.dims()[0];
         let x = normalize_rows(z); // [n, latent] on the hypersphere
         let x = self.dense.forward(x).reshape([n, self.base_channels, 4, 4]); // [n, c0, 4, 4]

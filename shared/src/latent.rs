@@ -38,10 +38,15 @@ pub fn blend_latents(a: &[f32], b: &[f32], t: f32) -> Vec<f32> {
 pub fn smooth_walk(seed: u64, frames: usize, sigma_frames: f64, latent_size: usize) -> Vec<f32> {
     let raw = latents_for_seeds(seed, frames, latent_size);
     if frames == 0 || sigma_frames <= 0.0 {
-        return raw.chunks(latent_size.max(1)).flat_map(normalize_latent).collect();
+        return raw
+            .chunks(latent_size.max(1))
+            .flat_map(normalize_latent)
+            .collect();
     }
     let reach = ((4.0 * sigma_frames).ceil() as usize).min(frames / 2);
-    let weights: Vec<f64> = (0..=reach).map(|d| (-0.5 * (d as f64 / sigma_frames).powi(2)).exp()).collect();
+    let weights: Vec<f64> = (0..=reach)
+        .map(|d| (-0.5 * (d as f64 / sigma_frames).powi(2)).exp())
+        .collect();
     let mut out = Vec::with_capacity(raw.len());
     let mut frame = vec![0f64; latent_size];
     for t in 0..frames {
@@ -49,7 +54,10 @@ pub fn smooth_walk(seed: u64, frames: usize, sigma_frames: f64, latent_size: usi
         for d in -(reach as isize)..=reach as isize {
             let w = weights[d.unsigned_abs()];
             let src = (t as isize + d).rem_euclid(frames as isize) as usize;
-            for (acc, &v) in frame.iter_mut().zip(&raw[src * latent_size..(src + 1) * latent_size]) {
+            for (acc, &v) in frame
+                .iter_mut()
+                .zip(&raw[src * latent_size..(src + 1) * latent_size])
+            {
                 *acc += w * v as f64;
             }
         }
@@ -77,7 +85,10 @@ mod tests {
             expect[2].to_bits(),
             expect[3].to_bits(),
         ];
-        assert_eq!(golden, GOLDEN_SEED42, "latent of seed 42 changed: {expect:?}");
+        assert_eq!(
+            golden, GOLDEN_SEED42,
+            "latent of seed 42 changed: {expect:?}"
+        );
         assert_ne!(latent_for_seed(43, 4), z);
     }
 
@@ -108,9 +119,18 @@ mod tests {
         assert_eq!(walk.len(), frames * n);
         assert_eq!(walk, smooth_walk(3, frames, 4.0, n));
         let frame = |t: usize| &walk[(t % frames) * n..(t % frames + 1) * n];
-        let dist = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum::<f32>().sqrt();
+        let dist = |a: &[f32], b: &[f32]| {
+            a.iter()
+                .zip(b)
+                .map(|(x, y)| (x - y).powi(2))
+                .sum::<f32>()
+                .sqrt()
+        };
         // Neighbouring frames (wrap included) are much closer than independent latents are.
-        let independent = dist(&normalize_latent(&latent_for_seed(1, n)), &normalize_latent(&latent_for_seed(2, n)));
+        let independent = dist(
+            &normalize_latent(&latent_for_seed(1, n)),
+            &normalize_latent(&latent_for_seed(2, n)),
+        );
         for t in 0..frames {
             assert!(dist(frame(t), frame(t + 1)) < 0.3 * independent, "step {t}");
         }

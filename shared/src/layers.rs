@@ -6,7 +6,7 @@
 
 use burn::module::{Module, Param};
 use burn::tensor::activation::leaky_relu;
-use burn::tensor::module::{avg_pool2d, conv2d, conv_transpose2d};
+use burn::tensor::module::{avg_pool2d, conv_transpose2d, conv2d};
 use burn::tensor::ops::{AvgPoolOptions, ConvOptions, ConvTransposeOptions};
 use burn::tensor::{Device, Tensor, TensorData};
 
@@ -25,16 +25,27 @@ pub fn he_scale(gain: f64, fan_in: usize) -> f64 {
 }
 
 /// A float tensor from `f32` values, in the device's default float type.
-pub fn tensor_from_f32<const D: usize>(values: Vec<f32>, shape: [usize; D], device: &Device) -> Tensor<D> {
+pub fn tensor_from_f32<const D: usize>(
+    values: Vec<f32>,
+    shape: [usize; D],
+    device: &Device,
+) -> Tensor<D> {
     Tensor::from_data(TensorData::new(values, shape), device)
 }
 
 /// Reads a tensor back as `f32` values, whatever its float type.
 pub fn tensor_to_f32<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    t.into_data().convert::<f32>().try_to_vec::<f32>().expect("float tensor data")
+    t.into_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .expect("float tensor data")
 }
 
-fn normal_param<const D: usize>(shape: [usize; D], rng: &mut SplitMix64, device: &Device) -> Param<Tensor<D>> {
+fn normal_param<const D: usize>(
+    shape: [usize; D],
+    rng: &mut SplitMix64,
+    device: &Device,
+) -> Param<Tensor<D>> {
     let n = shape.iter().product();
     Param::from_tensor(tensor_from_f32(rng.normals_f32(n), shape, device))
 }
@@ -58,7 +69,14 @@ pub struct EqConv2d {
 
 impl EqConv2d {
     /// A new layer with N(0, 1) weights from `rng`.
-    pub fn new(in_ch: usize, out_ch: usize, kernel: usize, gain: f64, rng: &mut SplitMix64, device: &Device) -> Self {
+    pub fn new(
+        in_ch: usize,
+        out_ch: usize,
+        kernel: usize,
+        gain: f64,
+        rng: &mut SplitMix64,
+        device: &Device,
+    ) -> Self {
         Self {
             weight: normal_param([out_ch, in_ch, kernel, kernel], rng, device),
             bias: zero_param([out_ch], device),
@@ -75,13 +93,19 @@ impl EqConv2d {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         #[cfg(feature = "flex-kernels")]
         if self.kernel == 3
-            && let Some(y) = crate::flex_kernels::conv3x3::conv3x3(x.clone(), self.weight.val(), self.scale)
+            && let Some(y) =
+                crate::flex_kernels::conv3x3::conv3x3(x.clone(), self.weight.val(), self.scale)
         {
             let out = self.bias.dims()[0];
             return y + self.bias.val().reshape([1, out, 1, 1]);
         }
         let pad = self.kernel / 2;
-        conv2d(x, self.scaled_weight(), Some(self.bias.val()), ConvOptions::new([1, 1], [pad, pad], [1, 1], 1))
+        conv2d(
+            x,
+            self.scaled_weight(),
+            Some(self.bias.val()),
+            ConvOptions::new([1, 1], [pad, pad], [1, 1], 1),
+        )
     }
 
     /// Input gradient of [`forward`](Self::forward): a transposed convolution with the same scaled
@@ -89,7 +113,11 @@ impl EqConv2d {
     pub fn input_vjp(&self, grad_out: Tensor<4>) -> Tensor<4> {
         #[cfg(feature = "flex-kernels")]
         if self.kernel == 3
-            && let Some(g) = crate::flex_kernels::conv3x3::conv3x3_transpose(grad_out.clone(), self.weight.val(), self.scale)
+            && let Some(g) = crate::flex_kernels::conv3x3::conv3x3_transpose(
+                grad_out.clone(),
+                self.weight.val(),
+                self.scale,
+            )
         {
             return g;
         }
@@ -116,7 +144,13 @@ pub struct EqDense {
 
 impl EqDense {
     /// A new layer with N(0, 1) weights from `rng`.
-    pub fn new(in_features: usize, out_features: usize, gain: f64, rng: &mut SplitMix64, device: &Device) -> Self {
+    pub fn new(
+        in_features: usize,
+        out_features: usize,
+        gain: f64,
+        rng: &mut SplitMix64,
+        device: &Device,
+    ) -> Self {
         Self {
             weight: normal_param([in_features, out_features], rng, device),
             bias: zero_param([out_features], device),
@@ -149,11 +183,14 @@ pub fn lrelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 /// piecewise constant, so it carries no gradient of its own.
 pub fn lrelu_vjp<const D: usize>(pre: Tensor<D>, grad_out: Tensor<D>) -> Tensor<D> {
     #[cfg(feature = "flex-kernels")]
-    if let Some(g) = crate::flex_kernels::lrelu::leaky_scale(pre.clone().detach(), grad_out.clone()) {
+    if let Some(g) = crate::flex_kernels::lrelu::leaky_scale(pre.clone().detach(), grad_out.clone())
+    {
         return g;
     }
     let negative = pre.detach().lower_equal_elem(0.0); // where the slope is 0.2
-    grad_out.clone().mask_where(negative, grad_out.mul_scalar(LRELU_SLOPE))
+    grad_out
+        .clone()
+        .mask_where(negative, grad_out.mul_scalar(LRELU_SLOPE))
 }
 
 /// Pixelwise feature normalisation: each pixel's feature vector scaled to unit RMS.
@@ -162,13 +199,23 @@ pub fn pixel_norm(x: Tensor<4>) -> Tensor<4> {
     if let Some(y) = crate::flex_kernels::pixel_norm::pixel_norm(x.clone()) {
         return y;
     }
-    let norm = x.clone().square().mean_dim(1).add_scalar(PIXEL_NORM_EPS).sqrt(); // [n, 1, h, w]
+    let norm = x
+        .clone()
+        .square()
+        .mean_dim(1)
+        .add_scalar(PIXEL_NORM_EPS)
+        .sqrt(); // [n, 1, h, w]
     x / norm
 }
 
 /// Pixel norm of a batch of latents: each row scaled to unit RMS (onto the hypersphere).
 pub fn normalize_rows(z: Tensor<2>) -> Tensor<2> {
-    let norm = z.clone().square().mean_dim(1).add_scalar(PIXEL_NORM_EPS).sqrt(); // [n, 1]
+    let norm = z
+        .clone()
+        .square()
+        .mean_dim(1)
+        .add_scalar(PIXEL_NORM_EPS)
+        .sqrt(); // [n, 1]
     z / norm
 }
 
@@ -211,7 +258,10 @@ pub fn lerp<const D: usize>(a: Tensor<D>, b: Tensor<D>, t: f64) -> Tensor<D> {
 /// batch, else the largest divisor of the batch below it.
 pub fn mbstd_group(preferred: usize, batch: usize) -> usize {
     let g = preferred.min(batch).max(1);
-    (1..=g).rev().find(|d| batch.is_multiple_of(*d)).unwrap_or(1)
+    (1..=g)
+        .rev()
+        .find(|d| batch.is_multiple_of(*d))
+        .unwrap_or(1)
 }
 
 /// Minibatch standard deviation: appends one feature map holding, for each sample's group, the
@@ -226,7 +276,10 @@ pub fn minibatch_stddev(x: Tensor<4>, group: usize) -> Tensor<4> {
     let centred = y.clone() - y.mean_dim(0); // [G, M, C, H, W]
     let std = centred.square().mean_dim(0).add_scalar(MBSTD_EPS).sqrt(); // [1, M, C, H, W]
     let s = std.reshape([1, m, c * h * w]).mean_dim(2); // [1, M, 1]
-    let s = s.reshape([1, m, 1, 1, 1]).expand([group, m, 1, h, w]).reshape([n, 1, h, w]); // [N, 1, H, W]
+    let s = s
+        .reshape([1, m, 1, 1, 1])
+        .expand([group, m, 1, h, w])
+        .reshape([n, 1, h, w]); // [N, 1, H, W]
     Tensor::cat(vec![x, s], 1) // [N, C + 1, H, W]
 }
 
@@ -243,8 +296,15 @@ pub fn minibatch_stddev_vjp(x: Tensor<4>, group: usize, grad_out: Tensor<4>) -> 
     let grad_s = grad_s.reshape([group, m, h * w]).sum_dim(2).sum_dim(0); // [1, M, 1]
     let y = x.reshape([group, m, c, h, w]); // [G, M, C, H, W]
     let centred = y.clone() - y.mean_dim(0); // [G, M, C, H, W]
-    let std = centred.clone().square().mean_dim(0).add_scalar(MBSTD_EPS).sqrt(); // [1, M, C, H, W]
-    let coef = grad_s.reshape([1, m, 1, 1, 1]).div_scalar((group * c * h * w) as f64); // [1, M, 1, 1, 1]
+    let std = centred
+        .clone()
+        .square()
+        .mean_dim(0)
+        .add_scalar(MBSTD_EPS)
+        .sqrt(); // [1, M, C, H, W]
+    let coef = grad_s
+        .reshape([1, m, 1, 1, 1])
+        .div_scalar((group * c * h * w) as f64); // [1, M, 1, 1, 1]
     let grad_from_s = (centred / std * coef).reshape([n, c, h, w]); // [N, C, H, W]
     grad_x + grad_from_s
 }
@@ -278,7 +338,10 @@ mod tests {
         let w = tensor_to_f32(conv.weight.val());
         let mean = w.iter().sum::<f32>() / w.len() as f32;
         let var = w.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / w.len() as f32;
-        assert!(mean.abs() < 0.02 && (var - 1.0).abs() < 0.03, "mean {mean} var {var}");
+        assert!(
+            mean.abs() < 0.02 && (var - 1.0).abs() < 0.03,
+            "mean {mean} var {var}"
+        );
         assert!(tensor_to_f32(conv.bias.val()).iter().all(|&b| b == 0.0));
     }
 
@@ -296,7 +359,14 @@ mod tests {
     #[test]
     fn pixel_norm_gives_unit_rms_per_pixel() {
         let mut rng = SplitMix64::new(3);
-        let x = tensor_from_f32(rng.normals_f32(2 * 5 * 3 * 3).iter().map(|v| v * 7.0).collect(), [2, 5, 3, 3], &dev());
+        let x = tensor_from_f32(
+            rng.normals_f32(2 * 5 * 3 * 3)
+                .iter()
+                .map(|v| v * 7.0)
+                .collect(),
+            [2, 5, 3, 3],
+            &dev(),
+        );
         let y = pixel_norm(x);
         let ms = tensor_to_f32(y.square().mean_dim(1));
         assert!(ms.iter().all(|v| (v - 1.0).abs() < 1e-5), "{ms:?}");
@@ -306,7 +376,12 @@ mod tests {
     fn up_and_down_sampling() {
         let x = tensor_from_f32(vec![1.0, 2.0, 3.0, 4.0], [1, 1, 2, 2], &dev());
         let up = tensor_to_f32(upsample2x(x.clone()));
-        assert_eq!(up, vec![1., 1., 2., 2., 1., 1., 2., 2., 3., 3., 4., 4., 3., 3., 4., 4.]);
+        assert_eq!(
+            up,
+            vec![
+                1., 1., 2., 2., 1., 1., 2., 2., 3., 3., 4., 4., 3., 3., 4., 4.
+            ]
+        );
         let down = tensor_to_f32(downsample2x(upsample2x(x)));
         assert_eq!(down, vec![1.0, 2.0, 3.0, 4.0]);
         let y = tensor_from_f32((0..16).map(|v| v as f32).collect(), [1, 1, 4, 4], &dev());

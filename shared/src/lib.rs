@@ -14,10 +14,10 @@
 //! Level 0 is 4×4; level `l` is `4·2^l` pixels. Images are `[n, 3, h, w]` in `[-1, 1]`.
 
 pub mod config;
-#[cfg(feature = "flex-kernels")]
-pub mod flex_kernels;
 pub mod critic;
 pub mod critic_grad;
+#[cfg(feature = "flex-kernels")]
+pub mod flex_kernels;
 pub mod generator;
 pub mod latent;
 pub mod layers;

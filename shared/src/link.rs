@@ -78,22 +78,35 @@ pub fn parse_link(link: &str, latent_size: usize) -> Result<LinkTarget, LinkErro
     };
     match key {
         "seed" => {
-            let ok = !value.is_empty() && value.len() <= 20 && value.bytes().all(|b| b.is_ascii_digit());
+            let ok =
+                !value.is_empty() && value.len() <= 20 && value.bytes().all(|b| b.is_ascii_digit());
             let seed = if ok { value.parse::<u64>().ok() } else { None };
-            seed.map(LinkTarget::Seed).ok_or_else(|| LinkError::Seed(excerpt(value)))
+            seed.map(LinkTarget::Seed)
+                .ok_or_else(|| LinkError::Seed(excerpt(value)))
         }
         "z" => {
             // Bound the work before decoding: the text must be exactly as long as the model's latent.
             let want_chars = (latent_size * 2 * 4).div_ceil(3);
             if value.len() != want_chars {
                 let got = value.len() * 3 / 4 / 2;
-                return Err(LinkError::LatentSize { got, want: latent_size });
+                return Err(LinkError::LatentSize {
+                    got,
+                    want: latent_size,
+                });
             }
-            let bytes = URL_SAFE_NO_PAD.decode(value).map_err(|_| LinkError::Base64)?;
+            let bytes = URL_SAFE_NO_PAD
+                .decode(value)
+                .map_err(|_| LinkError::Base64)?;
             if bytes.len() != latent_size * 2 {
-                return Err(LinkError::LatentSize { got: bytes.len() / 2, want: latent_size });
+                return Err(LinkError::LatentSize {
+                    got: bytes.len() / 2,
+                    want: latent_size,
+                });
             }
-            let z: Vec<f32> = bytes.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32()).collect();
+            let z: Vec<f32> = bytes
+                .chunks_exact(2)
+                .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect();
             if z.iter().any(|v| !v.is_finite()) {
                 return Err(LinkError::NotFinite);
             }
@@ -114,7 +127,14 @@ pub fn seed_link(seed: u64) -> String {
 pub fn latent_link(z: &[f32]) -> String {
     let bytes: Vec<u8> = z
         .iter()
-        .flat_map(|&v| f16::from_f32(if v.is_finite() { v.clamp(-65504.0, 65504.0) } else { 0.0 }).to_le_bytes())
+        .flat_map(|&v| {
+            f16::from_f32(if v.is_finite() {
+                v.clamp(-65504.0, 65504.0)
+            } else {
+                0.0
+            })
+            .to_le_bytes()
+        })
         .collect();
     format!("z={}", URL_SAFE_NO_PAD.encode(bytes))
 }
@@ -127,7 +147,10 @@ mod tests {
     #[test]
     fn seed_links_round_trip() {
         for seed in [0, 1, 42, u32::MAX as u64, u64::MAX] {
-            assert_eq!(parse_link(&format!("#{}", seed_link(seed)), 512), Ok(LinkTarget::Seed(seed)));
+            assert_eq!(
+                parse_link(&format!("#{}", seed_link(seed)), 512),
+                Ok(LinkTarget::Seed(seed))
+            );
         }
         assert_eq!(parse_link("", 512), Ok(LinkTarget::Empty));
         assert_eq!(parse_link("#", 512), Ok(LinkTarget::Empty));
@@ -138,7 +161,9 @@ mod tests {
         let z = latent_for_seed(7, 512);
         let link = latent_link(&z);
         assert_eq!(link.len(), 2 + 1366);
-        let LinkTarget::Latent(back) = parse_link(&link, 512).unwrap() else { panic!("not a latent") };
+        let LinkTarget::Latent(back) = parse_link(&link, 512).unwrap() else {
+            panic!("not a latent")
+        };
         assert_eq!(back.len(), 512);
         for (a, b) in z.iter().zip(&back) {
             // Half precision keeps 11 significant bits.
@@ -151,14 +176,29 @@ mod tests {
     #[test]
     fn bad_links_say_what_is_wrong() {
         assert!(matches!(parse_link("#seed=-1", 8), Err(LinkError::Seed(_))));
-        assert!(matches!(parse_link("#seed=18446744073709551616", 8), Err(LinkError::Seed(_))));
-        assert!(matches!(parse_link("#seed=1e3", 8), Err(LinkError::Seed(_))));
+        assert!(matches!(
+            parse_link("#seed=18446744073709551616", 8),
+            Err(LinkError::Seed(_))
+        ));
+        assert!(matches!(
+            parse_link("#seed=1e3", 8),
+            Err(LinkError::Seed(_))
+        ));
         assert!(matches!(parse_link("#seed=", 8), Err(LinkError::Seed(_))));
         assert!(matches!(parse_link("#hello", 8), Err(LinkError::Form(_))));
-        assert!(matches!(parse_link("#script=alert(1)", 8), Err(LinkError::Form(_))));
+        assert!(matches!(
+            parse_link("#script=alert(1)", 8),
+            Err(LinkError::Form(_))
+        ));
         let z = latent_link(&latent_for_seed(1, 8));
-        assert_eq!(parse_link(&z, 16), Err(LinkError::LatentSize { got: 8, want: 16 }));
-        let broken = format!("z={}", z[2..].replace(|c: char| c.is_ascii_alphanumeric(), "*"));
+        assert_eq!(
+            parse_link(&z, 16),
+            Err(LinkError::LatentSize { got: 8, want: 16 })
+        );
+        let broken = format!(
+            "z={}",
+            z[2..].replace(|c: char| c.is_ascii_alphanumeric(), "*")
+        );
         assert_eq!(parse_link(&broken, 8), Err(LinkError::Base64));
         let nan = format!("z={}", URL_SAFE_NO_PAD.encode([0u8, 0, 0xff, 0x7f]));
         let inf = format!("z={}", URL_SAFE_NO_PAD.encode([0u8, 0, 0x00, 0x7c]));
@@ -167,6 +207,11 @@ mod tests {
         let long = format!("#seed={}", "1".repeat(MAX_LINK_CHARS));
         assert_eq!(parse_link(&long, 8), Err(LinkError::TooLong(long.len())));
         // Messages name the problem.
-        assert!(parse_link("#seed=abc", 8).unwrap_err().to_string().contains("abc"));
+        assert!(
+            parse_link("#seed=abc", 8)
+                .unwrap_err()
+                .to_string()
+                .contains("abc")
+        );
     }
 }

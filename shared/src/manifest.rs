@@ -76,7 +76,9 @@ pub enum ManifestError {
     #[error("manifest.json is inconsistent: {0}")]
     Inconsistent(String),
     /// A file name that would leave the model folder or is not a plain relative path.
-    #[error("manifest.json names the file “{0}”; only plain relative names inside the model folder are allowed")]
+    #[error(
+        "manifest.json names the file “{0}”; only plain relative names inside the model folder are allowed"
+    )]
     FileName(String),
 }
 
@@ -84,9 +86,13 @@ pub enum ManifestError {
 pub fn is_safe_file_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 200
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'/'))
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'/'))
         && !name.starts_with('/')
-        && name.split('/').all(|part| !part.is_empty() && part != "." && part != "..")
+        && name
+            .split('/')
+            .all(|part| !part.is_empty() && part != "." && part != "..")
 }
 
 impl Manifest {
@@ -95,7 +101,8 @@ impl Manifest {
         if text.len() > MAX_MANIFEST_BYTES {
             return Err(ManifestError::TooLarge(text.len()));
         }
-        let m: Manifest = serde_json::from_str(text).map_err(|e| ManifestError::Json(e.to_string()))?;
+        let m: Manifest =
+            serde_json::from_str(text).map_err(|e| ManifestError::Json(e.to_string()))?;
         m.check()?;
         Ok(m)
     }
@@ -104,21 +111,36 @@ impl Manifest {
     pub fn check(&self) -> Result<(), ManifestError> {
         let bad = |msg: String| Err(ManifestError::Inconsistent(msg));
         if self.format != MANIFEST_FORMAT {
-            return Err(ManifestError::Format(self.format.chars().take(40).collect()));
+            return Err(ManifestError::Format(
+                self.format.chars().take(40).collect(),
+            ));
         }
-        self.config.validate().map_err(|e| ManifestError::Inconsistent(e.to_string()))?;
+        self.config
+            .validate()
+            .map_err(|e| ManifestError::Inconsistent(e.to_string()))?;
         if self.config.latent_size != self.latent_size || self.latent_size > 8192 {
-            return bad(format!("latent size {} vs the architecture's {}", self.latent_size, self.config.latent_size));
+            return bad(format!(
+                "latent size {} vs the architecture's {}",
+                self.latent_size, self.config.latent_size
+            ));
         }
-        if self.resolution != self.config.resolution || self.resolution != ModelConfig::level_resolution(self.level) {
-            return bad(format!("resolution {} does not match level {} or the architecture", self.resolution, self.level));
+        if self.resolution != self.config.resolution
+            || self.resolution != ModelConfig::level_resolution(self.level)
+        {
+            return bad(format!(
+                "resolution {} does not match level {} or the architecture",
+                self.resolution, self.level
+            ));
         }
         if !(0.0..=1.0).contains(&self.alpha) {
             return bad(format!("alpha {} is outside [0, 1]", self.alpha));
         }
         let want: Vec<usize> = (0..=self.level).map(|l| self.config.channels(l)).collect();
         if self.channels != want {
-            return bad(format!("channels {:?} but the architecture has {:?}", self.channels, want));
+            return bad(format!(
+                "channels {:?} but the architecture has {:?}",
+                self.channels, want
+            ));
         }
         for name in std::iter::once(&self.generator).chain(self.stages.iter().map(|s| &s.file)) {
             if !is_safe_file_name(name) {
@@ -127,7 +149,10 @@ impl Manifest {
         }
         for (i, s) in self.stages.iter().enumerate() {
             if s.level > self.level || s.resolution != ModelConfig::level_resolution(s.level) {
-                return bad(format!("stage {i} has level {} and resolution {}", s.level, s.resolution));
+                return bad(format!(
+                    "stage {i} has level {} and resolution {}",
+                    s.level, s.resolution
+                ));
             }
             if i > 0 && self.stages[i - 1].level >= s.level {
                 return bad("stages are not in increasing level order".into());
@@ -142,7 +167,11 @@ mod tests {
     use super::*;
 
     fn sample() -> Manifest {
-        let config = ModelConfig::new().with_resolution(16).with_latent_size(32).with_fmap_base(64).with_fmap_max(32);
+        let config = ModelConfig::new()
+            .with_resolution(16)
+            .with_latent_size(32)
+            .with_fmap_base(64)
+            .with_fmap_max(32);
         Manifest {
             format: MANIFEST_FORMAT.into(),
             name: "tiny".into(),
@@ -155,7 +184,13 @@ mod tests {
             generator: "generator.safetensors".into(),
             generator_bytes: Some(1000),
             stages: (0..3)
-                .map(|l| StageEntry { level: l, resolution: 4 << l, file: format!("stages/level{l}.safetensors"), kimg: l as f64, bytes: None })
+                .map(|l| StageEntry {
+                    level: l,
+                    resolution: 4 << l,
+                    file: format!("stages/level{l}.safetensors"),
+                    kimg: l as f64,
+                    bytes: None,
+                })
                 .collect(),
             training: serde_json::json!({"kimg": 3.0}),
         }
@@ -172,29 +207,60 @@ mod tests {
     fn refuses_damage_with_a_reason() {
         let text = |m: &Manifest| serde_json::to_string(m).unwrap();
         assert!(matches!(Manifest::parse("{"), Err(ManifestError::Json(_))));
-        assert!(matches!(Manifest::parse("[1,2]"), Err(ManifestError::Json(_))));
+        assert!(matches!(
+            Manifest::parse("[1,2]"),
+            Err(ManifestError::Json(_))
+        ));
         let mut m = sample();
         m.format = "other/9".into();
-        assert_eq!(Manifest::parse(&text(&m)), Err(ManifestError::Format("other/9".into())));
+        assert_eq!(
+            Manifest::parse(&text(&m)),
+            Err(ManifestError::Format("other/9".into()))
+        );
         let mut m = sample();
         m.latent_size = 64;
-        assert!(matches!(Manifest::parse(&text(&m)), Err(ManifestError::Inconsistent(_))));
+        assert!(matches!(
+            Manifest::parse(&text(&m)),
+            Err(ManifestError::Inconsistent(_))
+        ));
         let mut m = sample();
         m.resolution = 32;
-        assert!(matches!(Manifest::parse(&text(&m)), Err(ManifestError::Inconsistent(_))));
+        assert!(matches!(
+            Manifest::parse(&text(&m)),
+            Err(ManifestError::Inconsistent(_))
+        ));
         let mut m = sample();
         m.channels[0] += 1;
-        assert!(matches!(Manifest::parse(&text(&m)), Err(ManifestError::Inconsistent(_))));
+        assert!(matches!(
+            Manifest::parse(&text(&m)),
+            Err(ManifestError::Inconsistent(_))
+        ));
         let mut m = sample();
         m.stages.swap(0, 1);
-        assert!(matches!(Manifest::parse(&text(&m)), Err(ManifestError::Inconsistent(_))));
-        for evil in ["../secret", "/etc/passwd", "https://x.example/a", "a//b", "stages/../../x", ""] {
+        assert!(matches!(
+            Manifest::parse(&text(&m)),
+            Err(ManifestError::Inconsistent(_))
+        ));
+        for evil in [
+            "../secret",
+            "/etc/passwd",
+            "https://x.example/a",
+            "a//b",
+            "stages/../../x",
+            "",
+        ] {
             let mut m = sample();
             m.generator = evil.into();
-            assert!(matches!(Manifest::parse(&text(&m)), Err(ManifestError::FileName(_))), "{evil}");
+            assert!(
+                matches!(Manifest::parse(&text(&m)), Err(ManifestError::FileName(_))),
+                "{evil}"
+            );
         }
         let huge = " ".repeat(MAX_MANIFEST_BYTES + 1);
-        assert_eq!(Manifest::parse(&huge), Err(ManifestError::TooLarge(huge.len())));
+        assert_eq!(
+            Manifest::parse(&huge),
+            Err(ManifestError::TooLarge(huge.len()))
+        );
     }
 
     #[test]

@@ -19,7 +19,10 @@ pub struct SplitMix64 {
 impl SplitMix64 {
     /// A generator seeded with `seed`.
     pub fn new(seed: u64) -> Self {
-        Self { state: seed, spare_normal: None }
+        Self {
+            state: seed,
+            spare_normal: None,
+        }
     }
 
     /// A generator for one named purpose, derived from a run seed: streams for different

@@ -89,13 +89,20 @@ impl ModuleVisitor for Collector {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         let t = param.val();
         let shape = t.dims().to_vec();
-        self.out.push(NamedTensor { name: self.path.join("."), shape, values: tensor_to_f32(t) });
+        self.out.push(NamedTensor {
+            name: self.path.join("."),
+            shape,
+            values: tensor_to_f32(t),
+        });
     }
 }
 
 /// Every float parameter of `module`, by module path, in visiting order.
 pub fn collect_tensors<M: Module>(module: &M) -> Vec<NamedTensor> {
-    let mut c = Collector { path: Vec::new(), out: Vec::new() };
+    let mut c = Collector {
+        path: Vec::new(),
+        out: Vec::new(),
+    };
     module.visit(&mut c);
     c.out
 }
@@ -124,13 +131,21 @@ impl ModuleMapper for Loader<'_> {
         };
         let expected = param.dims().to_vec();
         if found.shape != expected {
-            self.error = Some(WeightsError::Shape { name, expected, found: found.shape });
+            self.error = Some(WeightsError::Shape {
+                name,
+                expected,
+                found: found.shape,
+            });
             return param;
         }
         let shape: [usize; D] = expected.try_into().expect("rank matches");
         param.map(|old| {
             let t = tensor_from_f32(found.values, shape, &old.device());
-            if old.is_require_grad() { t.require_grad() } else { t }
+            if old.is_require_grad() {
+                t.require_grad()
+            } else {
+                t
+            }
         })
     }
 }
@@ -138,8 +153,13 @@ impl ModuleMapper for Loader<'_> {
 /// Replaces every float parameter of `module` with the tensor of the same path. All tensors must
 /// be used and every parameter found, with matching shapes.
 pub fn apply_tensors<M: Module>(module: M, tensors: Vec<NamedTensor>) -> Result<M, WeightsError> {
-    let mut map: HashMap<String, NamedTensor> = tensors.into_iter().map(|t| (t.name.clone(), t)).collect();
-    let mut loader = Loader { path: Vec::new(), tensors: &mut map, error: None };
+    let mut map: HashMap<String, NamedTensor> =
+        tensors.into_iter().map(|t| (t.name.clone(), t)).collect();
+    let mut loader = Loader {
+        path: Vec::new(),
+        tensors: &mut map,
+        error: None,
+    };
     let module = module.map(&mut loader);
     if let Some(e) = loader.error {
         return Err(e);
@@ -153,7 +173,11 @@ pub fn apply_tensors<M: Module>(module: M, tensors: Vec<NamedTensor>) -> Result<
 }
 
 /// Serialises tensors as safetensors with string metadata. Refuses non-finite values.
-pub fn encode(tensors: &[NamedTensor], dtype: WeightDtype, metadata: &BTreeMap<String, String>) -> Result<Vec<u8>, WeightsError> {
+pub fn encode(
+    tensors: &[NamedTensor],
+    dtype: WeightDtype,
+    metadata: &BTreeMap<String, String>,
+) -> Result<Vec<u8>, WeightsError> {
     let mut buffers: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::with_capacity(tensors.len());
     for t in tensors {
         if t.values.iter().any(|v| !v.is_finite()) {
@@ -161,8 +185,16 @@ pub fn encode(tensors: &[NamedTensor], dtype: WeightDtype, metadata: &BTreeMap<S
         }
         let bytes = match dtype {
             WeightDtype::F32 => t.values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-            WeightDtype::F16 => t.values.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect(),
-            WeightDtype::BF16 => t.values.iter().flat_map(|&v| half::bf16::from_f32(v).to_le_bytes()).collect(),
+            WeightDtype::F16 => t
+                .values
+                .iter()
+                .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
+                .collect(),
+            WeightDtype::BF16 => t
+                .values
+                .iter()
+                .flat_map(|&v| half::bf16::from_f32(v).to_le_bytes())
+                .collect(),
         };
         buffers.push((t.name.clone(), t.shape.clone(), bytes));
     }
@@ -174,31 +206,55 @@ pub fn encode(tensors: &[NamedTensor], dtype: WeightDtype, metadata: &BTreeMap<S
     let views = buffers
         .iter()
         .map(|(name, shape, bytes)| {
-            TensorView::new(st_dtype, shape.clone(), bytes).map(|v| (name.clone(), v)).map_err(|e| WeightsError::Format(e.to_string()))
+            TensorView::new(st_dtype, shape.clone(), bytes)
+                .map(|v| (name.clone(), v))
+                .map_err(|e| WeightsError::Format(e.to_string()))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let meta: HashMap<String, String> = metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let meta: HashMap<String, String> = metadata
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     safetensors::serialize(views, Some(meta)).map_err(|e| WeightsError::Format(e.to_string()))
 }
 
 /// Reads every tensor (f32, f16 or bf16, widened to f32) and the metadata of a safetensors file.
 pub fn decode(bytes: &[u8]) -> Result<(Vec<NamedTensor>, BTreeMap<String, String>), WeightsError> {
-    let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| WeightsError::Format(e.to_string()))?;
-    let metadata: BTreeMap<String, String> = header.metadata().clone().unwrap_or_default().into_iter().collect();
+    let (_, header) =
+        SafeTensors::read_metadata(bytes).map_err(|e| WeightsError::Format(e.to_string()))?;
+    let metadata: BTreeMap<String, String> = header
+        .metadata()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
     let st = SafeTensors::deserialize(bytes).map_err(|e| WeightsError::Format(e.to_string()))?;
     let mut out = Vec::new();
     for (name, view) in st.tensors() {
         let data = view.data();
         let values: Vec<f32> = match view.dtype() {
-            Dtype::F32 => data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-            Dtype::F16 => data.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-            Dtype::BF16 => data.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+            Dtype::F32 => data
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+            Dtype::F16 => data
+                .chunks_exact(2)
+                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            Dtype::BF16 => data
+                .chunks_exact(2)
+                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
             other => return Err(WeightsError::Dtype(name, format!("{other:?}"))),
         };
         if values.iter().any(|v| !v.is_finite()) {
             return Err(WeightsError::NotFinite(name));
         }
-        out.push(NamedTensor { name, shape: view.shape().to_vec(), values });
+        out.push(NamedTensor {
+            name,
+            shape: view.shape().to_vec(),
+            values,
+        });
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok((out, metadata))
@@ -214,7 +270,10 @@ pub fn generator_to_bytes(
     let mut meta = extra.clone();
     meta.insert("format".into(), FORMAT.into());
     meta.insert("kind".into(), "generator".into());
-    meta.insert("config".into(), serde_json::to_string(config).expect("config serialises"));
+    meta.insert(
+        "config".into(),
+        serde_json::to_string(config).expect("config serialises"),
+    );
     encode(&collect_tensors(generator), dtype, &meta)
 }
 
@@ -229,23 +288,35 @@ pub fn snapshot_to_bytes(
     dtype: WeightDtype,
     extra: &[(&str, String)],
 ) -> Result<Vec<u8>, WeightsError> {
-    let snapshot_config = config.clone().with_resolution(ModelConfig::level_resolution(level));
+    let snapshot_config = config
+        .clone()
+        .with_resolution(ModelConfig::level_resolution(level));
     let mut meta = BTreeMap::new();
     meta.insert("format".to_string(), FORMAT.to_string());
     meta.insert("kind".to_string(), "generator".to_string());
-    meta.insert("config".to_string(), serde_json::to_string(&snapshot_config).expect("config serialises"));
+    meta.insert(
+        "config".to_string(),
+        serde_json::to_string(&snapshot_config).expect("config serialises"),
+    );
     meta.insert("level".to_string(), level.to_string());
     meta.insert("alpha".to_string(), alpha.to_string());
     meta.insert("kimg".to_string(), format!("{kimg:.3}"));
     for (k, v) in extra {
         meta.insert(k.to_string(), v.clone());
     }
-    encode(&truncate_to_level(collect_tensors(generator), level), dtype, &meta)
+    encode(
+        &truncate_to_level(collect_tensors(generator), level),
+        dtype,
+        &meta,
+    )
 }
 
 /// Rebuilds a generator from a file written by [`generator_to_bytes`], with its configuration and
 /// metadata.
-pub fn generator_from_bytes(bytes: &[u8], device: &Device) -> Result<(Generator, ModelConfig, BTreeMap<String, String>), WeightsError> {
+pub fn generator_from_bytes(
+    bytes: &[u8],
+    device: &Device,
+) -> Result<(Generator, ModelConfig, BTreeMap<String, String>), WeightsError> {
     let (tensors, meta) = decode(bytes)?;
     let config = config_from_metadata(&meta, "generator")?;
     let skeleton = Generator::new(&config, &mut crate::rng::SplitMix64::new(0), device);
@@ -254,19 +325,39 @@ pub fn generator_from_bytes(bytes: &[u8], device: &Device) -> Result<(Generator,
 }
 
 /// Checks `format` and `kind` and parses the configuration of a weight file's metadata.
-pub fn config_from_metadata(meta: &BTreeMap<String, String>, kind: &str) -> Result<ModelConfig, WeightsError> {
+pub fn config_from_metadata(
+    meta: &BTreeMap<String, String>,
+    kind: &str,
+) -> Result<ModelConfig, WeightsError> {
     match meta.get("format") {
         Some(f) if f == FORMAT => {}
-        Some(f) => return Err(WeightsError::Metadata(format!("format `{f}` is not `{FORMAT}`"))),
-        None => return Err(WeightsError::Metadata("no `format` entry: not a pggan-rs weight file".into())),
+        Some(f) => {
+            return Err(WeightsError::Metadata(format!(
+                "format `{f}` is not `{FORMAT}`"
+            )));
+        }
+        None => {
+            return Err(WeightsError::Metadata(
+                "no `format` entry: not a pggan-rs weight file".into(),
+            ));
+        }
     }
     match meta.get("kind") {
         Some(k) if k == kind => {}
-        other => return Err(WeightsError::Metadata(format!("kind is {other:?}, expected `{kind}`"))),
+        other => {
+            return Err(WeightsError::Metadata(format!(
+                "kind is {other:?}, expected `{kind}`"
+            )));
+        }
     }
-    let json = meta.get("config").ok_or_else(|| WeightsError::Metadata("no `config` entry".into()))?;
-    let config: ModelConfig = serde_json::from_str(json).map_err(|e| WeightsError::Metadata(format!("bad config: {e}")))?;
-    config.validate().map_err(|e| WeightsError::Metadata(format!("bad config: {e}")))?;
+    let json = meta
+        .get("config")
+        .ok_or_else(|| WeightsError::Metadata("no `config` entry".into()))?;
+    let config: ModelConfig = serde_json::from_str(json)
+        .map_err(|e| WeightsError::Metadata(format!("bad config: {e}")))?;
+    config
+        .validate()
+        .map_err(|e| WeightsError::Metadata(format!("bad config: {e}")))?;
     Ok(config)
 }
 
@@ -277,7 +368,10 @@ pub fn truncate_to_level(tensors: Vec<NamedTensor>, level: usize) -> Vec<NamedTe
         .into_iter()
         .filter(|t| {
             let mut parts = t.name.split('.');
-            match (parts.next(), parts.next().and_then(|i| i.parse::<usize>().ok())) {
+            match (
+                parts.next(),
+                parts.next().and_then(|i| i.parse::<usize>().ok()),
+            ) {
                 (Some("blocks"), Some(i)) => i < level,
                 (Some("to_rgb"), Some(i)) => i <= level,
                 _ => true,

@@ -24,7 +24,11 @@ fn device() -> Device {
 }
 
 fn small_config() -> ModelConfig {
-    ModelConfig::new().with_resolution(32).with_latent_size(8).with_fmap_base(32).with_fmap_max(6)
+    ModelConfig::new()
+        .with_resolution(32)
+        .with_latent_size(8)
+        .with_fmap_base(32)
+        .with_fmap_max(6)
 }
 
 fn to_f64<const D: usize>(t: Tensor<D>) -> Vec<f64> {
@@ -33,8 +37,13 @@ fn to_f64<const D: usize>(t: Tensor<D>) -> Vec<f64> {
 
 fn images(batch: usize, res: usize, seed: u64) -> Tensor<4> {
     let mut rng = SplitMix64::new(seed);
-    let v: Vec<f64> = (0..batch * 3 * res * res).map(|_| rng.normal_f64()).collect();
-    Tensor::from_data(burn::tensor::TensorData::new(v, [batch, 3, res, res]), &device())
+    let v: Vec<f64> = (0..batch * 3 * res * res)
+        .map(|_| rng.normal_f64())
+        .collect();
+    Tensor::from_data(
+        burn::tensor::TensorData::new(v, [batch, 3, res, res]),
+        &device(),
+    )
 }
 
 /// A critic whose biases are non-zero too (so every term of the gradient is exercised).
@@ -45,7 +54,9 @@ fn critic(seed: u64) -> Critic {
         .into_iter()
         .map(|mut t| {
             if t.name.ends_with("bias") {
-                t.values.iter_mut().for_each(|v| *v = 0.1 * rng.normal_f64() as f32);
+                t.values
+                    .iter_mut()
+                    .for_each(|v| *v = 0.1 * rng.normal_f64() as f32);
             }
             t
         })
@@ -56,7 +67,11 @@ fn critic(seed: u64) -> Critic {
 fn max_rel_err(a: &[f64], b: &[f64]) -> f64 {
     assert_eq!(a.len(), b.len());
     let scale = b.iter().map(|v| v.abs()).fold(0.0, f64::max).max(1e-30);
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max) / scale
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max)
+        / scale
 }
 
 fn check_input_gradient(level: usize, alpha: f64, batch: usize) {
@@ -71,8 +86,14 @@ fn check_input_gradient(level: usize, alpha: f64, batch: usize) {
     let (scores, tape) = c.forward_taped(x.detach(), level, alpha);
     let hand = to_f64(c.input_gradient(&tape, scores.ones_like()));
     let err = max_rel_err(&hand, &autodiff);
-    assert!(err < 1e-10, "level {level} alpha {alpha} batch {batch}: relative error {err:e}");
-    assert!(autodiff.iter().any(|v| v.abs() > 1e-6), "gradient is not trivially zero");
+    assert!(
+        err < 1e-10,
+        "level {level} alpha {alpha} batch {batch}: relative error {err:e}"
+    );
+    assert!(
+        autodiff.iter().any(|v| v.abs() > 1e-6),
+        "gradient is not trivially zero"
+    );
 }
 
 #[test]
@@ -130,7 +151,11 @@ fn check_penalty_gradients(level: usize, alpha: f64, batch: usize, params: &[&st
     let res = 4 << level;
     let x = images(batch, res, 6);
     let grads = penalty(&c, x.clone(), level, alpha).backward();
-    let mut collector = GradCollector { grads: &grads, path: vec![], out: BTreeMap::new() };
+    let mut collector = GradCollector {
+        grads: &grads,
+        path: vec![],
+        out: BTreeMap::new(),
+    };
     c.visit(&mut collector);
     let analytic = collector.out;
     let base = collect_tensors(&c);
@@ -154,7 +179,10 @@ fn check_penalty_gradients(level: usize, alpha: f64, batch: usize, params: &[&st
             let fd = (eval(h) - eval(-h)) / (2.0 * h);
             let an = g[i];
             let err = (fd - an).abs() / an.abs().max(fd.abs()).max(1e-4);
-            assert!(err < 1e-5, "{name}[{i}] level {level} alpha {alpha}: analytic {an:e} vs finite difference {fd:e} (rel {err:e})");
+            assert!(
+                err < 1e-5,
+                "{name}[{i}] level {level} alpha {alpha}: analytic {an:e} vs finite difference {fd:e} (rel {err:e})"
+            );
         }
     }
 }
@@ -183,19 +211,38 @@ impl burn::module::ModuleMapper for Perturb<'_> {
             let n: usize = dims.iter().product();
             let mut bump = vec![0.0f64; n];
             bump[index] = delta;
-            let bump = Tensor::<1>::from_data(burn::tensor::TensorData::new(bump, [n]), &t.device()).reshape(dims);
+            let bump =
+                Tensor::<1>::from_data(burn::tensor::TensorData::new(bump, [n]), &t.device())
+                    .reshape(dims);
             (t.detach() + bump).detach()
         })
     }
 }
 
 fn perturb(c: Critic, name: &str, index: usize, delta: f64) -> Critic {
-    c.map(&mut Perturb { name, index, delta, path: vec![] })
+    c.map(&mut Perturb {
+        name,
+        index,
+        delta,
+        path: vec![],
+    })
 }
 
 #[test]
 fn penalty_gradients_match_finite_differences_at_4x4() {
-    check_penalty_gradients(0, 1.0, 8, &["from_rgb.0.weight", "conv4.weight", "dense0.weight", "dense1.weight", "conv4.bias", "from_rgb.0.bias"]);
+    check_penalty_gradients(
+        0,
+        1.0,
+        8,
+        &[
+            "from_rgb.0.weight",
+            "conv4.weight",
+            "dense0.weight",
+            "dense1.weight",
+            "conv4.bias",
+            "from_rgb.0.bias",
+        ],
+    );
 }
 
 #[test]
@@ -204,7 +251,14 @@ fn penalty_gradients_match_finite_differences_while_fading_in() {
         2,
         0.4,
         8,
-        &["from_rgb.2.weight", "from_rgb.1.weight", "blocks.1.conv0.weight", "blocks.1.conv1.weight", "blocks.0.conv1.bias", "dense0.weight"],
+        &[
+            "from_rgb.2.weight",
+            "from_rgb.1.weight",
+            "blocks.1.conv0.weight",
+            "blocks.1.conv1.weight",
+            "blocks.0.conv1.bias",
+            "dense0.weight",
+        ],
     );
 }
 
@@ -214,13 +268,30 @@ fn penalty_gradients_match_finite_differences_fading_in_at_32x32() {
         3,
         0.3,
         4,
-        &["from_rgb.3.weight", "from_rgb.3.bias", "from_rgb.2.weight", "blocks.2.conv0.weight", "blocks.2.conv1.weight", "blocks.1.conv0.bias", "conv4.weight"],
+        &[
+            "from_rgb.3.weight",
+            "from_rgb.3.bias",
+            "from_rgb.2.weight",
+            "blocks.2.conv0.weight",
+            "blocks.2.conv1.weight",
+            "blocks.1.conv0.bias",
+            "conv4.weight",
+        ],
     );
 }
 
 #[test]
 fn penalty_gradients_match_finite_differences_with_stddev_groups_of_3() {
-    check_penalty_gradients(1, 1.0, 6, &["blocks.0.conv0.weight", "blocks.0.conv0.bias", "conv4.weight"]);
+    check_penalty_gradients(
+        1,
+        1.0,
+        6,
+        &[
+            "blocks.0.conv0.weight",
+            "blocks.0.conv0.bias",
+            "conv4.weight",
+        ],
+    );
 }
 
 #[test]

@@ -44,7 +44,11 @@ fn check(link: &str) {
     let result = parse_link(link, LATENT);
     TRACK.with(|t| t.set(false));
     let largest = LARGEST.with(|l| l.get());
-    assert!(largest <= BOUND, "parsing a {}-character link allocated {largest} bytes at once", link.len());
+    assert!(
+        largest <= BOUND,
+        "parsing a {}-character link allocated {largest} bytes at once",
+        link.len()
+    );
     match result {
         Ok(LinkTarget::Latent(z)) => {
             assert_eq!(z.len(), LATENT);
@@ -67,7 +71,8 @@ fn near_valid() -> impl Strategy<Value = String> {
             s.into_iter().collect()
         }),
         (0..60_000usize).prop_map(|n| format!("#z={}", "A".repeat(n))),
-        (0..3usize, any::<u8>()).prop_map(|(k, b)| ["#z=", "#seed=", "#"][k].to_string() + &char::from(b).to_string().repeat(MAX_LINK_CHARS + 1)),
+        (0..3usize, any::<u8>()).prop_map(|(k, b)| ["#z=", "#seed=", "#"][k].to_string()
+            + &char::from(b).to_string().repeat(MAX_LINK_CHARS + 1)),
     ]
 }
 

@@ -22,6 +22,17 @@ pub fn chromium_bin() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// The flags that give a headless Chromium a WebGPU adapter on a machine without a GPU:
+/// SwiftShader's. Measured with Debian's Chromium 148 and 156 under `--disable-gpu`:
+/// `--enable-unsafe-webgpu` alone gives an adapter on 156 but none on 148; adding
+/// `--enable-unsafe-swiftshader` gives SwiftShader's on both (`--use-webgpu-adapter=swiftshader`
+/// names which one to take where there is a choice).
+pub const WEBGPU_FLAGS: [&str; 3] = [
+    "--enable-unsafe-webgpu",
+    "--enable-unsafe-swiftshader",
+    "--use-webgpu-adapter=swiftshader",
+];
+
 /// A headless Chromium with one page, closed on drop.
 pub struct Browser {
     child: Child,
@@ -36,11 +47,18 @@ pub struct Browser {
 }
 
 impl Browser {
-    /// Starts Chromium. With `webgpu`, `--enable-unsafe-webgpu` gives the page a WebGPU adapter
-    /// (SwiftShader on a machine without a GPU); without it the page has none.
+    /// Starts Chromium. With `webgpu`, [`WEBGPU_FLAGS`] give the page a WebGPU adapter
+    /// (SwiftShader on a machine without a GPU); without them the page has none.
     pub fn launch(webgpu: bool) -> Browser {
-        let bin = chromium_bin().expect("chromium is not installed (the test command installs Debian's `chromium`)");
-        let profile = crate::Scratch::new(&format!("chromium-{}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()));
+        let bin = chromium_bin()
+            .expect("chromium is not installed (the test command installs Debian's `chromium`)");
+        let profile = crate::Scratch::new(&format!(
+            "chromium-{}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
         let mut cmd = Command::new(bin);
         cmd.args([
             "--headless",
@@ -56,9 +74,11 @@ impl Browser {
         ]);
         cmd.arg(format!("--user-data-dir={}", profile.0.display()));
         if webgpu {
-            cmd.arg("--enable-unsafe-webgpu");
+            cmd.args(WEBGPU_FLAGS);
         }
-        cmd.arg("about:blank").stdout(Stdio::null()).stderr(Stdio::piped());
+        cmd.arg("about:blank")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("start chromium");
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
@@ -69,15 +89,36 @@ impl Browser {
                 }
             }
         });
-        let browser_url = rx.recv_timeout(Duration::from_secs(30)).expect("chromium did not open its DevTools port");
-        let addr = browser_url.trim_start_matches("ws://").split('/').next().unwrap().to_string();
+        let browser_url = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("chromium did not open its DevTools port");
+        let addr = browser_url
+            .trim_start_matches("ws://")
+            .split('/')
+            .next()
+            .unwrap()
+            .to_string();
         let stream = TcpStream::connect(&addr).expect("connect to DevTools");
-        stream.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
-        let (ws, _) = tungstenite::client(browser_url.as_str(), stream).expect("DevTools handshake");
-        let mut b = Browser { child, ws, session: String::new(), next_id: 0, _profile: profile, console: Vec::new(), workers: Vec::new() };
+        stream
+            .set_read_timeout(Some(Duration::from_secs(120)))
+            .unwrap();
+        let (ws, _) =
+            tungstenite::client(browser_url.as_str(), stream).expect("DevTools handshake");
+        let mut b = Browser {
+            child,
+            ws,
+            session: String::new(),
+            next_id: 0,
+            _profile: profile,
+            console: Vec::new(),
+            workers: Vec::new(),
+        };
         let target = b.call_browser("Target.createTarget", json!({"url": "about:blank"}));
         let target_id = target["targetId"].as_str().unwrap().to_string();
-        let attached = b.call_browser("Target.attachToTarget", json!({"targetId": target_id, "flatten": true}));
+        let attached = b.call_browser(
+            "Target.attachToTarget",
+            json!({"targetId": target_id, "flatten": true}),
+        );
         b.session = attached["sessionId"].as_str().unwrap().to_string();
         b.call("Page.enable", json!({}));
         b.call("Runtime.enable", json!({}));
@@ -91,9 +132,14 @@ impl Browser {
         if let Some(s) = session {
             msg["sessionId"] = json!(s);
         }
-        self.ws.send(Message::text(msg.to_string())).expect("send to DevTools");
+        self.ws
+            .send(Message::text(msg.to_string()))
+            .expect("send to DevTools");
         loop {
-            let reply = self.ws.read().unwrap_or_else(|e| panic!("DevTools connection lost waiting for {method}: {e}"));
+            let reply = self
+                .ws
+                .read()
+                .unwrap_or_else(|e| panic!("DevTools connection lost waiting for {method}: {e}"));
             let Ok(text) = reply.to_text() else { continue };
             let v: Value = serde_json::from_str(text).unwrap_or(Value::Null);
             if v["id"].as_u64() == Some(id) {
@@ -109,11 +155,21 @@ impl Browser {
     fn note_event(&mut self, v: &Value) {
         match v["method"].as_str() {
             Some("Runtime.consoleAPICalled") => {
-                let args: Vec<String> = v["params"]["args"].as_array().into_iter().flatten().map(|a| a["value"].to_string()).collect();
-                self.console.push(format!("console.{}: {}", v["params"]["type"].as_str().unwrap_or("log"), args.join(" ")));
+                let args: Vec<String> = v["params"]["args"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|a| a["value"].to_string())
+                    .collect();
+                self.console.push(format!(
+                    "console.{}: {}",
+                    v["params"]["type"].as_str().unwrap_or("log"),
+                    args.join(" ")
+                ));
             }
             Some("Runtime.exceptionThrown") => {
-                self.console.push(format!("exception: {}", v["params"]["exceptionDetails"]));
+                self.console
+                    .push(format!("exception: {}", v["params"]["exceptionDetails"]));
             }
             Some("Target.attachedToTarget") if v["params"]["targetInfo"]["type"] == "worker" => {
                 if let Some(s) = v["params"]["sessionId"].as_str() {
@@ -137,13 +193,24 @@ impl Browser {
 
     /// From now on, records a DevTools session for every worker the page starts.
     pub fn watch_workers(&mut self) {
-        self.call("Target.setAutoAttach", json!({"autoAttach": true, "waitForDebuggerOnStart": false, "flatten": true}));
+        self.call(
+            "Target.setAutoAttach",
+            json!({"autoAttach": true, "waitForDebuggerOnStart": false, "flatten": true}),
+        );
     }
 
     /// Evaluates JavaScript inside the page's newest worker.
     pub fn eval_in_worker(&mut self, expression: &str) -> Value {
-        let session = self.workers.last().expect("no worker seen (call watch_workers before the page starts one)").clone();
-        self.send("Runtime.evaluate", json!({"expression": expression, "returnByValue": true}), Some(&session))
+        let session = self
+            .workers
+            .last()
+            .expect("no worker seen (call watch_workers before the page starts one)")
+            .clone();
+        self.send(
+            "Runtime.evaluate",
+            json!({"expression": expression, "returnByValue": true}),
+            Some(&session),
+        )
     }
 
     /// Opens `url` (returns once the navigation is committed; wait for the page's own state).
@@ -154,9 +221,15 @@ impl Browser {
 
     /// Evaluates JavaScript in the page (promises awaited) and returns its value as JSON.
     pub fn eval(&mut self, expression: &str) -> Value {
-        let r = self.call("Runtime.evaluate", json!({"expression": expression, "awaitPromise": true, "returnByValue": true}));
+        let r = self.call(
+            "Runtime.evaluate",
+            json!({"expression": expression, "awaitPromise": true, "returnByValue": true}),
+        );
         if let Some(e) = r.get("exceptionDetails") {
-            panic!("page script `{expression}` threw: {e}\nconsole:\n{}", self.console.join("\n"));
+            panic!(
+                "page script `{expression}` threw: {e}\nconsole:\n{}",
+                self.console.join("\n")
+            );
         }
         r["result"]["value"].clone()
     }
@@ -165,16 +238,23 @@ impl Browser {
     /// expression that throws (say, while the page is still loading) counts as not yet.
     pub fn wait_for(&mut self, expression: &str, timeout: Duration) -> Value {
         let start = Instant::now();
-        let guarded = format!("(() => {{ try {{ return ({expression}); }} catch (e) {{ return null; }} }})()");
+        let guarded = format!(
+            "(() => {{ try {{ return ({expression}); }} catch (e) {{ return null; }} }})()"
+        );
         loop {
             let v = self.eval(&guarded);
-            let truthy = !matches!(v, Value::Null | Value::Bool(false)) && v != json!(0) && v != json!("");
+            let truthy =
+                !matches!(v, Value::Null | Value::Bool(false)) && v != json!(0) && v != json!("");
             if truthy {
                 return v;
             }
             if start.elapsed() > timeout {
                 let text = self.eval("document.body ? document.body.innerText.slice(0, 2000) : ''");
-                panic!("timed out after {timeout:?} waiting for `{expression}`\npage text:\n{}\nconsole:\n{}", text.as_str().unwrap_or(""), self.console.join("\n"));
+                panic!(
+                    "timed out after {timeout:?} waiting for `{expression}`\npage text:\n{}\nconsole:\n{}",
+                    text.as_str().unwrap_or(""),
+                    self.console.join("\n")
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -185,13 +265,49 @@ impl Browser {
         let text = if key == "Enter" { "\r" } else { "" };
         let down = json!({"type": "keyDown", "key": key, "code": code, "windowsVirtualKeyCode": key_code, "text": text});
         self.call("Input.dispatchKeyEvent", down);
-        self.call("Input.dispatchKeyEvent", json!({"type": "keyUp", "key": key, "code": code, "windowsVirtualKeyCode": key_code}));
+        self.call(
+            "Input.dispatchKeyEvent",
+            json!({"type": "keyUp", "key": key, "code": code, "windowsVirtualKeyCode": key_code}),
+        );
+    }
+
+    /// The browser's product and version, e.g. `Chrome/156.0.8078.114` (Chromium reports itself
+    /// as Chrome, the headless shell as HeadlessChrome).
+    pub fn version(&mut self) -> String {
+        self.call_browser("Browser.getVersion", json!({}))["product"]
+            .as_str()
+            .unwrap_or("unknown")
+            .to_string()
+    }
+
+    /// Fails at once, naming the browser's version and the flags, when the page open now (a
+    /// secure context, e.g. one served from 127.0.0.1) has no WebGPU adapter: the WebGPU tests
+    /// need one, and would otherwise fail later on a confusing assertion.
+    pub fn require_webgpu_adapter(&mut self) {
+        let found = self.eval(
+            "(async () => { if (!navigator.gpu) return 'no navigator.gpu'; \
+             const a = await navigator.gpu.requestAdapter(); return a ? 'ok' : 'requestAdapter() gave null'; })()",
+        );
+        if found != "ok" {
+            let version = self.version();
+            panic!(
+                "this test needs a WebGPU adapter and {version} gives none ({}) with the flags {}; \
+                 a Chromium that does not honour them cannot run the WebGPU tests",
+                found.as_str().unwrap_or("?"),
+                WEBGPU_FLAGS.join(" ")
+            );
+        }
     }
 
     /// Saves a PNG screenshot of the page.
     pub fn screenshot(&mut self, path: &Path) {
-        let r = self.call("Page.captureScreenshot", json!({"format": "png", "captureBeyondViewport": true}));
-        let png = base64::engine::general_purpose::STANDARD.decode(r["data"].as_str().unwrap()).unwrap();
+        let r = self.call(
+            "Page.captureScreenshot",
+            json!({"format": "png", "captureBeyondViewport": true}),
+        );
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(r["data"].as_str().unwrap())
+            .unwrap();
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).unwrap();
         }

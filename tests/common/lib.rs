@@ -13,9 +13,16 @@ pub fn pggan_bin() -> PathBuf {
         return PathBuf::from(p);
     }
     let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe.parent().and_then(|d| d.parent()).expect("target profile folder");
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target profile folder");
     let bin = dir.join("pggan");
-    assert!(bin.exists(), "{} is missing: build it first with `cargo build --release -p pggan-trainer`", bin.display());
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first with `cargo build --release -p pggan-trainer`",
+        bin.display()
+    );
     bin
 }
 
@@ -29,13 +36,22 @@ pub fn pggan(args: &[&str]) -> Command {
 /// Runs `pggan` and returns its output, panicking with both streams if it failed.
 pub fn pggan_ok(args: &[&str]) -> String {
     let out = pggan(args).output().expect("run pggan");
-    assert!(out.status.success(), "pggan {args:?} failed:\n{}", describe(&out));
+    assert!(
+        out.status.success(),
+        "pggan {args:?} failed:\n{}",
+        describe(&out)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Both output streams of a finished command.
 pub fn describe(out: &Output) -> String {
-    format!("status {:?}\nstdout:\n{}\nstderr:\n{}", out.status, String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 /// A scratch folder removed on drop.
@@ -71,7 +87,9 @@ impl Drop for Scratch {
 
 /// Reads a PNG as RGB.
 pub fn read_rgb(path: &Path) -> image::RgbImage {
-    image::open(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display())).to_rgb8()
+    image::open(path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+        .to_rgb8()
 }
 
 /// Lines of a run's metrics.jsonl, parsed. A line still being written (no newline yet) is left
@@ -82,7 +100,13 @@ pub fn metrics(run: &Path) -> Vec<serde_json::Value> {
         Some(i) => &text[..i],
         None => "",
     };
-    complete.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("metrics line is not JSON ({e}): {l}"))).collect()
+    complete
+        .lines()
+        .map(|l| {
+            serde_json::from_str(l)
+                .unwrap_or_else(|e| panic!("metrics line is not JSON ({e}): {l}"))
+        })
+        .collect()
 }
 
 /// A small deterministic generator for test data.
@@ -91,7 +115,10 @@ pub struct Lcg(pub u64);
 impl Lcg {
     /// Next value in [0, 1).
     pub fn next_f64(&mut self) -> f64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (self.0 >> 11) as f64 / (1u64 << 53) as f64
     }
 }

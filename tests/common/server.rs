@@ -46,7 +46,11 @@ fn resolve(root: &Path, mounts: &[(String, PathBuf)], url_path: &str) -> Option<
         return None;
     }
     let full = base.join(rel);
-    Some(if full.is_dir() { full.join("index.html") } else { full })
+    Some(if full.is_dir() {
+        full.join("index.html")
+    } else {
+        full
+    })
 }
 
 impl Server {
@@ -79,7 +83,12 @@ impl Server {
     }
 }
 
-fn serve_connection(stream: TcpStream, root: &Path, mounts: &[(String, PathBuf)], sent: &Mutex<BTreeMap<String, u64>>) -> std::io::Result<()> {
+fn serve_connection(
+    stream: TcpStream,
+    root: &Path,
+    mounts: &[(String, PathBuf)],
+    sent: &Mutex<BTreeMap<String, u64>>,
+) -> std::io::Result<()> {
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut stream = stream;
     loop {
@@ -97,7 +106,10 @@ fn serve_connection(stream: TcpStream, root: &Path, mounts: &[(String, PathBuf)]
         let mut parts = request_line.split_whitespace();
         let (method, url) = (parts.next().unwrap_or(""), parts.next().unwrap_or("/"));
         let file = resolve(root, mounts, url);
-        let (status, body, ctype) = match file.as_ref().and_then(|f| std::fs::read(f).ok().map(|b| (f, b))) {
+        let (status, body, ctype) = match file
+            .as_ref()
+            .and_then(|f| std::fs::read(f).ok().map(|b| (f, b)))
+        {
             Some((f, body)) => ("200 OK", body, content_type(f)),
             None => ("404 Not Found", b"not found".to_vec(), "text/plain"),
         };

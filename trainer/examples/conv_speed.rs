@@ -10,7 +10,13 @@ use burn::tensor::{Device, Distribution, Tensor};
 use pggan_model::flex_kernels::conv3x3::conv3x3;
 
 /// `[batch, in, out, resolution]` of the measured convolutions.
-const SHAPES: [[usize; 4]; 5] = [[16, 128, 64, 32], [16, 64, 64, 32], [16, 256, 128, 16], [16, 128, 128, 16], [16, 256, 256, 8]];
+const SHAPES: [[usize; 4]; 5] = [
+    [16, 128, 64, 32],
+    [16, 64, 64, 32],
+    [16, 256, 128, 16],
+    [16, 128, 128, 16],
+    [16, 256, 256, 8],
+];
 const REPS: usize = 5;
 
 /// Mean milliseconds of `f` over `REPS` runs after one warm-up.
@@ -28,14 +34,24 @@ fn main() {
     let options = || ConvOptions::new([1, 1], [1, 1], [1, 1], 1);
     println!(
         "{:>28}  {:>9} {:>7}  {:>9} {:>7}  {:>9} {:>7}  {:>9} {:>7}",
-        "conv 3×3 [batch, in→out, res]", "flex fwd", "GFLOP/s", "fwd+bwd", "GFLOP/s", "pggan fwd", "GFLOP/s", "fwd+bwd", "GFLOP/s"
+        "conv 3×3 [batch, in→out, res]",
+        "flex fwd",
+        "GFLOP/s",
+        "fwd+bwd",
+        "GFLOP/s",
+        "pggan fwd",
+        "GFLOP/s",
+        "fwd+bwd",
+        "GFLOP/s"
     );
     let burn_conv = |x: Tensor<4>, w: Tensor<4>| conv2d(x, w, None, options());
     let fast_conv = |x: Tensor<4>, w: Tensor<4>| conv3x3(x, w, 1.0).expect("flex, f32");
     let convs: [&dyn Fn(Tensor<4>, Tensor<4>) -> Tensor<4>; 2] = [&burn_conv, &fast_conv];
     for [b, c, o, r] in SHAPES {
-        let x = Tensor::<4>::random([b, c, r, r], Distribution::Normal(0.0, 1.0), &device).require_grad(); // [b, c, r, r]
-        let w = Tensor::<4>::random([o, c, 3, 3], Distribution::Normal(0.0, 1.0), &device).require_grad(); // [o, c, 3, 3]
+        let x = Tensor::<4>::random([b, c, r, r], Distribution::Normal(0.0, 1.0), &device)
+            .require_grad(); // [b, c, r, r]
+        let w = Tensor::<4>::random([o, c, 3, 3], Distribution::Normal(0.0, 1.0), &device)
+            .require_grad(); // [o, c, 3, 3]
         let g = Tensor::<4>::random([b, o, r, r], Distribution::Normal(0.0, 1.0), &device); // [b, o, r, r]
         let gflop = 2.0 * (b * o * c * 9 * r * r) as f64 / 1e9;
         let mut line = format!("{:>28}", format!("[{b}, {c}→{o}, {r}×{r}]"));
@@ -47,10 +63,22 @@ fn main() {
             let both = time_ms(|| {
                 let y = conv(x.clone(), w.clone());
                 let grads = (y * g.clone()).sum().backward();
-                let _ = x.grad(&grads).expect("input gradient").sum().into_scalar::<f32>();
-                let _ = w.grad(&grads).expect("weight gradient").sum().into_scalar::<f32>();
+                let _ = x
+                    .grad(&grads)
+                    .expect("input gradient")
+                    .sum()
+                    .into_scalar::<f32>();
+                let _ = w
+                    .grad(&grads)
+                    .expect("weight gradient")
+                    .sum()
+                    .into_scalar::<f32>();
             });
-            line += &format!("  {fwd:>9.2} {:>7.0}  {both:>9.2} {:>7.0}", gflop / fwd * 1e3, 3.0 * gflop / both * 1e3);
+            line += &format!(
+                "  {fwd:>9.2} {:>7.0}  {both:>9.2} {:>7.0}",
+                gflop / fwd * 1e3,
+                3.0 * gflop / both * 1e3
+            );
         }
         println!("{line}");
     }
@@ -60,8 +88,16 @@ fn main() {
         let a = Tensor::<2>::random([n, n], Distribution::Normal(0.0, 1.0), &plain);
         let b = Tensor::<2>::random([n, n], Distribution::Normal(0.0, 1.0), &plain);
         let ms = time_ms(|| {
-            let _ = a.clone().matmul(b.clone()).slice([0..1, 0..1]).into_scalar::<f32>();
+            let _ = a
+                .clone()
+                .matmul(b.clone())
+                .slice([0..1, 0..1])
+                .into_scalar::<f32>();
         });
-        println!("{:>28}  {ms:>9.2} {:>7.0}", format!("matmul {n}³"), 2.0 * (n * n * n) as f64 / ms / 1e6);
+        println!(
+            "{:>28}  {ms:>9.2} {:>7.0}",
+            format!("matmul {n}³"),
+            2.0 * (n * n * n) as f64 / ms / 1e6
+        );
     }
 }

@@ -62,18 +62,31 @@ impl ModuleMapper for Stepper<'_> {
             let (updated, m, v) = update(w.inner(), g, moments, params, step);
             self.moments.insert(name, (m, v));
             let updated = Tensor::from_inner(updated);
-            if tracked { updated.require_grad() } else { updated }
+            if tracked {
+                updated.require_grad()
+            } else {
+                updated
+            }
         })
     }
 }
 
 /// One Adam step of one parameter `w` (plain tensor) with gradient `g` (`[n]`) and moments
 /// `(m, v)` (`[n]`; none before the first step): the updated parameter and moments.
-fn update<const D: usize>(w: Tensor<D>, g: Tensor<1>, moments: Option<(Tensor<1>, Tensor<1>)>, p: AdamParams, step: u64) -> (Tensor<D>, Tensor<1>, Tensor<1>) {
+fn update<const D: usize>(
+    w: Tensor<D>,
+    g: Tensor<1>,
+    moments: Option<(Tensor<1>, Tensor<1>)>,
+    p: AdamParams,
+    step: u64,
+) -> (Tensor<D>, Tensor<1>, Tensor<1>) {
     #[cfg(feature = "flex")]
     if pggan_model::flex_kernels::runs_on(&w.device()) && {
         let moment_dtypes = moments.iter().flat_map(|(m, v)| [m.dtype(), v.dtype()]);
-        [w.dtype(), g.dtype()].into_iter().chain(moment_dtypes).all(|d| d == burn::tensor::DType::F32)
+        [w.dtype(), g.dtype()]
+            .into_iter()
+            .chain(moment_dtypes)
+            .all(|d| d == burn::tensor::DType::F32)
     } {
         return fused::update(w, g, moments, p, step);
     }
@@ -81,16 +94,30 @@ fn update<const D: usize>(w: Tensor<D>, g: Tensor<1>, moments: Option<(Tensor<1>
 }
 
 /// [`update`] from Burn's tensor operations, for every backend.
-fn update_by_tensor_ops<const D: usize>(w: Tensor<D>, g: Tensor<1>, moments: Option<(Tensor<1>, Tensor<1>)>, p: AdamParams, step: u64) -> (Tensor<D>, Tensor<1>, Tensor<1>) {
+fn update_by_tensor_ops<const D: usize>(
+    w: Tensor<D>,
+    g: Tensor<1>,
+    moments: Option<(Tensor<1>, Tensor<1>)>,
+    p: AdamParams,
+    step: u64,
+) -> (Tensor<D>, Tensor<1>, Tensor<1>) {
     let (m, v) = match moments {
-        Some((m, v)) => (m.mul_scalar(p.beta1) + g.clone().mul_scalar(1.0 - p.beta1), v.mul_scalar(p.beta2) + g.square().mul_scalar(1.0 - p.beta2)),
-        None => (g.clone().mul_scalar(1.0 - p.beta1), g.square().mul_scalar(1.0 - p.beta2)),
+        Some((m, v)) => (
+            m.mul_scalar(p.beta1) + g.clone().mul_scalar(1.0 - p.beta1),
+            v.mul_scalar(p.beta2) + g.square().mul_scalar(1.0 - p.beta2),
+        ),
+        None => (
+            g.clone().mul_scalar(1.0 - p.beta1),
+            g.square().mul_scalar(1.0 - p.beta2),
+        ),
     };
     let t = step as i32;
     let m_hat = m.clone().div_scalar(1.0 - p.beta1.powi(t));
     let v_hat = v.clone().div_scalar(1.0 - p.beta2.powi(t));
     let dims = w.dims();
-    let update = (m_hat / v_hat.sqrt().add_scalar(p.eps)).mul_scalar(p.lr).reshape(dims); // [dims]
+    let update = (m_hat / v_hat.sqrt().add_scalar(p.eps))
+        .mul_scalar(p.lr)
+        .reshape(dims); // [dims]
     (w - update, m, v)
 }
 
@@ -108,32 +135,51 @@ mod fused {
     const CHUNK: usize = 1 << 14;
 
     /// [`super::update`] for f32 tensors on flex.
-    pub fn update<const D: usize>(w: Tensor<D>, g: Tensor<1>, moments: Option<(Tensor<1>, Tensor<1>)>, p: AdamParams, step: u64) -> (Tensor<D>, Tensor<1>, Tensor<1>) {
+    pub fn update<const D: usize>(
+        w: Tensor<D>,
+        g: Tensor<1>,
+        moments: Option<(Tensor<1>, Tensor<1>)>,
+        p: AdamParams,
+        step: u64,
+    ) -> (Tensor<D>, Tensor<1>, Tensor<1>) {
         let device = w.device();
         let n = g.dims()[0];
         // Without a copy where a tensor holds its data alone (the moments, the taken gradient).
         let (mut wd, gd) = (w.into_data(), g.into_data());
         let (mut md, mut vd) = match moments {
             Some((m, v)) => (m.into_data(), v.into_data()),
-            None => (TensorData::zeros::<f32, _>([n]), TensorData::zeros::<f32, _>([n])),
+            None => (
+                TensorData::zeros::<f32, _>([n]),
+                TensorData::zeros::<f32, _>([n]),
+            ),
         };
         let t = step as i32;
         let (b1, b2, lr, eps) = (p.beta1 as f32, p.beta2 as f32, p.lr as f32, p.eps as f32);
-        let (c1, c2) = ((1.0 - p.beta1.powi(t)) as f32, (1.0 - p.beta2.powi(t)) as f32);
+        let (c1, c2) = (
+            (1.0 - p.beta1.powi(t)) as f32,
+            (1.0 - p.beta2.powi(t)) as f32,
+        );
         {
             let g = gd.as_slice::<f32>().expect("f32 gradient");
             let w = wd.as_mut_slice::<f32>().expect("f32 parameter");
             let m = md.as_mut_slice::<f32>().expect("f32 first moment");
             let v = vd.as_mut_slice::<f32>().expect("f32 second moment");
-            w.par_chunks_mut(CHUNK).zip(g.par_chunks(CHUNK)).zip(m.par_chunks_mut(CHUNK).zip(v.par_chunks_mut(CHUNK))).for_each(|((w, g), (m, v))| {
-                for (((w, &g), m), v) in w.iter_mut().zip(g).zip(m).zip(v) {
-                    *m = b1 * *m + (1.0 - b1) * g;
-                    *v = b2 * *v + (1.0 - b2) * g * g;
-                    *w -= lr * (*m / c1) / ((*v / c2).sqrt() + eps);
-                }
-            });
+            w.par_chunks_mut(CHUNK)
+                .zip(g.par_chunks(CHUNK))
+                .zip(m.par_chunks_mut(CHUNK).zip(v.par_chunks_mut(CHUNK)))
+                .for_each(|((w, g), (m, v))| {
+                    for (((w, &g), m), v) in w.iter_mut().zip(g).zip(m).zip(v) {
+                        *m = b1 * *m + (1.0 - b1) * g;
+                        *v = b2 * *v + (1.0 - b2) * g * g;
+                        *w -= lr * (*m / c1) / ((*v / c2).sqrt() + eps);
+                    }
+                });
         }
-        (Tensor::from_data(wd, &device), Tensor::from_data(md, &device), Tensor::from_data(vd, &device))
+        (
+            Tensor::from_data(wd, &device),
+            Tensor::from_data(md, &device),
+            Tensor::from_data(vd, &device),
+        )
     }
 }
 
@@ -142,7 +188,13 @@ impl Adam {
     /// (taking those gradients out of `grads`).
     pub fn step<M: Module>(&mut self, module: M, grads: &mut Gradients, params: AdamParams) -> M {
         self.step += 1;
-        let mut stepper = Stepper { params, step: self.step, grads, moments: &mut self.moments, path: Vec::new() };
+        let mut stepper = Stepper {
+            params,
+            step: self.step,
+            grads,
+            moments: &mut self.moments,
+            path: Vec::new(),
+        };
         module.map(&mut stepper)
     }
 
@@ -171,11 +223,18 @@ impl Adam {
     }
 
     /// Rebuilds the state from [`to_tensors`](Self::to_tensors) output.
-    pub fn from_tensors(step: u64, prefix: &str, tensors: &BTreeMap<String, NamedTensor>, device: &Device) -> Self {
+    pub fn from_tensors(
+        step: u64,
+        prefix: &str,
+        tensors: &BTreeMap<String, NamedTensor>,
+        device: &Device,
+    ) -> Self {
         let mut m_parts = HashMap::new();
         let mut v_parts = HashMap::new();
         for (name, t) in tensors.range(prefix.to_string()..) {
-            let Some(rest) = name.strip_prefix(prefix) else { break };
+            let Some(rest) = name.strip_prefix(prefix) else {
+                break;
+            };
             let tensor = tensor_from_f32(t.values.clone(), [t.values.len()], device);
             if let Some(p) = rest.strip_prefix("m.") {
                 m_parts.insert(p.to_string(), tensor);
@@ -183,7 +242,10 @@ impl Adam {
                 v_parts.insert(p.to_string(), tensor);
             }
         }
-        let moments: HashMap<String, (Tensor<1>, Tensor<1>)> = m_parts.into_iter().filter_map(|(k, m)| v_parts.remove(&k).map(|v| (k, (m, v)))).collect();
+        let moments: HashMap<String, (Tensor<1>, Tensor<1>)> = m_parts
+            .into_iter()
+            .filter_map(|(k, m)| v_parts.remove(&k).map(|v| (k, (m, v))))
+            .collect();
         // Without its moments (a compact checkpoint) Adam starts afresh, bias correction included.
         let step = if moments.is_empty() { 0 } else { step };
         Self { step, moments }
@@ -195,7 +257,12 @@ mod tests {
     use super::*;
     use pggan_model::layers::tensor_to_f32;
 
-    const PARAMS: AdamParams = AdamParams { lr: 1e-3, beta1: 0.0, beta2: 0.99, eps: 1e-8 };
+    const PARAMS: AdamParams = AdamParams {
+        lr: 1e-3,
+        beta1: 0.0,
+        beta2: 0.99,
+        eps: 1e-8,
+    };
 
     fn vector(values: &[f32]) -> Tensor<1> {
         tensor_from_f32(values.to_vec(), [values.len()], &Device::flex())
@@ -222,7 +289,10 @@ mod tests {
     /// several steps (β1 > 0 too, so both moments matter).
     #[test]
     fn fused_pass_equals_tensor_operations() {
-        let params = AdamParams { beta1: 0.5, ..PARAMS };
+        let params = AdamParams {
+            beta1: 0.5,
+            ..PARAMS
+        };
         let mut rng = pggan_model::rng::SplitMix64::new(7);
         let n = 40_000; // more than one parallel chunk
         let start = rng.normals_f32(n);
@@ -236,13 +306,20 @@ mod tests {
         }
         let close = |x: Tensor<1>, y: Tensor<1>, what: &str| {
             let (x, y) = (tensor_to_f32(x), tensor_to_f32(y));
-            let worst = x.iter().zip(&y).map(|(p, q)| (p - q).abs() / (1.0 + q.abs())).fold(0.0f32, f32::max);
+            let worst = x
+                .iter()
+                .zip(&y)
+                .map(|(p, q)| (p - q).abs() / (1.0 + q.abs()))
+                .fold(0.0f32, f32::max);
             assert!(worst < 1e-6, "{what}: relative difference {worst}");
         };
         let ((wa, ma), (wb, mb)) = ((a.0, a.1.unwrap()), (b.0, b.1.unwrap()));
         close(wa.clone(), wb.clone(), "parameters");
         close(ma.0, mb.0, "first moment");
         close(ma.1, mb.1, "second moment");
-        assert!(tensor_to_f32(wa).iter().zip(&start).any(|(p, q)| p != q), "the parameters moved");
+        assert!(
+            tensor_to_f32(wa).iter().zip(&start).any(|(p, q)| p != q),
+            "the parameters moved"
+        );
     }
 }

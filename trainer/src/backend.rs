@@ -56,12 +56,19 @@ impl BackendKind {
             return self;
         }
         #[cfg(feature = "cuda")]
-        if !Device::enumerate(burn::tensor::DeviceType::Cuda).into_vec().is_empty() {
+        if !Device::enumerate(burn::tensor::DeviceType::Cuda)
+            .into_vec()
+            .is_empty()
+        {
             return BackendKind::Cuda;
         }
         #[cfg(feature = "wgpu")]
-        if !Device::enumerate(burn::tensor::DeviceType::Wgpu).into_vec().is_empty()
-            && Device::wgpu(burn::tensor::DeviceKind::DefaultDevice).identity().is_some_and(|i| i.physical.is_some())
+        if !Device::enumerate(burn::tensor::DeviceType::Wgpu)
+            .into_vec()
+            .is_empty()
+            && Device::wgpu(burn::tensor::DeviceKind::DefaultDevice)
+                .identity()
+                .is_some_and(|i| i.physical.is_some())
         {
             return BackendKind::Wgpu;
         }
@@ -77,8 +84,13 @@ impl BackendKind {
             #[cfg(feature = "wgpu")]
             BackendKind::Wgpu => {
                 // Refuse up front rather than fail at the first tensor.
-                if Device::enumerate(burn::tensor::DeviceType::Wgpu).into_vec().is_empty() {
-                    bail!("--backend wgpu: no GPU adapter found (is a Vulkan, Metal or DX12 driver installed? on Linux, VK_ICD_FILENAMES may need to point at its ICD); use --backend flex for the CPU");
+                if Device::enumerate(burn::tensor::DeviceType::Wgpu)
+                    .into_vec()
+                    .is_empty()
+                {
+                    bail!(
+                        "--backend wgpu: no GPU adapter found (is a Vulkan, Metal or DX12 driver installed? on Linux, VK_ICD_FILENAMES may need to point at its ICD); use --backend flex for the CPU"
+                    );
                 }
                 let device = Device::wgpu(burn::tensor::DeviceKind::DefaultDevice);
                 // A software rasteriser (llvmpipe, SwiftShader) is an adapter too, but no card:
@@ -97,7 +109,10 @@ impl BackendKind {
             }
             #[cfg(feature = "cuda")]
             BackendKind::Cuda => {
-                if Device::enumerate(burn::tensor::DeviceType::Cuda).into_vec().is_empty() {
+                if Device::enumerate(burn::tensor::DeviceType::Cuda)
+                    .into_vec()
+                    .is_empty()
+                {
                     bail!("--backend cuda: no CUDA device found; use --backend wgpu or flex");
                 }
                 Ok(Device::cuda(0))
@@ -131,11 +146,18 @@ mod tests {
     fn auto_resolves_to_a_compiled_backend() {
         let chosen = BackendKind::Auto.resolve();
         assert_ne!(chosen, BackendKind::Auto);
-        assert!(BackendKind::compiled().contains(&chosen.name()), "{chosen:?}");
+        assert!(
+            BackendKind::compiled().contains(&chosen.name()),
+            "{chosen:?}"
+        );
         // A build without GPU features has only the CPU to choose.
         if !cfg!(any(feature = "wgpu", feature = "cuda")) {
             assert_eq!(chosen, BackendKind::Flex);
         }
-        assert_eq!(BackendKind::Wgpu.resolve(), BackendKind::Wgpu, "an explicit choice stays");
+        assert_eq!(
+            BackendKind::Wgpu.resolve(),
+            BackendKind::Wgpu,
+            "an explicit choice stays"
+        );
     }
 }

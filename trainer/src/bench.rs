@@ -48,7 +48,11 @@ pub struct BenchRow {
 
 /// Times full WGAN-GP training steps (critic with penalty, generator, EMA) at every level.
 pub fn bench(o: &BenchOptions) -> Result<Vec<BenchRow>> {
-    let config = ModelConfig::new().with_resolution(o.resolution).with_latent_size(o.latent).with_fmap_base(o.fmap_base).with_fmap_max(o.fmap_max);
+    let config = ModelConfig::new()
+        .with_resolution(o.resolution)
+        .with_latent_size(o.latent)
+        .with_fmap_base(o.fmap_base)
+        .with_fmap_max(o.fmap_max);
     config.validate()?;
     let plain = o.backend.device()?;
     let device = plain.clone().autodiff();
@@ -56,15 +60,28 @@ pub fn bench(o: &BenchOptions) -> Result<Vec<BenchRow>> {
     let mut g = Generator::new(&config, &mut rng, &device);
     let mut d = Critic::new(&config, &mut rng, &device);
     let mut ema = plain_copy(&g);
-    let adam = AdamParams { lr: 1e-3, beta1: 0.0, beta2: 0.99, eps: 1e-8 };
-    let wgan = WganParams { gp_lambda: 10.0, gp_target: 1.0, drift: 0.001 };
+    let adam = AdamParams {
+        lr: 1e-3,
+        beta1: 0.0,
+        beta2: 0.99,
+        eps: 1e-8,
+    };
+    let wgan = WganParams {
+        gp_lambda: 10.0,
+        gp_target: 1.0,
+        drift: 0.001,
+    };
     println!(
         "pggan bench: backend {}{}, G {} params, D {} params, channels {:?}, latent {}, minibatch {}",
         o.backend.name(),
-        BackendKind::adapter_name(&plain).map(|n| format!(" ({n})")).unwrap_or_default(),
+        BackendKind::adapter_name(&plain)
+            .map(|n| format!(" ({n})"))
+            .unwrap_or_default(),
         g.num_params(),
         d.num_params(),
-        (0..config.num_levels()).map(|l| config.channels(l)).collect::<Vec<_>>(),
+        (0..config.num_levels())
+            .map(|l| config.channels(l))
+            .collect::<Vec<_>>(),
         o.latent,
         o.minibatch
     );
@@ -80,12 +97,22 @@ pub fn bench(o: &BenchOptions) -> Result<Vec<BenchRow>> {
             let reals = tensor_from_f32(rng.normals_f32(n * 3 * r * r), [n, 3, r, r], &device);
             let z = tensor_from_f32(rng.normals_f32(n * o.latent), [n, o.latent], &device);
             let fakes = fakes_for_critic(&g, z, level, 1.0);
-            let mix = tensor_from_f32((0..n).map(|_| rng.uniform_f64() as f32).collect(), [n, 1, 1, 1], &device);
+            let mix = tensor_from_f32(
+                (0..n).map(|_| rng.uniform_f64() as f32).collect(),
+                [n, 1, 1, 1],
+                &device,
+            );
             let closs = critic_loss(LossKind::WganGp, &d, reals, fakes, mix, level, 1.0, wgan);
             let mut grads = closs.loss.backward();
             let d = adam_d.step(d, &mut grads, adam);
             let z = tensor_from_f32(rng.normals_f32(n * o.latent), [n, o.latent], &device);
-            let gl = generator_loss(LossKind::WganGp, &d.clone().no_grad(), g.forward(z, level, 1.0), level, 1.0);
+            let gl = generator_loss(
+                LossKind::WganGp,
+                &d.clone().no_grad(),
+                g.forward(z, level, 1.0),
+                level,
+                1.0,
+            );
             let mut grads = gl.backward();
             let g = adam_g.step(g, &mut grads, adam);
             let ema = update_ema(ema, &g, 0.999);
@@ -102,8 +129,16 @@ pub fn bench(o: &BenchOptions) -> Result<Vec<BenchRow>> {
         }
         plain.sync().ok();
         let secs = start.elapsed().as_secs_f64();
-        let row = BenchRow { resolution: r, minibatch: n, img_per_s: (n * o.steps) as f64 / secs, ms_per_step: secs * 1000.0 / o.steps as f64 };
-        println!("{:>4}×{:<4} minibatch {:>3}  {:>8.2} img/s  {:>9.1} ms/step", r, r, n, row.img_per_s, row.ms_per_step);
+        let row = BenchRow {
+            resolution: r,
+            minibatch: n,
+            img_per_s: (n * o.steps) as f64 / secs,
+            ms_per_step: secs * 1000.0 / o.steps as f64,
+        };
+        println!(
+            "{:>4}×{:<4} minibatch {:>3}  {:>8.2} img/s  {:>9.1} ms/step",
+            r, r, n, row.img_per_s, row.ms_per_step
+        );
         rows.push(row);
     }
     Ok(rows)

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
-use pggan_model::weights::{NamedTensor, WeightDtype, apply_tensors, collect_tensors, config_from_metadata, decode, encode};
+use pggan_model::weights::{
+    NamedTensor, WeightDtype, apply_tensors, collect_tensors, config_from_metadata, decode, encode,
+};
 use pggan_model::{Critic, Generator, ModelConfig, SplitMix64};
 use serde::{Deserialize, Serialize};
 
@@ -83,7 +85,11 @@ pub fn save(
     state: &TrainState,
 ) -> Result<()> {
     let mut tensors: Vec<NamedTensor> = Vec::new();
-    for (prefix, list) in [("g.", collect_tensors(g)), ("d.", collect_tensors(d)), ("ema.", collect_tensors(ema))] {
+    for (prefix, list) in [
+        ("g.", collect_tensors(g)),
+        ("d.", collect_tensors(d)),
+        ("ema.", collect_tensors(ema)),
+    ] {
         tensors.extend(list.into_iter().map(|mut t| {
             t.name = format!("{prefix}{}", t.name);
             t
@@ -92,20 +98,37 @@ pub fn save(
     tensors.extend(adam_g.to_tensors("adam_g."));
     tensors.extend(adam_d.to_tensors("adam_d."));
     let mut meta = BTreeMap::new();
-    meta.insert("format".to_string(), pggan_model::weights::FORMAT.to_string());
+    meta.insert(
+        "format".to_string(),
+        pggan_model::weights::FORMAT.to_string(),
+    );
     meta.insert("kind".to_string(), "checkpoint".to_string());
     meta.insert("config".to_string(), serde_json::to_string(config)?);
     meta.insert("state".to_string(), serde_json::to_string(state)?);
     meta.insert("options".to_string(), options_json.to_string());
-    let bytes = encode(&tensors, WeightDtype::F32, &meta).context("a weight is NaN or infinite; not overwriting the last good checkpoint")?;
+    let bytes = encode(&tensors, WeightDtype::F32, &meta)
+        .context("a weight is NaN or infinite; not overwriting the last good checkpoint")?;
     let path = checkpoint_path(run);
     let tmp = run.join("checkpoint.safetensors.tmp");
-    write_synced(&tmp, &bytes).with_context(|| format!("writing {} (the previous checkpoint is untouched)", tmp.display()))?;
+    write_synced(&tmp, &bytes).with_context(|| {
+        format!(
+            "writing {} (the previous checkpoint is untouched)",
+            tmp.display()
+        )
+    })?;
     // Test hook: widen the window between write and rename, so fault tests can kill in it.
-    if let Some(ms) = std::env::var("PGGAN_DEBUG_CHECKPOINT_DELAY_MS").ok().and_then(|v| v.parse::<u64>().ok()) {
+    if let Some(ms) = std::env::var("PGGAN_DEBUG_CHECKPOINT_DELAY_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
         std::thread::sleep(std::time::Duration::from_millis(ms));
     }
-    std::fs::rename(&tmp, &path).with_context(|| format!("moving {} into place (the previous checkpoint is untouched)", path.display()))?;
+    std::fs::rename(&tmp, &path).with_context(|| {
+        format!(
+            "moving {} into place (the previous checkpoint is untouched)",
+            path.display()
+        )
+    })?;
     Ok(())
 }
 
@@ -121,7 +144,10 @@ fn take(tensors: &BTreeMap<String, NamedTensor>, prefix: &str) -> Vec<NamedTenso
     tensors
         .range(prefix.to_string()..)
         .take_while(|(k, _)| k.starts_with(prefix))
-        .map(|(k, t)| NamedTensor { name: k[prefix.len()..].to_string(), ..t.clone() })
+        .map(|(k, t)| NamedTensor {
+            name: k[prefix.len()..].to_string(),
+            ..t.clone()
+        })
         .collect()
 }
 
@@ -130,7 +156,11 @@ fn part_paths(run: &Path) -> Vec<PathBuf> {
     let mut parts: Vec<PathBuf> = std::fs::read_dir(run)
         .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
         .unwrap_or_default();
-    parts.retain(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("checkpoint-part") && n.ends_with(".safetensors")));
+    parts.retain(|p| {
+        p.file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("checkpoint-part") && n.ends_with(".safetensors"))
+    });
     parts.sort();
     parts
 }
@@ -141,11 +171,21 @@ pub fn has_checkpoint(run: &Path) -> bool {
 }
 
 /// Every tensor and the metadata of a run's checkpoint, whole or in parts.
-fn read_checkpoint(run: &Path) -> Result<(BTreeMap<String, NamedTensor>, BTreeMap<String, String>)> {
+fn read_checkpoint(
+    run: &Path,
+) -> Result<(BTreeMap<String, NamedTensor>, BTreeMap<String, String>)> {
     let whole = checkpoint_path(run);
-    let files = if whole.exists() { vec![whole] } else { part_paths(run) };
+    let files = if whole.exists() {
+        vec![whole]
+    } else {
+        part_paths(run)
+    };
     if files.is_empty() {
-        bail!("{} has no checkpoint ({} is missing)", run.display(), checkpoint_path(run).display());
+        bail!(
+            "{} has no checkpoint ({} is missing)",
+            run.display(),
+            checkpoint_path(run).display()
+        );
     }
     let mut tensors = BTreeMap::new();
     let mut meta: Option<BTreeMap<String, String>> = None;
@@ -155,7 +195,11 @@ fn read_checkpoint(run: &Path) -> Result<(BTreeMap<String, NamedTensor>, BTreeMa
         if let Some(first) = &meta
             && first.get("state") != m.get("state")
         {
-            bail!("{} belongs to another checkpoint than {}", path.display(), files[0].display());
+            bail!(
+                "{} belongs to another checkpoint than {}",
+                path.display(),
+                files[0].display()
+            );
         }
         meta.get_or_insert(m);
         tensors.extend(list.into_iter().map(|t| (t.name.clone(), t)));
@@ -164,32 +208,64 @@ fn read_checkpoint(run: &Path) -> Result<(BTreeMap<String, NamedTensor>, BTreeMa
 }
 
 fn parse_state(meta: &BTreeMap<String, String>, run: &Path) -> Result<TrainState> {
-    serde_json::from_str(meta.get("state").map(String::as_str).unwrap_or("")).with_context(|| format!("the checkpoint in {} has no valid training state", run.display()))
+    serde_json::from_str(meta.get("state").map(String::as_str).unwrap_or("")).with_context(|| {
+        format!(
+            "the checkpoint in {} has no valid training state",
+            run.display()
+        )
+    })
 }
 
 /// Reads a run's checkpoint; `device` is the autodiff device for G and D, `plain` for the rest.
 pub fn load(run: &Path, device: &Device, plain: &Device) -> Result<Checkpoint> {
     if !has_checkpoint(run) {
-        bail!("{} has no checkpoint to resume from ({} is missing)", run.display(), checkpoint_path(run).display());
+        bail!(
+            "{} has no checkpoint to resume from ({} is missing)",
+            run.display(),
+            checkpoint_path(run).display()
+        );
     }
     let (tensors, meta) = read_checkpoint(run)?;
-    let config = config_from_metadata(&meta, "checkpoint").with_context(|| format!("the checkpoint in {}", run.display()))?;
+    let config = config_from_metadata(&meta, "checkpoint")
+        .with_context(|| format!("the checkpoint in {}", run.display()))?;
     let state = parse_state(&meta, run)?;
     let mut rng = SplitMix64::new(0);
-    let generator = apply_tensors(Generator::new(&config, &mut rng, device), take(&tensors, "g.")).context("checkpoint generator")?;
-    let critic = apply_tensors(Critic::new(&config, &mut rng, device), take(&tensors, "d.")).context("checkpoint critic")?;
-    let ema = apply_tensors(Generator::new(&config, &mut rng, plain), take(&tensors, "ema.")).context("checkpoint EMA generator")?;
+    let generator = apply_tensors(
+        Generator::new(&config, &mut rng, device),
+        take(&tensors, "g."),
+    )
+    .context("checkpoint generator")?;
+    let critic = apply_tensors(Critic::new(&config, &mut rng, device), take(&tensors, "d."))
+        .context("checkpoint critic")?;
+    let ema = apply_tensors(
+        Generator::new(&config, &mut rng, plain),
+        take(&tensors, "ema."),
+    )
+    .context("checkpoint EMA generator")?;
     let adam_g = Adam::from_tensors(state.adam_g_step, "adam_g.", &tensors, plain);
     let adam_d = Adam::from_tensors(state.adam_d_step, "adam_d.", &tensors, plain);
-    Ok(Checkpoint { config, generator, critic, ema, adam_g, adam_d, state })
+    Ok(Checkpoint {
+        config,
+        generator,
+        critic,
+        ema,
+        adam_g,
+        adam_d,
+        state,
+    })
 }
 
 /// Reads only the EMA generator of a run (for `generate` and `export`), with the state.
 pub fn load_ema(run: &Path, device: &Device) -> Result<(Generator, ModelConfig, TrainState)> {
-    let (tensors, meta) = read_checkpoint(run).with_context(|| format!("is {} a run folder?", run.display()))?;
+    let (tensors, meta) =
+        read_checkpoint(run).with_context(|| format!("is {} a run folder?", run.display()))?;
     let config = config_from_metadata(&meta, "checkpoint")?;
     let state = parse_state(&meta, run)?;
-    let ema = apply_tensors(Generator::new(&config, &mut SplitMix64::new(0), device), take(&tensors, "ema.")).context("checkpoint EMA generator")?;
+    let ema = apply_tensors(
+        Generator::new(&config, &mut SplitMix64::new(0), device),
+        take(&tensors, "ema."),
+    )
+    .context("checkpoint EMA generator")?;
     Ok((ema, config, state))
 }
 
@@ -206,7 +282,13 @@ pub struct CompactReport {
 /// `sessions.jsonl` and the stage snapshots: a run folder that `--resume` continues (not
 /// bit-exactly unless f32 with the optimiser). For carrying a run between machines with file-size
 /// limits.
-pub fn compact(run: &Path, out: &Path, dtype: WeightDtype, keep_optimizer: bool, max_file_bytes: u64) -> Result<CompactReport> {
+pub fn compact(
+    run: &Path,
+    out: &Path,
+    dtype: WeightDtype,
+    keep_optimizer: bool,
+    max_file_bytes: u64,
+) -> Result<CompactReport> {
     let (tensors, mut meta) = read_checkpoint(run)?;
     let mut state = parse_state(&meta, run)?;
     if !keep_optimizer {
@@ -231,7 +313,10 @@ pub fn compact(run: &Path, out: &Path, dtype: WeightDtype, keep_optimizer: bool,
         let d = if is_moment { WeightDtype::F32 } else { dtype };
         let size = t.values.len() as u64 * if d == WeightDtype::F32 { 4 } else { 2 };
         if size + 64 * 1024 > max_file_bytes {
-            bail!("tensor {name} alone takes {:.1} MiB, more than --max-file-mib allows", size as f64 / (1 << 20) as f64);
+            bail!(
+                "tensor {name} alone takes {:.1} MiB, more than --max-file-mib allows",
+                size as f64 / (1 << 20) as f64
+            );
         }
         match parts.last_mut() {
             Some((pd, list, bytes)) if *pd == d && *bytes + size + 64 * 1024 <= max_file_bytes => {
@@ -251,7 +336,8 @@ pub fn compact(run: &Path, out: &Path, dtype: WeightDtype, keep_optimizer: bool,
     let _ = std::fs::remove_file(checkpoint_path(out));
     for name in ["options.json", "metrics.jsonl", "sessions.jsonl"] {
         if run.join(name).exists() {
-            std::fs::copy(run.join(name), out.join(name)).with_context(|| format!("copying {name}"))?;
+            std::fs::copy(run.join(name), out.join(name))
+                .with_context(|| format!("copying {name}"))?;
             files.push((out.join(name), std::fs::metadata(out.join(name))?.len()));
         }
     }
@@ -259,13 +345,21 @@ pub fn compact(run: &Path, out: &Path, dtype: WeightDtype, keep_optimizer: bool,
     let stages = run.join("stages");
     if stages.is_dir() {
         std::fs::create_dir_all(out.join("stages"))?;
-        let mut names: Vec<PathBuf> = std::fs::read_dir(&stages)?.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_file()).collect();
+        let mut names: Vec<PathBuf> = std::fs::read_dir(&stages)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file())
+            .collect();
         names.sort();
         for from in names {
-            let to = out.join("stages").join(from.file_name().expect("a file name"));
+            let to = out
+                .join("stages")
+                .join(from.file_name().expect("a file name"));
             std::fs::copy(&from, &to).with_context(|| format!("copying {}", from.display()))?;
             files.push((to.clone(), std::fs::metadata(&to)?.len()));
         }
     }
-    Ok(CompactReport { files, optimizer_kept: keep_optimizer })
+    Ok(CompactReport {
+        files,
+        optimizer_kept: keep_optimizer,
+    })
 }

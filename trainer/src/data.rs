@@ -36,8 +36,24 @@ pub struct RealSampler {
 
 impl RealSampler {
     /// A sampler over the training split of `pack`.
-    pub fn new(pack: Pack, seed: u64, cursor: DataCursor, mirror_rng: SplitMix64, mirror: bool) -> Self {
-        Self { pack, seed, cursor, mirror_rng, mirror, order: Vec::new(), order_epoch: None, level_res: 0, level_bytes: Vec::new() }
+    pub fn new(
+        pack: Pack,
+        seed: u64,
+        cursor: DataCursor,
+        mirror_rng: SplitMix64,
+        mirror: bool,
+    ) -> Self {
+        Self {
+            pack,
+            seed,
+            cursor,
+            mirror_rng,
+            mirror,
+            order: Vec::new(),
+            order_epoch: None,
+            level_res: 0,
+            level_bytes: Vec::new(),
+        }
     }
 
     /// Number of training images.
@@ -48,7 +64,11 @@ impl RealSampler {
     fn ensure_order(&mut self) {
         if self.order_epoch != Some(self.cursor.epoch) {
             self.order = (0..self.len() as u32).collect();
-            SplitMix64::derive(self.seed ^ self.cursor.epoch.wrapping_mul(0x9e37_79b9_7f4a_7c15), "epoch").shuffle(&mut self.order);
+            SplitMix64::derive(
+                self.seed ^ self.cursor.epoch.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+                "epoch",
+            )
+            .shuffle(&mut self.order);
             self.order_epoch = Some(self.cursor.epoch);
         }
     }
@@ -59,7 +79,10 @@ impl RealSampler {
         while out.len() < n {
             self.ensure_order();
             if self.cursor.position >= self.order.len() {
-                self.cursor = DataCursor { epoch: self.cursor.epoch + 1, position: 0 };
+                self.cursor = DataCursor {
+                    epoch: self.cursor.epoch + 1,
+                    position: 0,
+                };
                 continue;
             }
             out.push(self.order[self.cursor.position] as usize);
@@ -70,7 +93,13 @@ impl RealSampler {
 
     /// The next `n` reals at `resolution`, `[n, 3, r, r]` in `[-1, 1]`, mirrored at random, and
     /// cross-faded like the generator's output when `alpha < 1`.
-    pub fn next_batch(&mut self, n: usize, resolution: usize, alpha: f64, device: &Device) -> Result<Tensor<4>> {
+    pub fn next_batch(
+        &mut self,
+        n: usize,
+        resolution: usize,
+        alpha: f64,
+        device: &Device,
+    ) -> Result<Tensor<4>> {
         if self.level_res != resolution {
             self.level_bytes = self.pack.read_level(Split::Train, resolution)?;
             self.level_res = resolution;
@@ -112,13 +141,25 @@ mod tests {
     use crate::pack::write_pack;
 
     fn sampler(count: usize, mirror: bool) -> (RealSampler, std::path::PathBuf) {
-        let dir = std::env::temp_dir().join(format!("pggan-data-test-{}-{count}-{mirror}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!(
+            "pggan-data-test-{}-{count}-{mirror}",
+            std::process::id()
+        ));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("d.pack");
-        let imgs: Vec<Vec<u8>> = (0..count).map(|i| (0..8 * 8 * 3).map(|p| ((i * 10 + p % 3) % 256) as u8).collect()).collect();
+        let imgs: Vec<Vec<u8>> = (0..count)
+            .map(|i| {
+                (0..8 * 8 * 3)
+                    .map(|p| ((i * 10 + p % 3) % 256) as u8)
+                    .collect()
+            })
+            .collect();
         write_pack(&path, 8, &imgs, &[], serde_json::json!({})).unwrap();
         let pack = Pack::open(&path).unwrap();
-        (RealSampler::new(pack, 1, DataCursor::default(), SplitMix64::new(2), mirror), dir)
+        (
+            RealSampler::new(pack, 1, DataCursor::default(), SplitMix64::new(2), mirror),
+            dir,
+        )
     }
 
     #[test]
@@ -129,7 +170,13 @@ mod tests {
         assert_ne!(first, second, "epochs are shuffled differently");
         first.sort();
         assert_eq!(first, (0..10).collect::<Vec<_>>());
-        assert_eq!(s.cursor, DataCursor { epoch: 1, position: 10 });
+        assert_eq!(
+            s.cursor,
+            DataCursor {
+                epoch: 1,
+                position: 10
+            }
+        );
         std::fs::remove_dir_all(dir).ok();
     }
 

@@ -48,7 +48,9 @@ impl ModuleMapper for Blend {
         self.path.pop();
     }
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let Some(src) = self.source.remove(&self.path.join(".")) else { return param };
+        let Some(src) = self.source.remove(&self.path.join(".")) else {
+            return param;
+        };
         let beta = self.beta;
         param.map(|ema| {
             let dims = ema.dims();
@@ -59,9 +61,16 @@ impl ModuleMapper for Blend {
 
 /// `ema ← β·ema + (1 − β)·generator`, parameter by parameter. `ema` lives on the plain device.
 pub fn update_ema(ema: Generator, generator: &Generator, beta: f64) -> Generator {
-    let mut gather = Gather { path: Vec::new(), out: HashMap::new() };
+    let mut gather = Gather {
+        path: Vec::new(),
+        out: HashMap::new(),
+    };
     generator.visit(&mut gather);
-    ema.map(&mut Blend { path: Vec::new(), source: gather.out, beta })
+    ema.map(&mut Blend {
+        path: Vec::new(),
+        source: gather.out,
+        beta,
+    })
 }
 
 /// A plain-device copy of `generator` (the EMA's starting point).

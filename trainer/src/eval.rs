@@ -18,7 +18,13 @@ use crate::metrics::swd::{swd, swd_resolutions};
 use crate::pack::{Pack, Split};
 
 /// Area-average resampling of one axis: `src` has `n` samples of `stride` values each.
-fn area_resample_axis(src: &[f32], n_in: usize, n_out: usize, other: usize, along_rows: bool) -> Vec<f32> {
+fn area_resample_axis(
+    src: &[f32],
+    n_in: usize,
+    n_out: usize,
+    other: usize,
+    along_rows: bool,
+) -> Vec<f32> {
     // along_rows: resample the x axis of an [other, n_in, 3] image; else the y axis of [n_in, other, 3].
     let scale = n_in as f64 / n_out as f64;
     let mut out = vec![0f32; n_out * other * 3];
@@ -36,10 +42,18 @@ fn area_resample_axis(src: &[f32], n_in: usize, n_out: usize, other: usize, alon
             for c in 0..3 {
                 let mut s = 0.0;
                 for &(i, w) in &weights {
-                    let idx = if along_rows { (k * n_in + i) * 3 + c } else { (i * other + k) * 3 + c };
+                    let idx = if along_rows {
+                        (k * n_in + i) * 3 + c
+                    } else {
+                        (i * other + k) * 3 + c
+                    };
                     s += src[idx] as f64 * w;
                 }
-                let idx = if along_rows { (k * n_out + o) * 3 + c } else { (o * other + k) * 3 + c };
+                let idx = if along_rows {
+                    (k * n_out + o) * 3 + c
+                } else {
+                    (o * other + k) * 3 + c
+                };
                 out[idx] = (s / total) as f32;
             }
         }
@@ -60,23 +74,49 @@ pub fn to_resolution(img: &RgbImage, r: usize) -> Vec<u8> {
     let src: Vec<f32> = sq.into_raw().into_iter().map(|v| v as f32).collect();
     let rows = area_resample_axis(&src, side, r, side, true); // [side, r, 3]
     let both = area_resample_axis(&rows, side, r, r, false); // [r, r, 3]
-    both.into_iter().map(|v| v.round().clamp(0.0, 255.0) as u8).collect()
+    both.into_iter()
+        .map(|v| v.round().clamp(0.0, 255.0) as u8)
+        .collect()
 }
 
 /// Loads `count` images at `r` drawn at random (seeded) from a pack (`split`, at its level `r`),
 /// a folder or a tar. Returns the set and how many files were skipped as unreadable.
-pub fn load_images(path: &Path, r: usize, count: usize, split: Split, seed: u64) -> Result<(ImageSet, usize)> {
+pub fn load_images(
+    path: &Path,
+    r: usize,
+    count: usize,
+    split: Split,
+    seed: u64,
+) -> Result<(ImageSet, usize)> {
     if path.is_file() && Pack::open(path).is_ok() {
         let pack = Pack::open(path)?;
-        let split = if split == Split::Holdout && pack.count(Split::Holdout) == 0 { Split::Train } else { split };
+        let split = if split == Split::Holdout && pack.count(Split::Holdout) == 0 {
+            Split::Train
+        } else {
+            split
+        };
         let data = pack.read_level(split, r)?;
-        return Ok((ImageSet { resolution: r, data }.sample(count, seed), 0));
+        return Ok((
+            ImageSet {
+                resolution: r,
+                data,
+            }
+            .sample(count, seed),
+            0,
+        ));
     }
     let mut data = Vec::new();
     let mut skipped = 0;
     crate::prepare::for_each_chunk(path, 256, |entries| {
         use rayon::prelude::*;
-        let decoded: Vec<Option<Vec<u8>>> = entries.par_iter().map(|e| image::load_from_memory(&e.bytes).ok().map(|img| to_resolution(&img.to_rgb8(), r))).collect();
+        let decoded: Vec<Option<Vec<u8>>> = entries
+            .par_iter()
+            .map(|e| {
+                image::load_from_memory(&e.bytes)
+                    .ok()
+                    .map(|img| to_resolution(&img.to_rgb8(), r))
+            })
+            .collect();
         for d in decoded {
             match d {
                 Some(px) => data.extend(px),
@@ -85,22 +125,42 @@ pub fn load_images(path: &Path, r: usize, count: usize, split: Split, seed: u64)
         }
         Ok(())
     })?;
-    Ok((ImageSet { resolution: r, data }.sample(count, seed), skipped))
+    Ok((
+        ImageSet {
+            resolution: r,
+            data,
+        }
+        .sample(count, seed),
+        skipped,
+    ))
 }
 
 /// `count` images of the model from seeds `seed…`, at `r`.
-pub fn generate_set(model: &Path, seed: u64, count: usize, r: usize, device: &Device) -> Result<ImageSet> {
+pub fn generate_set(
+    model: &Path,
+    seed: u64,
+    count: usize,
+    r: usize,
+    device: &Device,
+) -> Result<ImageSet> {
     let m = load_model(model, device)?;
     let latent = m.config.latent_size;
     let mut data = Vec::with_capacity(count * r * r * 3);
     for start in (0..count).step_by(64) {
         let n = (count - start).min(64);
-        let z = tensor_from_f32(latents_for_seeds(seed + start as u64, n, latent), [n, latent], device);
+        let z = tensor_from_f32(
+            latents_for_seeds(seed + start as u64, n, latent),
+            [n, latent],
+            device,
+        );
         for img in to_rgb_images(m.generator.forward(z, m.level, m.alpha)) {
             data.extend(to_resolution(&img, r));
         }
     }
-    Ok(ImageSet { resolution: r, data })
+    Ok(ImageSet {
+        resolution: r,
+        data,
+    })
 }
 
 /// What `pggan eval` reports.
@@ -130,7 +190,11 @@ pub fn evaluate(images: &ImageSet, reference: &ImageSet, seed: u64) -> Result<Ev
     }
     let n = images.len().min(reference.len());
     if n < 2 {
-        bail!("need at least 2 images per side (have {} and {})", images.len(), reference.len());
+        bail!(
+            "need at least 2 images per side (have {} and {})",
+            images.len(),
+            reference.len()
+        );
     }
     let (a, b) = (reference.clone().take(n), images.clone().take(n));
     let t = Instant::now();
@@ -145,32 +209,74 @@ pub fn evaluate(images: &ImageSet, reference: &ImageSet, seed: u64) -> Result<Ev
         swd_map.insert(res.to_string(), (*d).into());
     }
     swd_map.insert("avg".into(), (*dist.last().unwrap()).into());
-    Ok(EvalReport { resolution: r, count: n, swd: swd_map, ms_ssim: ms, ms_ssim_reference: ms_ref, seconds_swd, seconds_ms_ssim })
+    Ok(EvalReport {
+        resolution: r,
+        count: n,
+        swd: swd_map,
+        ms_ssim: ms,
+        ms_ssim_reference: ms_ref,
+        seconds_swd,
+        seconds_ms_ssim,
+    })
 }
 
 /// Prints a report as a small table.
 pub fn print_table(r: &EvalReport) {
-    println!("{} vs {} images at {}×{}", r.count, r.count, r.resolution, r.resolution);
-    let mut levels: Vec<(&String, &serde_json::Value)> = r.swd.iter().filter(|(k, _)| *k != "avg").collect();
+    println!(
+        "{} vs {} images at {}×{}",
+        r.count, r.count, r.resolution, r.resolution
+    );
+    let mut levels: Vec<(&String, &serde_json::Value)> =
+        r.swd.iter().filter(|(k, _)| *k != "avg").collect();
     levels.sort_by_key(|(k, _)| std::cmp::Reverse(k.parse::<usize>().unwrap_or(0)));
-    let head: Vec<String> = levels.iter().map(|(k, _)| format!("{:>8}", format!("{k}px"))).collect();
-    let vals: Vec<String> = levels.iter().map(|(_, v)| format!("{:>8.2}", v.as_f64().unwrap_or(f64::NAN))).collect();
+    let head: Vec<String> = levels
+        .iter()
+        .map(|(k, _)| format!("{:>8}", format!("{k}px")))
+        .collect();
+    let vals: Vec<String> = levels
+        .iter()
+        .map(|(_, v)| format!("{:>8.2}", v.as_f64().unwrap_or(f64::NAN)))
+        .collect();
     println!("SWD ×1e3  {} {:>8}", head.join(" "), "avg");
-    println!("          {} {:>8.2}", vals.join(" "), r.swd["avg"].as_f64().unwrap_or(f64::NAN));
-    println!("MS-SSIM   evaluated {:.4}   reference {:.4}", r.ms_ssim, r.ms_ssim_reference);
-    println!("time      SWD {:.1} s, MS-SSIM {:.1} s", r.seconds_swd, r.seconds_ms_ssim);
+    println!(
+        "          {} {:>8.2}",
+        vals.join(" "),
+        r.swd["avg"].as_f64().unwrap_or(f64::NAN)
+    );
+    println!(
+        "MS-SSIM   evaluated {:.4}   reference {:.4}",
+        r.ms_ssim, r.ms_ssim_reference
+    );
+    println!(
+        "time      SWD {:.1} s, MS-SSIM {:.1} s",
+        r.seconds_swd, r.seconds_ms_ssim
+    );
 }
 
 /// Loads both sides for the command line.
-pub fn load_sides(model: Option<&Path>, images: Option<&Path>, reference: &Path, count: usize, r: usize, seed: u64, device: &Device) -> Result<(ImageSet, ImageSet)> {
-    let (reference_set, skipped) = load_images(reference, r, count, Split::Holdout, seed).with_context(|| format!("loading reference images from {}", reference.display()))?;
+pub fn load_sides(
+    model: Option<&Path>,
+    images: Option<&Path>,
+    reference: &Path,
+    count: usize,
+    r: usize,
+    seed: u64,
+    device: &Device,
+) -> Result<(ImageSet, ImageSet)> {
+    let (reference_set, skipped) = load_images(reference, r, count, Split::Holdout, seed)
+        .with_context(|| format!("loading reference images from {}", reference.display()))?;
     if skipped > 0 {
-        eprintln!("{} unreadable file(s) skipped in {}", skipped, reference.display());
+        eprintln!(
+            "{} unreadable file(s) skipped in {}",
+            skipped,
+            reference.display()
+        );
     }
     let set = match (model, images) {
         (Some(m), None) => generate_set(m, seed, count, r, device)?,
         (None, Some(p)) => {
-            let (s, skipped) = load_images(p, r, count, Split::Train, seed.wrapping_add(1)).with_context(|| format!("loading images from {}", p.display()))?;
+            let (s, skipped) = load_images(p, r, count, Split::Train, seed.wrapping_add(1))
+                .with_context(|| format!("loading images from {}", p.display()))?;
             if skipped > 0 {
                 eprintln!("{} unreadable file(s) skipped in {}", skipped, p.display());
             }
@@ -179,7 +285,11 @@ pub fn load_sides(model: Option<&Path>, images: Option<&Path>, reference: &Path,
         _ => bail!("give exactly one of --model and --images"),
     };
     if set.len() < count || reference_set.len() < count {
-        eprintln!("note: comparing {} images per side ({} asked)", set.len().min(reference_set.len()), count);
+        eprintln!(
+            "note: comparing {} images per side ({} asked)",
+            set.len().min(reference_set.len()),
+            count
+        );
     }
     Ok((set, reference_set))
 }

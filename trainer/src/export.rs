@@ -4,7 +4,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
-use pggan_model::weights::{WeightDtype, apply_tensors, config_from_metadata, decode, encode, generator_from_bytes, snapshot_to_bytes};
+use pggan_model::weights::{
+    WeightDtype, apply_tensors, config_from_metadata, decode, encode, generator_from_bytes,
+    snapshot_to_bytes,
+};
 use pggan_model::{Generator, ModelConfig, SplitMix64};
 
 use crate::checkpoint;
@@ -26,8 +29,11 @@ pub struct LoadedModel {
 }
 
 fn run_phase(run: &Path, config: &ModelConfig, nimg: u64) -> Result<(usize, f64)> {
-    let opts: TrainOptions = serde_json::from_slice(&std::fs::read(run.join("options.json")).with_context(|| format!("reading {}/options.json", run.display()))?)
-        .context("parsing options.json")?;
+    let opts: TrainOptions = serde_json::from_slice(
+        &std::fs::read(run.join("options.json"))
+            .with_context(|| format!("reading {}/options.json", run.display()))?,
+    )
+    .context("parsing options.json")?;
     let phase = schedule(nimg as f64 / 1000.0, &opts.schedule_spec(config));
     Ok((phase.level, phase.alpha))
 }
@@ -38,15 +44,19 @@ pub fn read_manifest(model: &Path) -> Result<Option<Manifest>> {
     if !path.exists() {
         return Ok(None);
     }
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(Some(Manifest::parse(&text).with_context(|| format!("in {}", model.display()))?))
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(Some(
+        Manifest::parse(&text).with_context(|| format!("in {}", model.display()))?,
+    ))
 }
 
 /// Loads `model`: an exported folder (with `manifest.json`), a run folder (with a checkpoint), or
 /// one generator `.safetensors` file.
 pub fn load_model(model: &Path, device: &Device) -> Result<LoadedModel> {
     if let Some(manifest) = read_manifest(model)? {
-        let bytes = std::fs::read(model.join(&manifest.generator)).with_context(|| format!("reading {}", manifest.generator))?;
+        let bytes = std::fs::read(model.join(&manifest.generator))
+            .with_context(|| format!("reading {}", manifest.generator))?;
         let (generator, config, _) = generator_from_bytes(&bytes, device)?;
         if config.latent_size != manifest.latent_size || config.resolution != manifest.resolution {
             bail!(
@@ -59,21 +69,46 @@ pub fn load_model(model: &Path, device: &Device) -> Result<LoadedModel> {
                 ml = manifest.latent_size
             );
         }
-        return Ok(LoadedModel { level: manifest.level, alpha: manifest.alpha, generator, config });
+        return Ok(LoadedModel {
+            level: manifest.level,
+            alpha: manifest.alpha,
+            generator,
+            config,
+        });
     }
     if checkpoint::has_checkpoint(model) {
         let (generator, config, state) = checkpoint::load_ema(model, device)?;
         let (level, alpha) = run_phase(model, &config, state.nimg)?;
-        return Ok(LoadedModel { generator, config, level, alpha });
+        return Ok(LoadedModel {
+            generator,
+            config,
+            level,
+            alpha,
+        });
     }
     if model.is_file() {
         let bytes = std::fs::read(model)?;
-        let (generator, config, meta) = generator_from_bytes(&bytes, device).with_context(|| format!("loading {}", model.display()))?;
-        let level = meta.get("level").and_then(|l| l.parse().ok()).unwrap_or(config.num_levels() - 1);
-        let alpha = meta.get("alpha").and_then(|a| a.parse().ok()).unwrap_or(1.0);
-        return Ok(LoadedModel { generator, config, level, alpha });
+        let (generator, config, meta) = generator_from_bytes(&bytes, device)
+            .with_context(|| format!("loading {}", model.display()))?;
+        let level = meta
+            .get("level")
+            .and_then(|l| l.parse().ok())
+            .unwrap_or(config.num_levels() - 1);
+        let alpha = meta
+            .get("alpha")
+            .and_then(|a| a.parse().ok())
+            .unwrap_or(1.0);
+        return Ok(LoadedModel {
+            generator,
+            config,
+            level,
+            alpha,
+        });
     }
-    bail!("{} is neither an exported model (manifest.json), a run folder (checkpoint.safetensors) nor a generator file", model.display())
+    bail!(
+        "{} is neither an exported model (manifest.json), a run folder (checkpoint.safetensors) nor a generator file",
+        model.display()
+    )
 }
 
 /// The lines of the run's `metrics.jsonl` logged at or before `kimg` (within `slack`), in order.
@@ -102,25 +137,50 @@ fn latest_metrics(run: &Path, kimg: f64) -> serde_json::Value {
 
 /// The `train_seconds` of the last tick logged at or before `kimg` (0 when none is).
 fn train_seconds_at(run: &Path, kimg: f64) -> f64 {
-    logged_until(run, kimg, 1e-6).iter().filter_map(|v| v["train_seconds"].as_f64()).next_back().unwrap_or(0.0)
+    logged_until(run, kimg, 1e-6)
+        .iter()
+        .filter_map(|v| v["train_seconds"].as_f64())
+        .next_back()
+        .unwrap_or(0.0)
 }
 
 /// Writes the EMA generator and its stage snapshots as f16 safetensors with a manifest: the
 /// generator as it stands now, or with `at_stage = Some(level)` as it stood at the end of that
 /// level's stabilisation (its stage snapshot) — to ship the last finished level while the next
 /// one is still fading in.
-pub fn export(run: &Path, out: &Path, at_stage: Option<usize>, device: &Device) -> Result<Manifest> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(run.join("stages")).map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect()).unwrap_or_default();
+pub fn export(
+    run: &Path,
+    out: &Path,
+    at_stage: Option<usize>,
+    device: &Device,
+) -> Result<Manifest> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(run.join("stages"))
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
     files.retain(|p| p.extension().is_some_and(|e| e == "safetensors"));
     files.sort();
     let mut snapshots = Vec::new(); // (level, config, tensors, metadata, kimg)
     for path in files {
-        let (tensors, meta) = decode(&std::fs::read(&path)?).with_context(|| format!("reading stage {}", path.display()))?;
-        let stage_config = config_from_metadata(&meta, "generator").with_context(|| format!("in {}", path.display()))?;
+        let (tensors, meta) = decode(&std::fs::read(&path)?)
+            .with_context(|| format!("reading stage {}", path.display()))?;
+        let stage_config = config_from_metadata(&meta, "generator")
+            .with_context(|| format!("in {}", path.display()))?;
         // Validate that it loads.
-        drop(apply_tensors(Generator::new(&stage_config, &mut SplitMix64::new(0), device), tensors.clone()).with_context(|| format!("loading {}", path.display()))?);
+        drop(
+            apply_tensors(
+                Generator::new(&stage_config, &mut SplitMix64::new(0), device),
+                tensors.clone(),
+            )
+            .with_context(|| format!("loading {}", path.display()))?,
+        );
         let stage_kimg: f64 = meta.get("kimg").and_then(|k| k.parse().ok()).unwrap_or(0.0);
-        snapshots.push((stage_config.num_levels() - 1, stage_config, tensors, meta, stage_kimg));
+        snapshots.push((
+            stage_config.num_levels() - 1,
+            stage_config,
+            tensors,
+            meta,
+            stage_kimg,
+        ));
     }
 
     // The final generator: (file bytes, config, level, alpha, kimg, train seconds).
@@ -129,17 +189,42 @@ pub fn export(run: &Path, out: &Path, at_stage: Option<usize>, device: &Device) 
             let (ema, config, state) = checkpoint::load_ema(run, device)?;
             let (level, alpha) = run_phase(run, &config, state.nimg)?;
             let kimg = state.nimg as f64 / 1000.0;
-            (snapshot_to_bytes(&ema, &config, level, alpha, kimg, WeightDtype::F16, &[])?, config, level, alpha, kimg, state.train_seconds)
+            (
+                snapshot_to_bytes(&ema, &config, level, alpha, kimg, WeightDtype::F16, &[])?,
+                config,
+                level,
+                alpha,
+                kimg,
+                state.train_seconds,
+            )
         }
         Some(stage) => {
-            let Some((_, stage_config, tensors, meta, stage_kimg)) = snapshots.iter().find(|s| s.0 == stage) else {
+            let Some((_, stage_config, tensors, meta, stage_kimg)) =
+                snapshots.iter().find(|s| s.0 == stage)
+            else {
                 let have: Vec<String> = snapshots.iter().map(|s| s.0.to_string()).collect();
-                bail!("{} has no stage snapshot of level {stage} (it has levels: {})", run.display(), if have.is_empty() { "none".into() } else { have.join(", ") });
+                bail!(
+                    "{} has no stage snapshot of level {stage} (it has levels: {})",
+                    run.display(),
+                    if have.is_empty() {
+                        "none".into()
+                    } else {
+                        have.join(", ")
+                    }
+                );
             };
-            (encode(tensors, WeightDtype::F16, meta)?, stage_config.clone(), stage, 1.0, *stage_kimg, train_seconds_at(run, *stage_kimg))
+            (
+                encode(tensors, WeightDtype::F16, meta)?,
+                stage_config.clone(),
+                stage,
+                1.0,
+                *stage_kimg,
+                train_seconds_at(run, *stage_kimg),
+            )
         }
     };
-    std::fs::create_dir_all(out.join("stages")).with_context(|| format!("creating {}", out.display()))?;
+    std::fs::create_dir_all(out.join("stages"))
+        .with_context(|| format!("creating {}", out.display()))?;
     let res = ModelConfig::level_resolution(level);
     let gen_config = config.clone().with_resolution(res);
     std::fs::write(out.join("generator.safetensors"), &bytes)?;
@@ -152,19 +237,35 @@ pub fn export(run: &Path, out: &Path, at_stage: Option<usize>, device: &Device) 
         // The exported level's own snapshot, when the generator is it, is the final generator:
         // one file serves both, so the page never downloads it twice.
         if *stage_level == level && (stage_kimg - kimg).abs() < 1e-9 {
-            stages.push(StageEntry { level, resolution: res, file: "generator.safetensors".into(), kimg, bytes: Some(bytes.len() as u64) });
+            stages.push(StageEntry {
+                level,
+                resolution: res,
+                file: "generator.safetensors".into(),
+                kimg,
+                bytes: Some(bytes.len() as u64),
+            });
             continue;
         }
         let file = format!("stages/level{stage_level}.safetensors");
         let stage_bytes = encode(tensors, WeightDtype::F16, meta)?;
         std::fs::write(out.join(&file), &stage_bytes)?;
-        stages.push(StageEntry { level: *stage_level, resolution: stage_config.resolution, file, kimg: *stage_kimg, bytes: Some(stage_bytes.len() as u64) });
+        stages.push(StageEntry {
+            level: *stage_level,
+            resolution: stage_config.resolution,
+            file,
+            kimg: *stage_kimg,
+            bytes: Some(stage_bytes.len() as u64),
+        });
     }
     stages.sort_by_key(|s| s.level);
-    let opts: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("options.json"))?)?;
+    let opts: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("options.json"))?)?;
     let manifest = Manifest {
         format: MANIFEST_FORMAT.into(),
-        name: out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into()),
+        name: out
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "model".into()),
         resolution: res,
         level,
         alpha,
@@ -184,14 +285,22 @@ pub fn export(run: &Path, out: &Path, at_stage: Option<usize>, device: &Device) 
         }),
     };
     manifest.check().context("the export's own manifest")?;
-    std::fs::write(out.join("manifest.json"), serde_json::to_string_pretty(&manifest)?)?;
+    std::fs::write(
+        out.join("manifest.json"),
+        serde_json::to_string_pretty(&manifest)?,
+    )?;
     Ok(manifest)
 }
 
 /// Evaluates an exported model against the held-out split of `reference` (a pack) with `count`
 /// images per side, next to the floor (the pack's train split against the same held-out images),
 /// and records both in the manifest as `training.evaluation`. Returns that record.
-pub fn evaluate_export(out: &Path, reference: &Path, count: usize, device: &Device) -> Result<serde_json::Value> {
+pub fn evaluate_export(
+    out: &Path,
+    reference: &Path,
+    count: usize,
+    device: &Device,
+) -> Result<serde_json::Value> {
     use crate::eval::{evaluate, generate_set, load_images};
     use crate::pack::Split;
     anyhow::ensure!(count >= 2, "--eval-count must be at least 2");
@@ -199,8 +308,10 @@ pub fn evaluate_export(out: &Path, reference: &Path, count: usize, device: &Devi
     let mut manifest = Manifest::parse(&std::fs::read_to_string(&path)?)?;
     let r = manifest.resolution;
     anyhow::ensure!(r >= 16, "the export is {r}×{r}; SWD needs at least 16×16");
-    let (held_out, _) = load_images(reference, r, count, Split::Holdout, 1).with_context(|| format!("loading {}", reference.display()))?;
-    let (train, _) = load_images(reference, r, count, Split::Train, 2).with_context(|| format!("loading {}", reference.display()))?;
+    let (held_out, _) = load_images(reference, r, count, Split::Holdout, 1)
+        .with_context(|| format!("loading {}", reference.display()))?;
+    let (train, _) = load_images(reference, r, count, Split::Train, 2)
+        .with_context(|| format!("loading {}", reference.display()))?;
     let fakes = generate_set(out, 0, count, r, device)?;
     let model = evaluate(&fakes, &held_out, 0)?;
     let floor = evaluate(&train, &held_out, 0)?;

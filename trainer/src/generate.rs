@@ -14,7 +14,14 @@ use crate::images::{grid, save_png, to_rgb_images};
 /// Writes images for seeds `seed … seed + count − 1`: one PNG per seed in a folder, or one PNG
 /// (a grid when `count > 1`, its cells scaled (nearest) to `cell` pixels when given) when `out`
 /// ends in `.png`. Returns the files written.
-pub fn generate(model: &Path, seed: u64, count: usize, out: &Path, cell: Option<u32>, device: &Device) -> Result<Vec<std::path::PathBuf>> {
+pub fn generate(
+    model: &Path,
+    seed: u64,
+    count: usize,
+    out: &Path,
+    cell: Option<u32>,
+    device: &Device,
+) -> Result<Vec<std::path::PathBuf>> {
     anyhow::ensure!(count >= 1, "--count must be at least 1");
     let m = load_model(model, device)?;
     let latent = m.config.latent_size;
@@ -22,10 +29,17 @@ pub fn generate(model: &Path, seed: u64, count: usize, out: &Path, cell: Option<
     let mut images = Vec::with_capacity(count);
     for start in (0..count).step_by(64) {
         let n = (count - start).min(64);
-        let z = tensor_from_f32(latents_for_seeds(seed + start as u64, n, latent), [n, latent], device);
+        let z = tensor_from_f32(
+            latents_for_seeds(seed + start as u64, n, latent),
+            [n, latent],
+            device,
+        );
         images.extend(to_rgb_images(m.generator.forward(z, m.level, m.alpha)));
     }
-    if out.extension().is_some_and(|e| e.eq_ignore_ascii_case("png")) {
+    if out
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("png"))
+    {
         if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent)?;
         }
@@ -51,27 +65,57 @@ pub fn generate(model: &Path, seed: u64, count: usize, out: &Path, cell: Option<
 /// The growth stages of an exported model as one picture: a row per stage (4×4, 8×8, …, then the
 /// final generator when it is not the last stage), a column per seed `seed … seed + count − 1`,
 /// every cell scaled (nearest) to `cell` pixels (default: the final resolution).
-pub fn generate_stages(model: &Path, seed: u64, count: usize, out: &Path, cell: Option<u32>, device: &Device) -> Result<()> {
+pub fn generate_stages(
+    model: &Path,
+    seed: u64,
+    count: usize,
+    out: &Path,
+    cell: Option<u32>,
+    device: &Device,
+) -> Result<()> {
     anyhow::ensure!(count >= 1, "--count must be at least 1");
-    anyhow::ensure!(out.extension().is_some_and(|e| e.eq_ignore_ascii_case("png")), "--stages writes one picture: give --out FILE.png");
+    anyhow::ensure!(
+        out.extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("png")),
+        "--stages writes one picture: give --out FILE.png"
+    );
     let Some(manifest) = read_manifest(model)? else {
-        bail!("--stages needs an exported model folder with a manifest.json (make one with `pggan export`); {} has none", model.display());
+        bail!(
+            "--stages needs an exported model folder with a manifest.json (make one with `pggan export`); {} has none",
+            model.display()
+        );
     };
     // (file, level, alpha) of every row.
-    let mut rows: Vec<(String, usize, f64)> = manifest.stages.iter().map(|s| (s.file.clone(), s.level, 1.0)).collect();
-    if rows.last().is_none_or(|(file, _, _)| *file != manifest.generator) {
+    let mut rows: Vec<(String, usize, f64)> = manifest
+        .stages
+        .iter()
+        .map(|s| (s.file.clone(), s.level, 1.0))
+        .collect();
+    if rows
+        .last()
+        .is_none_or(|(file, _, _)| *file != manifest.generator)
+    {
         rows.push((manifest.generator.clone(), manifest.level, manifest.alpha));
     }
     let latent = manifest.latent_size;
     let z = latents_for_seeds(seed, count, latent);
     let mut images = Vec::with_capacity(rows.len() * count);
     for (file, level, alpha) in &rows {
-        let bytes = std::fs::read(model.join(file)).with_context(|| format!("reading {}", model.join(file).display()))?;
-        let (generator, _, _) = generator_from_bytes(&bytes, device).with_context(|| format!("loading {file}"))?;
-        images.extend(to_rgb_images(generator.forward(tensor_from_f32(z.clone(), [count, latent], device), *level, *alpha)));
+        let bytes = std::fs::read(model.join(file))
+            .with_context(|| format!("reading {}", model.join(file).display()))?;
+        let (generator, _, _) =
+            generator_from_bytes(&bytes, device).with_context(|| format!("loading {file}"))?;
+        images.extend(to_rgb_images(generator.forward(
+            tensor_from_f32(z.clone(), [count, latent], device),
+            *level,
+            *alpha,
+        )));
     }
     if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)?;
     }
-    save_png(&grid(&images, count, cell.unwrap_or(manifest.resolution as u32)), out)
+    save_png(
+        &grid(&images, count, cell.unwrap_or(manifest.resolution as u32)),
+        out,
+    )
 }

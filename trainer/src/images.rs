@@ -30,8 +30,17 @@ pub fn grid(images: &[RgbImage], cols: usize, cell: u32) -> RgbImage {
     let rows = images.len().div_ceil(cols.max(1));
     let mut out = RgbImage::new(cols as u32 * cell, rows as u32 * cell);
     for (i, img) in images.iter().enumerate() {
-        let scaled = if img.width() == cell { img.clone() } else { image::imageops::resize(img, cell, cell, image::imageops::FilterType::Nearest) };
-        image::imageops::replace(&mut out, &scaled, (i % cols) as i64 * cell as i64, (i / cols) as i64 * cell as i64);
+        let scaled = if img.width() == cell {
+            img.clone()
+        } else {
+            image::imageops::resize(img, cell, cell, image::imageops::FilterType::Nearest)
+        };
+        image::imageops::replace(
+            &mut out,
+            &scaled,
+            (i % cols) as i64 * cell as i64,
+            (i / cols) as i64 * cell as i64,
+        );
     }
     out
 }
@@ -39,7 +48,8 @@ pub fn grid(images: &[RgbImage], cols: usize, cell: u32) -> RgbImage {
 /// Writes a PNG atomically (temporary file, then rename).
 pub fn save_png(img: &RgbImage, path: &Path) -> Result<()> {
     let tmp = path.with_extension("png.tmp");
-    img.save_with_format(&tmp, image::ImageFormat::Png).with_context(|| format!("writing {}", tmp.display()))?;
+    img.save_with_format(&tmp, image::ImageFormat::Png)
+        .with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }

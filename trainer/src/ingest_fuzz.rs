@@ -11,11 +11,19 @@ use crate::pack::{Pack, Split, write_pack};
 use crate::prepare::{Outcome, PaddedPolicy, PrepareOptions, SkipReason, prepare, process};
 
 fn opts() -> PrepareOptions {
-    PrepareOptions { resolution: 8, holdout: 0, padded: PaddedPolicy::Crop, seed: 0, max_pixels: 4_000_000 }
+    PrepareOptions {
+        resolution: 8,
+        holdout: 0,
+        padded: PaddedPolicy::Crop,
+        seed: 0,
+        max_pixels: 4_000_000,
+    }
 }
 
 fn encoded(format: image::ImageFormat, w: u32, h: u32) -> Vec<u8> {
-    let img = image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 9) as u8, (y * 13) as u8, ((x + y) * 5) as u8]));
+    let img = image::RgbImage::from_fn(w, h, |x, y| {
+        image::Rgb([(x * 9) as u8, (y * 13) as u8, ((x + y) * 5) as u8])
+    });
     let mut out = Cursor::new(Vec::new());
     img.write_to(&mut out, format).unwrap();
     out.into_inner()
@@ -23,7 +31,11 @@ fn encoded(format: image::ImageFormat, w: u32, h: u32) -> Vec<u8> {
 
 fn check(outcome: Outcome) {
     if let Outcome::Image { rgb, .. } = outcome {
-        assert_eq!(rgb.len(), 8 * 8 * 3, "a usable image comes out at the target size");
+        assert_eq!(
+            rgb.len(),
+            8 * 8 * 3,
+            "a usable image comes out at the target size"
+        );
     }
 }
 
@@ -111,7 +123,13 @@ fn png_claiming(w: u32, h: u32) -> Vec<u8> {
 fn decompression_bombs_are_refused_by_their_header() {
     let start = std::time::Instant::now();
     for (w, h) in [(60_000, 60_000), (1 << 20, 4), (100_000, 100_000)] {
-        assert!(matches!(process(&png_claiming(w, h), &opts()), Outcome::Skip(SkipReason::TooLarge)), "{w}×{h}");
+        assert!(
+            matches!(
+                process(&png_claiming(w, h), &opts()),
+                Outcome::Skip(SkipReason::TooLarge)
+            ),
+            "{w}×{h}"
+        );
     }
     assert!(start.elapsed().as_secs() < 5, "refused without decoding");
 }
@@ -122,8 +140,16 @@ fn names_do_not_matter_extensions_lie_and_odd_bytes_are_fine() {
     let dir = scratch("names");
     let input = dir.join("in");
     std::fs::create_dir_all(&input).unwrap();
-    std::fs::write(input.join("photo.jpg"), encoded(image::ImageFormat::Png, 16, 16)).unwrap(); // a PNG named .jpg
-    std::fs::write(input.join(std::ffi::OsStr::from_bytes(b"\xff\xfe-not-utf8.png")), encoded(image::ImageFormat::Png, 16, 16)).unwrap();
+    std::fs::write(
+        input.join("photo.jpg"),
+        encoded(image::ImageFormat::Png, 16, 16),
+    )
+    .unwrap(); // a PNG named .jpg
+    std::fs::write(
+        input.join(std::ffi::OsStr::from_bytes(b"\xff\xfe-not-utf8.png")),
+        encoded(image::ImageFormat::Png, 16, 16),
+    )
+    .unwrap();
     std::fs::write(input.join("empty.png"), b"").unwrap();
     let report = prepare(&input, &dir.join("o.pack"), &opts()).unwrap();
     assert_eq!((report.read, report.written), (3, 2));
@@ -158,25 +184,48 @@ fn tar_paths_and_links_never_escape() {
     let out = dir.join("sub").join("o.pack");
     std::fs::create_dir_all(out.parent().unwrap()).unwrap();
     let report = prepare(&tar_path, &out, &opts()).unwrap();
-    assert_eq!(report.written, 3, "the three regular files are read in memory: {report:?}");
+    assert_eq!(
+        report.written, 3,
+        "the three regular files are read in memory: {report:?}"
+    );
     assert_eq!(report.read, 3, "the link is not followed");
-    for p in [dir.join("escaped.png"), dir.parent().unwrap().join("escaped.png"), Path::new("/abs/escaped2.png").to_path_buf()] {
+    for p in [
+        dir.join("escaped.png"),
+        dir.parent().unwrap().join("escaped.png"),
+        Path::new("/abs/escaped2.png").to_path_buf(),
+    ] {
         assert!(!p.exists(), "{} was written", p.display());
     }
-    let entries: Vec<_> = std::fs::read_dir(out.parent().unwrap()).unwrap().map(|e| e.unwrap().file_name()).collect();
-    assert_eq!(entries, vec![std::ffi::OsString::from("o.pack")], "only the pack is written");
+    let entries: Vec<_> = std::fs::read_dir(out.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        entries,
+        vec![std::ffi::OsString::from("o.pack")],
+        "only the pack is written"
+    );
     std::fs::remove_dir_all(dir).ok();
 }
 
 #[test]
 fn empty_inputs_are_clear_errors() {
     let dir = scratch("empty");
-    let err = prepare(&dir, &dir.join("o.pack"), &opts()).unwrap_err().to_string();
+    let err = prepare(&dir, &dir.join("o.pack"), &opts())
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("no usable image"), "{err}");
     std::fs::write(dir.join("empty.tar"), b"").unwrap();
-    let err = prepare(&dir.join("empty.tar"), &dir.join("o2.pack"), &opts()).unwrap_err().to_string();
-    assert!(err.contains("no usable image") || err.contains("tar"), "{err}");
-    let err = prepare(&dir.join("missing"), &dir.join("o3.pack"), &opts()).unwrap_err().to_string();
+    let err = prepare(&dir.join("empty.tar"), &dir.join("o2.pack"), &opts())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("no usable image") || err.contains("tar"),
+        "{err}"
+    );
+    let err = prepare(&dir.join("missing"), &dir.join("o3.pack"), &opts())
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("missing"), "{err}");
     std::fs::remove_dir_all(dir).ok();
 }

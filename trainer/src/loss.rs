@@ -4,9 +4,9 @@
 //! ([`pggan_model::Critic::input_gradient`]), so one `backward()` over the whole critic loss gives
 //! every critic gradient.
 
+use burn::module::Module;
 use burn::tensor::Tensor;
 use clap::ValueEnum;
-use burn::module::Module;
 use pggan_model::{Critic, Generator};
 use serde::{Deserialize, Serialize};
 
@@ -73,7 +73,10 @@ pub fn critic_loss(
         LossKind::WganGp => {
             let mixed = reals.clone() + (fakes - reals) * mix; // [n, 3, r, r]
             let (norms, _) = critic.input_gradient_norms(mixed.detach(), level, alpha); // [n]
-            let penalty = (norms - p.gp_target).square().mean().mul_scalar(p.gp_lambda / (p.gp_target * p.gp_target));
+            let penalty = (norms - p.gp_target)
+                .square()
+                .mean()
+                .mul_scalar(p.gp_lambda / (p.gp_target * p.gp_target));
             let drift = real_scores.square().mean().mul_scalar(p.drift);
             let loss = -wdist.clone() + penalty.clone() + drift.clone();
             let stats = Tensor::cat(vec![loss.clone(), wdist, penalty, drift], 0).detach();
@@ -90,7 +93,13 @@ pub fn critic_loss(
 
 /// The generator's loss on its fakes as judged by `critic`: `−mean D(fake)` (WGAN) or
 /// `mean (D(fake) − 1)²` (LSGAN).
-pub fn generator_loss(kind: LossKind, critic: &Critic, fakes: Tensor<4>, level: usize, alpha: f64) -> Tensor<1> {
+pub fn generator_loss(
+    kind: LossKind,
+    critic: &Critic,
+    fakes: Tensor<4>,
+    level: usize,
+    alpha: f64,
+) -> Tensor<1> {
     let scores = critic.forward(fakes, level, alpha); // [n, 1]
     match kind {
         LossKind::WganGp => -scores.mean(),

@@ -304,13 +304,30 @@ fn main() {
 
 fn run() -> Result<()> {
     match Cli::parse().command {
-        Command::Unpack { data, out, split, resolution, quality, png } => {
+        Command::Unpack {
+            data,
+            out,
+            split,
+            resolution,
+            quality,
+            png,
+        } => {
             let split = match split {
                 SplitArg::Train => pack::Split::Train,
                 SplitArg::Holdout => pack::Split::Holdout,
             };
-            let format = if png { unpack::UnpackFormat::Png } else { unpack::UnpackFormat::Jpeg(quality) };
-            let report = unpack::unpack(&unpack::UnpackOptions { data, out, split, resolution, format })?;
+            let format = if png {
+                unpack::UnpackFormat::Png
+            } else {
+                unpack::UnpackFormat::Jpeg(quality)
+            };
+            let report = unpack::unpack(&unpack::UnpackOptions {
+                data,
+                out,
+                split,
+                resolution,
+                format,
+            })?;
             println!(
                 "wrote {out}: {} images at {r}×{r}, {:.1} MB; pack them again with: pggan prepare {out} --out PACK --resolution {r} --padded keep",
                 report.images,
@@ -319,19 +336,47 @@ fn run() -> Result<()> {
                 r = report.resolution
             );
         }
-        Command::Prepare { input, out, resolution, holdout, padded, seed, max_pixels } => {
-            let opts = prepare::PrepareOptions { resolution, holdout, padded, seed, max_pixels };
+        Command::Prepare {
+            input,
+            out,
+            resolution,
+            holdout,
+            padded,
+            seed,
+            max_pixels,
+        } => {
+            let opts = prepare::PrepareOptions {
+                resolution,
+                holdout,
+                padded,
+                seed,
+                max_pixels,
+            };
             let report = prepare::prepare(&input, &out, &opts)?;
             println!("{}", serde_json::to_string_pretty(&report)?);
-            println!("wrote {} ({} train, {} held out) at {resolution}×{resolution} and below", out.display(), report.train, report.holdout);
+            println!(
+                "wrote {} ({} train, {} held out) at {resolution}×{resolution} and below",
+                out.display(),
+                report.train,
+                report.holdout
+            );
         }
         Command::Train(cli_opts) => {
             let mut opts = *cli_opts;
             if opts.resume {
                 let path = opts.run.join("options.json");
-                let stored: options::TrainOptions = serde_json::from_slice(&std::fs::read(&path).with_context(|| format!("reading {} to resume", path.display()))?)
-                    .with_context(|| format!("parsing {}", path.display()))?;
-                let (backend, total, run, data, nan) = (opts.backend, opts.total_kimg, opts.run.clone(), opts.data.clone(), opts.debug_nan_at_kimg);
+                let stored: options::TrainOptions = serde_json::from_slice(
+                    &std::fs::read(&path)
+                        .with_context(|| format!("reading {} to resume", path.display()))?,
+                )
+                .with_context(|| format!("parsing {}", path.display()))?;
+                let (backend, total, run, data, nan) = (
+                    opts.backend,
+                    opts.total_kimg,
+                    opts.run.clone(),
+                    opts.data.clone(),
+                    opts.debug_nan_at_kimg,
+                );
                 let (stop_kimg, max_minutes) = (opts.stop_kimg, opts.max_minutes);
                 opts = stored;
                 opts.stop_kimg = stop_kimg;
@@ -361,47 +406,119 @@ fn run() -> Result<()> {
                 std::process::exit(130);
             }
         }
-        Command::Generate { model, seed, count, out, cell, stages, backend } => {
-            anyhow::ensure!(cell.is_none_or(|c| (1..=4096).contains(&c)), "--cell must be 1–4096 pixels");
+        Command::Generate {
+            model,
+            seed,
+            count,
+            out,
+            cell,
+            stages,
+            backend,
+        } => {
+            anyhow::ensure!(
+                cell.is_none_or(|c| (1..=4096).contains(&c)),
+                "--cell must be 1–4096 pixels"
+            );
             if stages {
                 generate::generate_stages(&model, seed, count, &out, cell, &backend.device()?)?;
-                println!("wrote the growth stages of seeds {seed}–{} to {}", seed + count as u64 - 1, out.display());
+                println!(
+                    "wrote the growth stages of seeds {seed}–{} to {}",
+                    seed + count as u64 - 1,
+                    out.display()
+                );
             } else {
-                let files = generate::generate(&model, seed, count, &out, cell, &backend.device()?)?;
+                let files =
+                    generate::generate(&model, seed, count, &out, cell, &backend.device()?)?;
                 println!("wrote {} image file(s) to {}", files.len(), out.display());
             }
         }
-        Command::Export { run, out, reference, eval_count, stage } => {
+        Command::Export {
+            run,
+            out,
+            reference,
+            eval_count,
+            stage,
+        } => {
             let device = BackendKind::Flex.device()?;
             let m = export::export(&run, &out, stage, &device)?;
-            println!("exported {}×{} generator (level {}, alpha {}) and {} stage(s) to {}", m.resolution, m.resolution, m.level, m.alpha, m.stages.len(), out.display());
+            println!(
+                "exported {}×{} generator (level {}, alpha {}) and {} stage(s) to {}",
+                m.resolution,
+                m.resolution,
+                m.level,
+                m.alpha,
+                m.stages.len(),
+                out.display()
+            );
             if let (Some(reference), Some(count)) = (reference, eval_count) {
                 let e = export::evaluate_export(&out, &reference, count, &device)?;
                 println!("{}", serde_json::to_string_pretty(&e)?);
             }
         }
-        Command::Compact { run, out, dtype, keep_optimizer, max_file_mib } => {
-            anyhow::ensure!(max_file_mib >= 0.5 && max_file_mib.is_finite(), "--max-file-mib must be at least 0.5");
+        Command::Compact {
+            run,
+            out,
+            dtype,
+            keep_optimizer,
+            max_file_mib,
+        } => {
+            anyhow::ensure!(
+                max_file_mib >= 0.5 && max_file_mib.is_finite(),
+                "--max-file-mib must be at least 0.5"
+            );
             let dtype = match dtype {
                 StoreDtype::Bf16 => pggan_model::weights::WeightDtype::BF16,
                 StoreDtype::F16 => pggan_model::weights::WeightDtype::F16,
                 StoreDtype::F32 => pggan_model::weights::WeightDtype::F32,
             };
-            let report = checkpoint::compact(&run, &out, dtype, keep_optimizer, (max_file_mib * (1 << 20) as f64) as u64)?;
+            let report = checkpoint::compact(
+                &run,
+                &out,
+                dtype,
+                keep_optimizer,
+                (max_file_mib * (1 << 20) as f64) as u64,
+            )?;
             for (path, bytes) in &report.files {
-                println!("{:>10.2} MiB  {}", *bytes as f64 / (1 << 20) as f64, path.display());
+                println!(
+                    "{:>10.2} MiB  {}",
+                    *bytes as f64 / (1 << 20) as f64,
+                    path.display()
+                );
             }
             println!(
                 "continue with: pggan train --data PACK --run {} --resume{}",
                 out.display(),
-                if report.optimizer_kept { "" } else { "   (Adam restarts: its moments were not kept)" }
+                if report.optimizer_kept {
+                    ""
+                } else {
+                    "   (Adam restarts: its moments were not kept)"
+                }
             );
         }
-        Command::Eval { model, images, reference, count, resolution, seed, json } => {
-            anyhow::ensure!(resolution >= 16 && resolution.is_power_of_two(), "--resolution must be a power of two ≥ 16 (SWD's coarsest level is 16×16)");
+        Command::Eval {
+            model,
+            images,
+            reference,
+            count,
+            resolution,
+            seed,
+            json,
+        } => {
+            anyhow::ensure!(
+                resolution >= 16 && resolution.is_power_of_two(),
+                "--resolution must be a power of two ≥ 16 (SWD's coarsest level is 16×16)"
+            );
             anyhow::ensure!(count >= 2, "--count must be at least 2");
             let device = BackendKind::Flex.device()?;
-            let (set, reference) = eval::load_sides(model.as_deref(), images.as_deref(), &reference, count, resolution, seed, &device)?;
+            let (set, reference) = eval::load_sides(
+                model.as_deref(),
+                images.as_deref(),
+                &reference,
+                count,
+                resolution,
+                seed,
+                &device,
+            )?;
             let report = eval::evaluate(&set, &reference, seed)?;
             if json {
                 println!("{}", serde_json::to_string(&report)?);
@@ -409,24 +526,61 @@ fn run() -> Result<()> {
                 eval::print_table(&report);
             }
         }
-        Command::Timelapse { run, out, fps, max_side } => {
+        Command::Timelapse {
+            run,
+            out,
+            fps,
+            max_side,
+        } => {
             let frames = animation::timelapse_frames(&run, max_side)?;
             animation::write_frames(&frames, fps, &out)?;
             println!("wrote {} frames to {}", frames.len(), out.display());
         }
-        Command::Interpolate { model, seed, to, seconds, fps, sigma_frames, scale, out } => {
-            anyhow::ensure!(seconds > 0.0 && fps > 0.0 && seconds * fps <= 10_000.0, "--seconds × --fps must give 1 to 10,000 frames");
+        Command::Interpolate {
+            model,
+            seed,
+            to,
+            seconds,
+            fps,
+            sigma_frames,
+            scale,
+            out,
+        } => {
+            anyhow::ensure!(
+                seconds > 0.0 && fps > 0.0 && seconds * fps <= 10_000.0,
+                "--seconds × --fps must give 1 to 10,000 frames"
+            );
             anyhow::ensure!((1..=16).contains(&scale), "--scale must be 1 to 16");
             let device = BackendKind::Flex.device()?;
             let frames_n = ((seconds * fps).round() as usize).max(1);
             let latent = export::load_model(&model, &device)?.config.latent_size;
-            let latents = animation::interpolation_latents(seed, to, frames_n, latent, sigma_frames);
+            let latents =
+                animation::interpolation_latents(seed, to, frames_n, latent, sigma_frames);
             let frames = animation::render(&model, &latents, scale, &device)?;
             animation::write_frames(&frames, fps, &out)?;
             println!("wrote {} frames to {}", frames.len(), out.display());
         }
-        Command::Bench { backend, resolution, min_resolution, latent, fmap_base, fmap_max, minibatch, steps, json } => {
-            let rows = bench::bench(&bench::BenchOptions { backend: backend.resolve(), resolution, latent, fmap_base, fmap_max, minibatch, steps, min_resolution })?;
+        Command::Bench {
+            backend,
+            resolution,
+            min_resolution,
+            latent,
+            fmap_base,
+            fmap_max,
+            minibatch,
+            steps,
+            json,
+        } => {
+            let rows = bench::bench(&bench::BenchOptions {
+                backend: backend.resolve(),
+                resolution,
+                latent,
+                fmap_base,
+                fmap_max,
+                minibatch,
+                steps,
+                min_resolution,
+            })?;
             if json {
                 println!("{}", serde_json::to_string(&rows)?);
             }

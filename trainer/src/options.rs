@@ -147,26 +147,43 @@ impl TrainOptions {
     pub fn schedule_spec(&self, config: &ModelConfig) -> ScheduleSpec {
         let minibatch_by_level = (0..config.num_levels())
             .map(|l| {
-                let b = self.minibatch.unwrap_or(DEFAULT_MINIBATCH[l.min(DEFAULT_MINIBATCH.len() - 1)]);
+                let b = self
+                    .minibatch
+                    .unwrap_or(DEFAULT_MINIBATCH[l.min(DEFAULT_MINIBATCH.len() - 1)]);
                 self.minibatch_max.map_or(b, |m| b.min(m))
             })
             .collect();
-        ScheduleSpec { num_levels: config.num_levels(), stabilize_kimg: self.stabilize_kimg, fade_kimg: self.fade_kimg, minibatch_by_level }
+        ScheduleSpec {
+            num_levels: config.num_levels(),
+            stabilize_kimg: self.stabilize_kimg,
+            fade_kimg: self.fade_kimg,
+            minibatch_by_level,
+        }
     }
 
     /// Length of the run in thousands of images.
     pub fn total_kimg(&self, spec: &ScheduleSpec) -> f64 {
-        self.total_kimg.unwrap_or(spec.growth_kimg() + spec.stabilize_kimg + spec.fade_kimg)
+        self.total_kimg
+            .unwrap_or(spec.growth_kimg() + spec.stabilize_kimg + spec.fade_kimg)
     }
 
     /// Adam's parameters.
     pub fn adam(&self) -> AdamParams {
-        AdamParams { lr: self.lr, beta1: self.beta1, beta2: self.beta2, eps: self.adam_eps }
+        AdamParams {
+            lr: self.lr,
+            beta1: self.beta1,
+            beta2: self.beta2,
+            eps: self.adam_eps,
+        }
     }
 
     /// WGAN-GP's parameters.
     pub fn wgan(&self) -> WganParams {
-        WganParams { gp_lambda: self.gp_lambda, gp_target: 1.0, drift: self.drift }
+        WganParams {
+            gp_lambda: self.gp_lambda,
+            gp_target: 1.0,
+            drift: self.drift,
+        }
     }
 
     /// Refuses nonsense values up front, saying what is allowed.
@@ -174,12 +191,18 @@ impl TrainOptions {
         let config = self.model_config(pack_resolution);
         config.validate()?;
         if config.resolution > pack_resolution {
-            bail!("--resolution {} is above the pack's {pack_resolution}; prepare a larger pack", config.resolution);
+            bail!(
+                "--resolution {} is above the pack's {pack_resolution}; prepare a larger pack",
+                config.resolution
+            );
         }
         if self.minibatch == Some(0) || self.minibatch_max == Some(0) {
             bail!("minibatch sizes must be at least 1");
         }
-        for (name, v) in [("--stabilize-kimg", self.stabilize_kimg), ("--fade-kimg", self.fade_kimg)] {
+        for (name, v) in [
+            ("--stabilize-kimg", self.stabilize_kimg),
+            ("--fade-kimg", self.fade_kimg),
+        ] {
             if !(v >= 0.0 && v.is_finite()) {
                 bail!("{name} must be a finite number ≥ 0 (got {v})");
             }
@@ -200,7 +223,10 @@ impl TrainOptions {
                 self.fade_kimg
             );
         }
-        for (name, v) in [("--stop-kimg", self.stop_kimg), ("--max-minutes", self.max_minutes)] {
+        for (name, v) in [
+            ("--stop-kimg", self.stop_kimg),
+            ("--max-minutes", self.max_minutes),
+        ] {
             if let Some(v) = v
                 && !(v > 0.0 && v.is_finite())
             {
@@ -210,12 +236,17 @@ impl TrainOptions {
         if !(self.tick_kimg > 0.0 && self.tick_kimg.is_finite()) {
             bail!("--tick-kimg must be positive (got {})", self.tick_kimg);
         }
-        let adam_ok = self.lr.is_finite() && self.lr > 0.0 && (0.0..1.0).contains(&self.beta1) && (0.0..1.0).contains(&self.beta2);
+        let adam_ok = self.lr.is_finite()
+            && self.lr > 0.0
+            && (0.0..1.0).contains(&self.beta1)
+            && (0.0..1.0).contains(&self.beta2);
         if !adam_ok {
             bail!("Adam needs lr > 0 and 0 ≤ β1, β2 < 1");
         }
         if !(self.metrics_kimg >= 0.0 && self.metrics_kimg.is_finite()) || self.metrics_count < 2 {
-            bail!("--metrics-kimg must be ≥ 0 (0 turns metrics off) and --metrics-count at least 2");
+            bail!(
+                "--metrics-kimg must be ≥ 0 (0 turns metrics off) and --metrics-count at least 2"
+            );
         }
         if !(0.0..=1.0).contains(&self.ema_beta) {
             bail!("--ema-beta must be in [0, 1]");

@@ -58,7 +58,10 @@ pub fn box_down(img: &[u8], res: usize) -> Vec<u8> {
         for x in 0..half {
             for c in 0..3 {
                 let at = |yy: usize, xx: usize| img[(yy * res + xx) * 3 + c] as u32;
-                let sum = at(2 * y, 2 * x) + at(2 * y, 2 * x + 1) + at(2 * y + 1, 2 * x) + at(2 * y + 1, 2 * x + 1);
+                let sum = at(2 * y, 2 * x)
+                    + at(2 * y, 2 * x + 1)
+                    + at(2 * y + 1, 2 * x)
+                    + at(2 * y + 1, 2 * x + 1);
                 out[(y * half + x) * 3 + c] = ((sum + 2) / 4) as u8;
             }
         }
@@ -67,7 +70,13 @@ pub fn box_down(img: &[u8], res: usize) -> Vec<u8> {
 }
 
 /// Writes a pack from top-resolution images (`[r, r, 3]` each) split into train and holdout.
-pub fn write_pack(path: &Path, resolution: usize, train: &[Vec<u8>], holdout: &[Vec<u8>], report: serde_json::Value) -> Result<()> {
+pub fn write_pack(
+    path: &Path,
+    resolution: usize,
+    train: &[Vec<u8>],
+    holdout: &[Vec<u8>],
+    report: serde_json::Value,
+) -> Result<()> {
     let levels = resolution.trailing_zeros() as usize - 1;
     let mut data: Vec<Vec<u8>> = Vec::new(); // level blobs, train then holdout
     let mut offset = 0u64;
@@ -76,7 +85,12 @@ pub fn write_pack(path: &Path, resolution: usize, train: &[Vec<u8>], holdout: &[
         let mut per_level: Vec<Vec<Vec<u8>>> = vec![images.to_vec()];
         let mut res = resolution;
         for _ in 1..levels {
-            let next: Vec<Vec<u8>> = per_level.last().unwrap().iter().map(|im| box_down(im, res)).collect();
+            let next: Vec<Vec<u8>> = per_level
+                .last()
+                .unwrap()
+                .iter()
+                .map(|im| box_down(im, res))
+                .collect();
             per_level.push(next);
             res /= 2;
         }
@@ -84,19 +98,34 @@ pub fn write_pack(path: &Path, resolution: usize, train: &[Vec<u8>], holdout: &[
         let mut entries = Vec::new();
         for (level, imgs) in per_level.into_iter().enumerate() {
             let blob: Vec<u8> = imgs.concat();
-            entries.push(LevelEntry { resolution: 4 << level, offset, bytes: blob.len() as u64 });
+            entries.push(LevelEntry {
+                resolution: 4 << level,
+                offset,
+                bytes: blob.len() as u64,
+            });
             offset += blob.len() as u64;
             data.push(blob);
         }
-        SplitEntry { count: images.len(), levels: entries }
+        SplitEntry {
+            count: images.len(),
+            levels: entries,
+        }
     };
     let train_entry = make_split(train, &mut data);
     let holdout_entry = make_split(holdout, &mut data);
-    let header = PackHeader { version: 1, resolution, train: train_entry, holdout: holdout_entry, report };
+    let header = PackHeader {
+        version: 1,
+        resolution,
+        train: train_entry,
+        holdout: holdout_entry,
+        report,
+    };
     let json = serde_json::to_vec(&header)?;
     let tmp = path.with_extension("tmp");
     {
-        let mut f = std::io::BufWriter::new(File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?);
+        let mut f = std::io::BufWriter::new(
+            File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?,
+        );
         f.write_all(MAGIC)?;
         f.write_all(&(json.len() as u64).to_le_bytes())?;
         f.write_all(&json)?;
@@ -106,7 +135,8 @@ pub fn write_pack(path: &Path, resolution: usize, train: &[Vec<u8>], holdout: &[
         f.flush()?;
         f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
     }
-    std::fs::rename(&tmp, path).with_context(|| format!("moving the pack into place at {}", path.display()))?;
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("moving the pack into place at {}", path.display()))?;
     Ok(())
 }
 
@@ -132,23 +162,36 @@ pub enum Split {
 impl Pack {
     /// Opens a pack and checks its header against the file's size.
     pub fn open(path: &Path) -> Result<Self> {
-        let mut f = File::open(path).with_context(|| format!("opening dataset pack {}", path.display()))?;
+        let mut f =
+            File::open(path).with_context(|| format!("opening dataset pack {}", path.display()))?;
         let file_len = f.metadata()?.len();
         let mut magic = [0u8; 8];
         if f.read_exact(&mut magic).is_err() || &magic != MAGIC {
-            bail!("{} is not a dataset pack (no PGGANPK1 magic); make one with `pggan prepare`", path.display());
+            bail!(
+                "{} is not a dataset pack (no PGGANPK1 magic); make one with `pggan prepare`",
+                path.display()
+            );
         }
         let mut len = [0u8; 8];
-        f.read_exact(&mut len).with_context(|| format!("{} is truncated (no header length)", path.display()))?;
+        f.read_exact(&mut len)
+            .with_context(|| format!("{} is truncated (no header length)", path.display()))?;
         let len = u64::from_le_bytes(len);
         if len > 64 << 20 || 16 + len > file_len {
-            bail!("{} is truncated or damaged (header of {len} bytes in a {file_len}-byte file)", path.display());
+            bail!(
+                "{} is truncated or damaged (header of {len} bytes in a {file_len}-byte file)",
+                path.display()
+            );
         }
         let mut json = vec![0u8; len as usize];
         f.read_exact(&mut json)?;
-        let header: PackHeader = serde_json::from_slice(&json).with_context(|| format!("{} has a damaged header", path.display()))?;
+        let header: PackHeader = serde_json::from_slice(&json)
+            .with_context(|| format!("{} has a damaged header", path.display()))?;
         if header.version != 1 {
-            bail!("{} is pack version {}, this build reads version 1", path.display(), header.version);
+            bail!(
+                "{} is pack version {}, this build reads version 1",
+                path.display(),
+                header.version
+            );
         }
         let data_start = 16 + len;
         for split in [&header.train, &header.holdout] {
@@ -166,7 +209,11 @@ impl Pack {
                 }
             }
         }
-        Ok(Self { path: path.to_path_buf(), header, data_start })
+        Ok(Self {
+            path: path.to_path_buf(),
+            header,
+            data_start,
+        })
     }
 
     /// Number of images in a split.
@@ -188,11 +235,18 @@ impl Pack {
             .levels
             .iter()
             .find(|l| l.resolution == resolution)
-            .with_context(|| format!("{} has no {resolution}×{resolution} level (top is {})", self.path.display(), self.header.resolution))?;
+            .with_context(|| {
+                format!(
+                    "{} has no {resolution}×{resolution} level (top is {})",
+                    self.path.display(),
+                    self.header.resolution
+                )
+            })?;
         let mut f = File::open(&self.path)?;
         f.seek(SeekFrom::Start(self.data_start + entry.offset))?;
         let mut buf = vec![0u8; entry.bytes as usize];
-        f.read_exact(&mut buf).with_context(|| format!("reading {}", self.path.display()))?;
+        f.read_exact(&mut buf)
+            .with_context(|| format!("reading {}", self.path.display()))?;
         Ok(buf)
     }
 }
@@ -202,7 +256,9 @@ mod tests {
     use super::*;
 
     fn image(res: usize, v: u8) -> Vec<u8> {
-        (0..res * res * 3).map(|i| v.wrapping_add(i as u8)).collect()
+        (0..res * res * 3)
+            .map(|i| v.wrapping_add(i as u8))
+            .collect()
     }
 
     #[test]
@@ -226,7 +282,10 @@ mod tests {
         assert_eq!(pack.read_level(Split::Holdout, 16).unwrap(), hold[0]);
         let eight = pack.read_level(Split::Train, 8).unwrap();
         assert_eq!(&eight[..8 * 8 * 3], box_down(&train[0], 16).as_slice());
-        assert_eq!(pack.read_level(Split::Train, 4).unwrap().len(), 2 * 4 * 4 * 3);
+        assert_eq!(
+            pack.read_level(Split::Train, 4).unwrap().len(),
+            2 * 4 * 4 * 3
+        );
         assert!(pack.read_level(Split::Train, 32).is_err());
 
         let bytes = std::fs::read(&path).unwrap();

@@ -83,7 +83,12 @@ pub struct PrepareReport {
 }
 
 pub(crate) enum Outcome {
-    Image { rgb: Vec<u8>, grey: bool, padded: bool, cropped: bool },
+    Image {
+        rgb: Vec<u8>,
+        grey: bool,
+        padded: bool,
+        cropped: bool,
+    },
     Skip(SkipReason),
 }
 
@@ -120,14 +125,19 @@ fn is_greyscale(img: &DynamicImage) -> bool {
     use image::ColorType::*;
     match img.color() {
         L8 | La8 | L16 | La16 => true,
-        _ => img.to_rgb8().pixels().all(|p| p[0].abs_diff(p[1]) <= 3 && p[1].abs_diff(p[2]) <= 3),
+        _ => img
+            .to_rgb8()
+            .pixels()
+            .all(|p| p[0].abs_diff(p[1]) <= 3 && p[1].abs_diff(p[2]) <= 3),
     }
 }
 
 /// A reader over `bytes` with its format sniffed from the content (names and extensions are not
 /// trusted) and the allocation limit set; `None` when no known format matches.
 fn sniffed_reader(bytes: &[u8], max_pixels: u64) -> Option<ImageReader<Cursor<&[u8]>>> {
-    let mut reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format().ok()?;
+    let mut reader = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .ok()?;
     reader.format()?;
     let mut limits = Limits::default();
     limits.max_alloc = Some(max_pixels * 8);
@@ -141,7 +151,9 @@ pub(crate) fn process(bytes: &[u8], opts: &PrepareOptions) -> Outcome {
         return Outcome::Skip(SkipReason::NotAnImage);
     };
     match reader.into_dimensions() {
-        Ok((w, h)) if w as u64 * h as u64 > opts.max_pixels => return Outcome::Skip(SkipReason::TooLarge),
+        Ok((w, h)) if w as u64 * h as u64 > opts.max_pixels => {
+            return Outcome::Skip(SkipReason::TooLarge);
+        }
         Ok(_) => {}
         Err(image::ImageError::Limits(_)) => return Outcome::Skip(SkipReason::TooLarge),
         Err(_) => return Outcome::Skip(SkipReason::Undecodable),
@@ -155,7 +167,11 @@ pub(crate) fn process(bytes: &[u8], opts: &PrepareOptions) -> Outcome {
         Err(_) => return Outcome::Skip(SkipReason::Undecodable),
     };
     let grey = is_greyscale(&img);
-    let mut rgb = if grey { DynamicImage::ImageLuma8(img.to_luma8()).to_rgb8() } else { img.to_rgb8() };
+    let mut rgb = if grey {
+        DynamicImage::ImageLuma8(img.to_luma8()).to_rgb8()
+    } else {
+        img.to_rgb8()
+    };
     let (w, h) = rgb.dimensions();
     let strips = flat_strips(&rgb);
     let min_strip = ((w.min(h) as f64) * 0.02).ceil().max(2.0) as u32;
@@ -167,7 +183,12 @@ pub(crate) fn process(bytes: &[u8], opts: &PrepareOptions) -> Outcome {
             PaddedPolicy::Keep => {}
             PaddedPolicy::Crop => {
                 let keep = |s: u32| if s >= min_strip { s } else { 0 };
-                let (t, b, l, r) = (keep(strips[0]), keep(strips[1]), keep(strips[2]), keep(strips[3]));
+                let (t, b, l, r) = (
+                    keep(strips[0]),
+                    keep(strips[1]),
+                    keep(strips[2]),
+                    keep(strips[3]),
+                );
                 // Crop only when what remains still covers the target resolution.
                 if ((w - l - r).min(h - t - b) as usize) >= opts.resolution {
                     rgb = image::imageops::crop_imm(&rgb, l, t, w - l - r, h - t - b).to_image();
@@ -181,10 +202,20 @@ pub(crate) fn process(bytes: &[u8], opts: &PrepareOptions) -> Outcome {
     if (side as usize) < opts.resolution {
         return Outcome::Skip(SkipReason::TooSmall);
     }
-    let square = image::imageops::crop_imm(&rgb, (w - side) / 2, (h - side) / 2, side, side).to_image();
+    let square =
+        image::imageops::crop_imm(&rgb, (w - side) / 2, (h - side) / 2, side, side).to_image();
     let r = opts.resolution as u32;
-    let resized = if side == r { square } else { image::imageops::resize(&square, r, r, FilterType::Lanczos3) };
-    Outcome::Image { rgb: resized.into_raw(), grey, padded, cropped }
+    let resized = if side == r {
+        square
+    } else {
+        image::imageops::resize(&square, r, r, FilterType::Lanczos3)
+    };
+    Outcome::Image {
+        rgb: resized.into_raw(),
+        grey,
+        padded,
+        cropped,
+    }
 }
 
 /// One file of the input: its name and bytes.
@@ -192,8 +223,13 @@ pub(crate) struct Entry {
     pub(crate) bytes: Vec<u8>,
 }
 
-pub(crate) fn for_each_chunk(input: &Path, chunk: usize, mut f: impl FnMut(Vec<Entry>) -> Result<()>) -> Result<()> {
-    let meta = std::fs::metadata(input).with_context(|| format!("reading input {}", input.display()))?;
+pub(crate) fn for_each_chunk(
+    input: &Path,
+    chunk: usize,
+    mut f: impl FnMut(Vec<Entry>) -> Result<()>,
+) -> Result<()> {
+    let meta =
+        std::fs::metadata(input).with_context(|| format!("reading input {}", input.display()))?;
     if meta.is_dir() {
         let mut files = Vec::new();
         collect_files(input, &mut files)?;
@@ -207,14 +243,24 @@ pub(crate) fn for_each_chunk(input: &Path, chunk: usize, mut f: impl FnMut(Vec<E
         }
         return Ok(());
     }
-    let file = std::fs::File::open(input).with_context(|| format!("opening {}", input.display()))?;
+    let file =
+        std::fs::File::open(input).with_context(|| format!("opening {}", input.display()))?;
     let mut reader = std::io::BufReader::new(file);
     // A gzipped tar (`.tar.gz`, as `pggan unpack` writes) is known by its magic bytes.
-    let gzipped = std::io::BufRead::fill_buf(&mut reader).with_context(|| format!("reading {}", input.display()))?.starts_with(&[0x1f, 0x8b]);
-    let reader: Box<dyn Read> = if gzipped { Box::new(flate2::read::GzDecoder::new(reader)) } else { Box::new(reader) };
+    let gzipped = std::io::BufRead::fill_buf(&mut reader)
+        .with_context(|| format!("reading {}", input.display()))?
+        .starts_with(&[0x1f, 0x8b]);
+    let reader: Box<dyn Read> = if gzipped {
+        Box::new(flate2::read::GzDecoder::new(reader))
+    } else {
+        Box::new(reader)
+    };
     let mut archive = tar::Archive::new(reader);
     let mut batch = Vec::new();
-    for entry in archive.entries().with_context(|| format!("{} is not a readable tar archive", input.display()))? {
+    for entry in archive
+        .entries()
+        .with_context(|| format!("{} is not a readable tar archive", input.display()))?
+    {
         let mut entry = entry.with_context(|| format!("{}: damaged tar entry", input.display()))?;
         if !entry.header().entry_type().is_file() {
             continue; // directories, links, devices: never followed, never written
@@ -256,10 +302,18 @@ pub fn prepare(input: &Path, out: &Path, opts: &PrepareOptions) -> Result<Prepar
     let mut images: Vec<Vec<u8>> = Vec::new();
     for_each_chunk(input, 256, |entries| {
         report.read += entries.len();
-        let outcomes: Vec<Outcome> = entries.par_iter().map(|e| process(&e.bytes, opts)).collect();
+        let outcomes: Vec<Outcome> = entries
+            .par_iter()
+            .map(|e| process(&e.bytes, opts))
+            .collect();
         for o in outcomes {
             match o {
-                Outcome::Image { rgb, grey, padded, cropped } => {
+                Outcome::Image {
+                    rgb,
+                    grey,
+                    padded,
+                    cropped,
+                } => {
                     report.greyscale_converted += grey as usize;
                     report.padded_found += padded as usize;
                     report.padded_cropped += cropped as usize;
@@ -269,7 +323,10 @@ pub fn prepare(input: &Path, out: &Path, opts: &PrepareOptions) -> Result<Prepar
                     if reason == SkipReason::Padded {
                         report.padded_found += 1;
                     }
-                    let key = serde_json::to_value(reason)?.as_str().unwrap_or("other").to_string();
+                    let key = serde_json::to_value(reason)?
+                        .as_str()
+                        .unwrap_or("other")
+                        .to_string();
                     *report.skipped.entry(key).or_default() += 1;
                 }
             }
@@ -277,10 +334,19 @@ pub fn prepare(input: &Path, out: &Path, opts: &PrepareOptions) -> Result<Prepar
         Ok(())
     })?;
     if images.is_empty() {
-        bail!("{} holds no usable image ({} files read, skipped: {:?})", input.display(), report.read, report.skipped);
+        bail!(
+            "{} holds no usable image ({} files read, skipped: {:?})",
+            input.display(),
+            report.read,
+            report.skipped
+        );
     }
     if opts.holdout >= images.len() {
-        bail!("--holdout {} leaves no training images ({} usable)", opts.holdout, images.len());
+        bail!(
+            "--holdout {} leaves no training images ({} usable)",
+            opts.holdout,
+            images.len()
+        );
     }
     // Stored in a seeded random order, so that any prefix of either split is a fair sample
     // (file names often sort by label: UTKFace's start with the age).
@@ -293,7 +359,13 @@ pub fn prepare(input: &Path, out: &Path, opts: &PrepareOptions) -> Result<Prepar
     report.written = train.len() + holdout.len();
     report.train = train.len();
     report.holdout = holdout.len();
-    write_pack(out, opts.resolution, &train, &holdout, serde_json::to_value(&report)?)?;
+    write_pack(
+        out,
+        opts.resolution,
+        &train,
+        &holdout,
+        serde_json::to_value(&report)?,
+    )?;
     Ok(report)
 }
 
@@ -302,7 +374,13 @@ mod tests {
     use super::*;
 
     fn opts() -> PrepareOptions {
-        PrepareOptions { resolution: 8, holdout: 0, padded: PaddedPolicy::Crop, seed: 0, max_pixels: 1 << 24 }
+        PrepareOptions {
+            resolution: 8,
+            holdout: 0,
+            padded: PaddedPolicy::Crop,
+            seed: 0,
+            max_pixels: 1 << 24,
+        }
     }
 
     fn png(img: &RgbImage) -> Vec<u8> {
@@ -313,24 +391,50 @@ mod tests {
 
     fn noisy(w: u32, h: u32, seed: u64) -> RgbImage {
         let mut rng = SplitMix64::new(seed);
-        RgbImage::from_fn(w, h, |_, _| image::Rgb([rng.below(256) as u8, rng.below(256) as u8, rng.below(256) as u8]))
+        RgbImage::from_fn(w, h, |_, _| {
+            image::Rgb([
+                rng.below(256) as u8,
+                rng.below(256) as u8,
+                rng.below(256) as u8,
+            ])
+        })
     }
 
     #[test]
     fn classifies_bad_inputs() {
-        assert!(matches!(process(b"hello world", &opts()), Outcome::Skip(SkipReason::NotAnImage)));
-        assert!(matches!(process(&[], &opts()), Outcome::Skip(SkipReason::NotAnImage)));
+        assert!(matches!(
+            process(b"hello world", &opts()),
+            Outcome::Skip(SkipReason::NotAnImage)
+        ));
+        assert!(matches!(
+            process(&[], &opts()),
+            Outcome::Skip(SkipReason::NotAnImage)
+        ));
         let good = png(&noisy(20, 20, 1));
-        assert!(matches!(process(&good[..good.len() / 2], &opts()), Outcome::Skip(SkipReason::Undecodable)));
-        assert!(matches!(process(&png(&noisy(6, 6, 2)), &opts()), Outcome::Skip(SkipReason::TooSmall)));
-        let tight = PrepareOptions { max_pixels: 100, ..opts() };
-        assert!(matches!(process(&good, &tight), Outcome::Skip(SkipReason::TooLarge)));
+        assert!(matches!(
+            process(&good[..good.len() / 2], &opts()),
+            Outcome::Skip(SkipReason::Undecodable)
+        ));
+        assert!(matches!(
+            process(&png(&noisy(6, 6, 2)), &opts()),
+            Outcome::Skip(SkipReason::TooSmall)
+        ));
+        let tight = PrepareOptions {
+            max_pixels: 100,
+            ..opts()
+        };
+        assert!(matches!(
+            process(&good, &tight),
+            Outcome::Skip(SkipReason::TooLarge)
+        ));
     }
 
     #[test]
     fn crops_to_square_and_flags_greyscale() {
         match process(&png(&noisy(40, 20, 3)), &opts()) {
-            Outcome::Image { rgb, grey, padded, .. } => {
+            Outcome::Image {
+                rgb, grey, padded, ..
+            } => {
                 assert_eq!(rgb.len(), 8 * 8 * 3);
                 assert!(!grey && !padded);
             }
@@ -358,7 +462,9 @@ mod tests {
         }
         assert_eq!(flat_strips(&img), [0, 0, 0, 10]);
         match process(&png(&img), &opts()) {
-            Outcome::Image { padded, cropped, .. } => assert!(padded && cropped),
+            Outcome::Image {
+                padded, cropped, ..
+            } => assert!(padded && cropped),
             _ => panic!("cropped, not skipped"),
         }
         // At the target size already: kept whole rather than cropped below it.
@@ -368,13 +474,25 @@ mod tests {
             small.put_pixel(1, y, image::Rgb([0, 0, 0]));
         }
         match process(&png(&small), &opts()) {
-            Outcome::Image { padded, cropped, .. } => assert!(padded && !cropped),
+            Outcome::Image {
+                padded, cropped, ..
+            } => assert!(padded && !cropped),
             _ => panic!("kept"),
         }
-        let skip = PrepareOptions { padded: PaddedPolicy::Skip, ..opts() };
-        assert!(matches!(process(&png(&img), &skip), Outcome::Skip(SkipReason::Padded)));
+        let skip = PrepareOptions {
+            padded: PaddedPolicy::Skip,
+            ..opts()
+        };
+        assert!(matches!(
+            process(&png(&img), &skip),
+            Outcome::Skip(SkipReason::Padded)
+        ));
         assert_eq!(flat_strips(&noisy(50, 50, 6)), [0, 0, 0, 0]);
         let flat = RgbImage::from_pixel(8, 8, image::Rgb([200, 30, 30]));
-        assert_eq!(flat_strips(&flat), [0, 0, 0, 0], "a flat image is not padded");
+        assert_eq!(
+            flat_strips(&flat),
+            [0, 0, 0, 0],
+            "a flat image is not padded"
+        );
     }
 }

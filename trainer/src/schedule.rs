@@ -80,10 +80,19 @@ pub fn schedule(kimg: f64, spec: &ScheduleSpec) -> Phase {
     } else if into_phase < spec.stabilize_kimg {
         (phase_index, 1.0)
     } else {
-        let alpha = if spec.fade_kimg > 0.0 { ((into_phase - spec.stabilize_kimg) / spec.fade_kimg).clamp(0.0, 1.0) } else { 1.0 };
+        let alpha = if spec.fade_kimg > 0.0 {
+            ((into_phase - spec.stabilize_kimg) / spec.fade_kimg).clamp(0.0, 1.0)
+        } else {
+            1.0
+        };
         (phase_index + 1, alpha)
     };
-    Phase { level, alpha, minibatch: spec.minibatch(level), phase_index: phase_index.min(top) }
+    Phase {
+        level,
+        alpha,
+        minibatch: spec.minibatch(level),
+        phase_index: phase_index.min(top),
+    }
 }
 
 #[cfg(test)]
@@ -91,13 +100,21 @@ mod tests {
     use super::*;
 
     fn spec() -> ScheduleSpec {
-        ScheduleSpec { num_levels: 5, stabilize_kimg: 600.0, fade_kimg: 600.0, minibatch_by_level: vec![128, 128, 128, 64, 32, 16] }
+        ScheduleSpec {
+            num_levels: 5,
+            stabilize_kimg: 600.0,
+            fade_kimg: 600.0,
+            minibatch_by_level: vec![128, 128, 128, 64, 32, 16],
+        }
     }
 
     #[test]
     fn starts_stable_at_4x4() {
         let p = schedule(0.0, &spec());
-        assert_eq!((p.level, p.alpha, p.minibatch, p.resolution()), (0, 1.0, 128, 4));
+        assert_eq!(
+            (p.level, p.alpha, p.minibatch, p.resolution()),
+            (0, 1.0, 128, 4)
+        );
         assert_eq!(schedule(599.9, &spec()).level, 0);
     }
 
@@ -129,14 +146,22 @@ mod tests {
         for i in 0..=60_000 {
             let p = schedule(i as f64 * 0.1, &spec());
             let key = (p.level, p.alpha);
-            assert!(key.0 > last.0 || (key.0 == last.0 && key.1 >= last.1), "went back at {i}: {last:?} → {key:?}");
+            assert!(
+                key.0 > last.0 || (key.0 == last.0 && key.1 >= last.1),
+                "went back at {i}: {last:?} → {key:?}"
+            );
             last = key;
         }
     }
 
     #[test]
     fn fractional_kimg_for_tiny_runs() {
-        let s = ScheduleSpec { num_levels: 2, stabilize_kimg: 0.2, fade_kimg: 0.2, minibatch_by_level: vec![8] };
+        let s = ScheduleSpec {
+            num_levels: 2,
+            stabilize_kimg: 0.2,
+            fade_kimg: 0.2,
+            minibatch_by_level: vec![8],
+        };
         assert_eq!(schedule(0.1, &s).level, 0);
         let p = schedule(0.3, &s);
         assert_eq!(p.level, 1);
@@ -159,7 +184,12 @@ mod tests {
 
     #[test]
     fn no_fade_jumps_straight_up() {
-        let s = ScheduleSpec { num_levels: 3, stabilize_kimg: 1.0, fade_kimg: 0.0, minibatch_by_level: vec![4] };
+        let s = ScheduleSpec {
+            num_levels: 3,
+            stabilize_kimg: 1.0,
+            fade_kimg: 0.0,
+            minibatch_by_level: vec![4],
+        };
         assert_eq!(schedule(0.5, &s).level, 0);
         assert_eq!(schedule(1.5, &s).level, 1);
         assert_eq!(schedule(1.5, &s).alpha, 1.0);

@@ -10,9 +10,16 @@ use anyhow::{Context, Result};
 pub fn hardware_description(backend: &str, adapter: Option<&str>) -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|info| info.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|m| m.trim().to_string()))
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
         .unwrap_or_else(|| std::env::consts::ARCH.to_string());
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     match backend {
         "flex" => format!("flex (CPU): {cpu}, {threads} threads"),
         gpu => match adapter {
@@ -26,7 +33,11 @@ pub fn hardware_description(backend: &str, adapter: Option<&str>) -> String {
 pub fn record_session(run: &Path, kimg: f64, backend: &str, adapter: Option<&str>) -> Result<()> {
     let line = serde_json::json!({"start_kimg": kimg, "backend": backend, "hardware": hardware_description(backend, adapter)});
     let path = run.join("sessions.jsonl");
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path).with_context(|| format!("opening {}", path.display()))?;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
     writeln!(f, "{line}").with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
@@ -36,10 +47,19 @@ pub fn record_session(run: &Path, kimg: f64, backend: &str, adapter: Option<&str
 pub fn hardware_used(run: &Path, until_kimg: f64) -> Vec<String> {
     let text = std::fs::read_to_string(run.join("sessions.jsonl")).unwrap_or_default();
     let mut out: Vec<String> = Vec::new();
-    let sessions = text.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok());
+    let sessions = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok());
     // Sessions that started before `until_kimg` (those after it trained nothing before it).
-    for v in sessions.filter(|v| v["start_kimg"].as_f64().is_none_or(|k| k < until_kimg + 1e-6)) {
-        if let Some(h) = v["hardware"].as_str().filter(|h| !out.iter().any(|o| o == h)) {
+    for v in sessions.filter(|v| {
+        v["start_kimg"]
+            .as_f64()
+            .is_none_or(|k| k < until_kimg + 1e-6)
+    }) {
+        if let Some(h) = v["hardware"]
+            .as_str()
+            .filter(|h| !out.iter().any(|o| o == h))
+        {
             out.push(h.to_string());
         }
     }
@@ -60,8 +80,16 @@ mod tests {
         record_session(&dir, 20.0, "wgpu", Some("NVIDIA H100 80GB HBM3")).unwrap();
         let used = hardware_used(&dir, 100.0);
         assert_eq!(used.len(), 2, "{used:?}");
-        assert_eq!(hardware_used(&dir, 15.0).len(), 1, "the wgpu session started at 20 kimg");
-        assert!(used[0].starts_with("flex (CPU): ") && used[1].starts_with("wgpu (GPU): NVIDIA H100 80GB HBM3, host "), "{used:?}");
+        assert_eq!(
+            hardware_used(&dir, 15.0).len(),
+            1,
+            "the wgpu session started at 20 kimg"
+        );
+        assert!(
+            used[0].starts_with("flex (CPU): ")
+                && used[1].starts_with("wgpu (GPU): NVIDIA H100 80GB HBM3, host "),
+            "{used:?}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

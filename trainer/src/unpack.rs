@@ -66,7 +66,10 @@ pub fn unpack(o: &UnpackOptions) -> Result<UnpackReport> {
     }
     let pack = Pack::open(&o.data)?;
     let resolution = o.resolution.unwrap_or(pack.header.resolution);
-    let out = o.out.clone().unwrap_or_else(|| default_out(&o.data, o.split, resolution));
+    let out = o
+        .out
+        .clone()
+        .unwrap_or_else(|| default_out(&o.data, o.split, resolution));
     let count = pack.count(o.split);
     if count == 0 {
         bail!("{} has no {} images", o.data.display(), split_name(o.split));
@@ -86,10 +89,16 @@ pub fn unpack(o: &UnpackOptions) -> Result<UnpackReport> {
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
     // Gzip when the name asks for it: it removes the tar's padding and the tables every JPEG repeats.
-    let gzip = out.to_str().is_some_and(|n| n.ends_with(".gz") || n.ends_with(".tgz"));
+    let gzip = out
+        .to_str()
+        .is_some_and(|n| n.ends_with(".gz") || n.ends_with(".tgz"));
     let write = || -> Result<u64> {
         let file = BufWriter::new(File::create(&tmp)?);
-        let sink: Box<dyn Write> = if gzip { Box::new(GzEncoder::new(file, Compression::default())) } else { Box::new(file) };
+        let sink: Box<dyn Write> = if gzip {
+            Box::new(GzEncoder::new(file, Compression::default()))
+        } else {
+            Box::new(file)
+        };
         let mut tar = tar::Builder::new(sink);
         for (i, bytes) in files.iter().enumerate() {
             let mut header = tar::Header::new_gnu();
@@ -97,7 +106,11 @@ pub fn unpack(o: &UnpackOptions) -> Result<UnpackReport> {
             header.set_mode(0o644);
             header.set_mtime(0); // the same pack gives the same tar
             header.set_cksum();
-            tar.append_data(&mut header, format!("{}/{i:06}.{extension}", split_name(o.split)), bytes.as_slice())?;
+            tar.append_data(
+                &mut header,
+                format!("{}/{i:06}.{extension}", split_name(o.split)),
+                bytes.as_slice(),
+            )?;
         }
         let mut sink = tar.into_inner()?;
         sink.flush()?;
@@ -106,8 +119,14 @@ pub fn unpack(o: &UnpackOptions) -> Result<UnpackReport> {
         Ok(std::fs::metadata(&tmp)?.len())
     };
     let bytes = write().with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, &out).with_context(|| format!("renaming {} to {}", tmp.display(), out.display()))?;
-    Ok(UnpackReport { out, images: count, resolution, bytes })
+    std::fs::rename(&tmp, &out)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), out.display()))?;
+    Ok(UnpackReport {
+        out,
+        images: count,
+        resolution,
+        bytes,
+    })
 }
 
 fn split_name(split: Split) -> &'static str {
@@ -118,10 +137,13 @@ fn split_name(split: Split) -> &'static str {
 }
 
 fn encode(rgb: &[u8], resolution: usize, format: UnpackFormat) -> Result<Vec<u8>> {
-    let image = RgbImage::from_raw(resolution as u32, resolution as u32, rgb.to_vec()).context("image size")?;
+    let image = RgbImage::from_raw(resolution as u32, resolution as u32, rgb.to_vec())
+        .context("image size")?;
     let mut out = Cursor::new(Vec::new());
     match format {
-        UnpackFormat::Jpeg(quality) => JpegEncoder::new_with_quality(&mut out, quality).encode_image(&image)?,
+        UnpackFormat::Jpeg(quality) => {
+            JpegEncoder::new_with_quality(&mut out, quality).encode_image(&image)?
+        }
         UnpackFormat::Png => image.write_to(&mut out, ImageFormat::Png)?,
     }
     Ok(out.into_inner())
@@ -142,7 +164,12 @@ mod tests {
     /// Sorted images of a split: `prepare` shuffles, so packs are compared as sets of images.
     fn sorted_images(pack: &Path, split: Split, resolution: usize) -> Vec<Vec<u8>> {
         let pack = Pack::open(pack).unwrap();
-        let mut images: Vec<Vec<u8>> = pack.read_level(split, resolution).unwrap().chunks(resolution * resolution * 3).map(<[u8]>::to_vec).collect();
+        let mut images: Vec<Vec<u8>> = pack
+            .read_level(split, resolution)
+            .unwrap()
+            .chunks(resolution * resolution * 3)
+            .map(<[u8]>::to_vec)
+            .collect();
         images.sort();
         images
     }
@@ -154,45 +181,104 @@ mod tests {
         // Smooth pictures (JPEG keeps those well): 12 images of 32×32.
         let mut rng = SplitMix64::new(3);
         for i in 0..12 {
-            let (a, b, c) = (rng.below(256) as f64, rng.below(256) as f64, rng.below(256) as f64);
-            RgbImage::from_fn(32, 32, |x, y| image::Rgb([(a * x as f64 / 31.0) as u8, (b * y as f64 / 31.0) as u8, c as u8]))
-                .save(dir.join(format!("images/{i:02}.png")))
-                .unwrap();
+            let (a, b, c) = (
+                rng.below(256) as f64,
+                rng.below(256) as f64,
+                rng.below(256) as f64,
+            );
+            RgbImage::from_fn(32, 32, |x, y| {
+                image::Rgb([
+                    (a * x as f64 / 31.0) as u8,
+                    (b * y as f64 / 31.0) as u8,
+                    c as u8,
+                ])
+            })
+            .save(dir.join(format!("images/{i:02}.png")))
+            .unwrap();
         }
-        let opts = PrepareOptions { resolution: 16, holdout: 3, padded: PaddedPolicy::Keep, seed: 0, max_pixels: 1 << 24 };
+        let opts = PrepareOptions {
+            resolution: 16,
+            holdout: 3,
+            padded: PaddedPolicy::Keep,
+            seed: 0,
+            max_pixels: 1 << 24,
+        };
         prepare(&dir.join("images"), &dir.join("a.pack"), &opts).unwrap();
 
         // PNG: lossless, so the training images come back exactly, every level included.
-        let png = UnpackOptions { data: dir.join("a.pack"), out: Some(dir.join("train.tar")), split: Split::Train, resolution: None, format: UnpackFormat::Png };
+        let png = UnpackOptions {
+            data: dir.join("a.pack"),
+            out: Some(dir.join("train.tar")),
+            split: Split::Train,
+            resolution: None,
+            format: UnpackFormat::Png,
+        };
         let report = unpack(&png).unwrap();
         assert_eq!((report.images, report.resolution), (9, 16));
         assert!(!dir.join("train.tar.tmp").exists());
-        let back = PrepareOptions { holdout: 0, ..opts.clone() };
+        let back = PrepareOptions {
+            holdout: 0,
+            ..opts.clone()
+        };
         prepare(&dir.join("train.tar"), &dir.join("b.pack"), &back).unwrap();
         for r in [4, 8, 16] {
-            assert_eq!(sorted_images(&dir.join("a.pack"), Split::Train, r), sorted_images(&dir.join("b.pack"), Split::Train, r), "level {r}");
+            assert_eq!(
+                sorted_images(&dir.join("a.pack"), Split::Train, r),
+                sorted_images(&dir.join("b.pack"), Split::Train, r),
+                "level {r}"
+            );
         }
 
         // JPEG at quality 95: the same images within a few levels, and the held-out split on request.
         // Gzipped, as the name asks.
-        let jpeg = UnpackOptions { split: Split::Holdout, out: Some(dir.join("holdout.tar.gz")), format: UnpackFormat::Jpeg(95), ..png.clone() };
+        let jpeg = UnpackOptions {
+            split: Split::Holdout,
+            out: Some(dir.join("holdout.tar.gz")),
+            format: UnpackFormat::Jpeg(95),
+            ..png.clone()
+        };
         assert_eq!(unpack(&jpeg).unwrap().images, 3);
-        assert_eq!(&std::fs::read(dir.join("holdout.tar.gz")).unwrap()[..2], &[0x1f, 0x8b]);
+        assert_eq!(
+            &std::fs::read(dir.join("holdout.tar.gz")).unwrap()[..2],
+            &[0x1f, 0x8b]
+        );
         prepare(&dir.join("holdout.tar.gz"), &dir.join("c.pack"), &back).unwrap();
         let original = sorted_images(&dir.join("a.pack"), Split::Holdout, 16);
-        let lossy = Pack::open(&dir.join("c.pack")).unwrap().read_level(Split::Train, 16).unwrap();
+        let lossy = Pack::open(&dir.join("c.pack"))
+            .unwrap()
+            .read_level(Split::Train, 16)
+            .unwrap();
         for img in lossy.chunks(16 * 16 * 3) {
             let nearest = original
                 .iter()
-                .map(|o| o.iter().zip(img).map(|(a, b)| (*a as f64 - *b as f64).abs()).sum::<f64>() / img.len() as f64)
+                .map(|o| {
+                    o.iter()
+                        .zip(img)
+                        .map(|(a, b)| (*a as f64 - *b as f64).abs())
+                        .sum::<f64>()
+                        / img.len() as f64
+                })
                 .fold(f64::INFINITY, f64::min);
-            assert!(nearest < 3.0, "a JPEG image is {nearest} levels from every original");
+            assert!(
+                nearest < 3.0,
+                "a JPEG image is {nearest} levels from every original"
+            );
         }
 
         // Bad requests name the problem.
-        let err = unpack(&UnpackOptions { format: UnpackFormat::Jpeg(0), ..png.clone() }).unwrap_err().to_string();
+        let err = unpack(&UnpackOptions {
+            format: UnpackFormat::Jpeg(0),
+            ..png.clone()
+        })
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("quality"), "{err}");
-        let err = unpack(&UnpackOptions { resolution: Some(64), ..png.clone() }).unwrap_err().to_string();
+        let err = unpack(&UnpackOptions {
+            resolution: Some(64),
+            ..png.clone()
+        })
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("no 64×64 level"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -24,7 +24,11 @@ pub enum BackendChoice {
 impl BackendChoice {
     /// `"cpu"` forces the CPU; anything else is automatic.
     pub fn parse(s: &str) -> Self {
-        if s.eq_ignore_ascii_case("cpu") { Self::Cpu } else { Self::Auto }
+        if s.eq_ignore_ascii_case("cpu") {
+            Self::Cpu
+        } else {
+            Self::Auto
+        }
     }
 }
 
@@ -44,34 +48,64 @@ thread_local! {
 }
 
 fn browser_has_webgpu() -> bool {
-    let navigator = js_sys::global().unchecked_into::<web_sys::WorkerGlobalScope>().navigator();
-    js_sys::Reflect::get(&navigator, &"gpu".into()).map(|g| !g.is_undefined() && !g.is_null()).unwrap_or(false)
+    let navigator = js_sys::global()
+        .unchecked_into::<web_sys::WorkerGlobalScope>()
+        .navigator();
+    js_sys::Reflect::get(&navigator, &"gpu".into())
+        .map(|g| !g.is_undefined() && !g.is_null())
+        .unwrap_or(false)
 }
 
 /// Picks the device: WebGPU first (unless `choice` is CPU), the CPU when WebGPU is missing or
 /// fails to start.
 pub async fn choose_device(choice: BackendChoice) -> ChosenDevice {
-    let cpu = |notice: Option<String>| ChosenDevice { device: Device::flex(), backend: "cpu", notice };
+    let cpu = |notice: Option<String>| ChosenDevice {
+        device: Device::flex(),
+        backend: "cpu",
+        notice,
+    };
     if choice == BackendChoice::Cpu {
-        return cpu(Some("Running on the CPU, as the link asked (?backend=cpu).".into()));
+        return cpu(Some(
+            "Running on the CPU, as the link asked (?backend=cpu).".into(),
+        ));
     }
     if !browser_has_webgpu() {
-        return cpu(Some("This browser has no WebGPU; running on the CPU (slower).".into()));
+        return cpu(Some(
+            "This browser has no WebGPU; running on the CPU (slower).".into(),
+        ));
     }
     if let Some(device) = WEBGPU.with(|d| d.borrow().clone()) {
-        return ChosenDevice { device, backend: "webgpu", notice: None };
+        return ChosenDevice {
+            device,
+            backend: "webgpu",
+            notice: None,
+        };
     }
-    match Device::wgpu_options().graphics_api(WgpuBackend::WebGpu).init_async().await {
+    match Device::wgpu_options()
+        .graphics_api(WgpuBackend::WebGpu)
+        .init_async()
+        .await
+    {
         Ok(device) => {
             WEBGPU.with(|d| *d.borrow_mut() = Some(device.clone()));
-            ChosenDevice { device, backend: "webgpu", notice: None }
+            ChosenDevice {
+                device,
+                backend: "webgpu",
+                notice: None,
+            }
         }
         Err(e) => {
             let detail = e.to_string();
-            let notice = if detail.contains("No adapter") || detail.contains("No suitable graphics adapter") {
-                "This browser offers WebGPU but no adapter for it; running on the CPU (slower).".to_string()
+            let notice = if detail.contains("No adapter")
+                || detail.contains("No suitable graphics adapter")
+            {
+                "This browser offers WebGPU but no adapter for it; running on the CPU (slower)."
+                    .to_string()
             } else {
-                format!("WebGPU did not start ({}); running on the CPU (slower).", detail.chars().take(160).collect::<String>())
+                format!(
+                    "WebGPU did not start ({}); running on the CPU (slower).",
+                    detail.chars().take(160).collect::<String>()
+                )
             };
             cpu(Some(notice))
         }
@@ -105,8 +139,16 @@ pub struct Engine {
 }
 
 /// Loads one weight file and checks it against what the manifest says it is.
-pub fn load_slot(bytes: &[u8], file: &str, manifest: &Manifest, level: usize, alpha: f64, device: &Device) -> Result<Slot, String> {
-    let (generator, config, _) = generator_from_bytes(bytes, device).map_err(|e| format!("{file} is not a usable generator: {e}"))?;
+pub fn load_slot(
+    bytes: &[u8],
+    file: &str,
+    manifest: &Manifest,
+    level: usize,
+    alpha: f64,
+    device: &Device,
+) -> Result<Slot, String> {
+    let (generator, config, _) = generator_from_bytes(bytes, device)
+        .map_err(|e| format!("{file} is not a usable generator: {e}"))?;
     let want_res = ModelConfig::level_resolution(level);
     if config.latent_size != manifest.latent_size || config.resolution != want_res {
         return Err(format!(
@@ -118,9 +160,16 @@ pub fn load_slot(bytes: &[u8], file: &str, manifest: &Manifest, level: usize, al
     }
     let channels: Vec<usize> = (0..=level).map(|l| config.channels(l)).collect();
     if channels[..] != manifest.channels[..=level] {
-        return Err(format!("{file} does not match the manifest: channels {channels:?}, the manifest says {:?}", &manifest.channels[..=level]));
+        return Err(format!(
+            "{file} does not match the manifest: channels {channels:?}, the manifest says {:?}",
+            &manifest.channels[..=level]
+        ));
     }
-    Ok(Slot { generator, level, alpha })
+    Ok(Slot {
+        generator,
+        level,
+        alpha,
+    })
 }
 
 impl Engine {
@@ -140,11 +189,19 @@ impl Engine {
 
     /// Images from `latents` (`[n, latent]`, row after row) through `stage` (see [`Self::slot`]) at its level with
     /// fade weight `alpha` (the slot's own when `None`): RGBA bytes `[n, r, r, 4]` and `r`.
-    pub async fn generate(&self, stage: i64, latents: Vec<f32>, alpha: Option<f64>) -> Result<(Vec<u8>, usize), String> {
+    pub async fn generate(
+        &self,
+        stage: i64,
+        latents: Vec<f32>,
+        alpha: Option<f64>,
+    ) -> Result<(Vec<u8>, usize), String> {
         let slot = self.slot(stage)?;
         let latent = self.manifest.latent_size;
         if latents.is_empty() || latents.len() % latent != 0 || latents.len() / latent > 256 {
-            return Err(format!("{} latent values do not make 1–256 latents of {latent}", latents.len()));
+            return Err(format!(
+                "{} latent values do not make 1–256 latents of {latent}",
+                latents.len()
+            ));
         }
         if latents.iter().any(|v| !v.is_finite()) {
             return Err("a latent holds a value that is not a finite number".into());
@@ -154,9 +211,19 @@ impl Engine {
         let z = tensor_from_f32(latents, [n, latent], &self.device); // [n, latent]
         let img = slot.generator.forward(z, slot.level, alpha); // [n, 3, r, r] in [-1, 1]
         let r = img.dims()[2];
-        let img = img.add_scalar(1.0).mul_scalar(127.5).clamp(0.0, 255.0).permute([0, 2, 3, 1]); // [n, r, r, 3]
-        let data = img.into_data_async().await.map_err(|e| format!("reading the images back failed: {e:?}"))?;
-        let values: Vec<f32> = data.convert::<f32>().try_to_vec::<f32>().map_err(|e| format!("unexpected image data: {e:?}"))?;
+        let img = img
+            .add_scalar(1.0)
+            .mul_scalar(127.5)
+            .clamp(0.0, 255.0)
+            .permute([0, 2, 3, 1]); // [n, r, r, 3]
+        let data = img
+            .into_data_async()
+            .await
+            .map_err(|e| format!("reading the images back failed: {e:?}"))?;
+        let values: Vec<f32> = data
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .map_err(|e| format!("unexpected image data: {e:?}"))?;
         let mut rgba = Vec::with_capacity(n * r * r * 4);
         for px in values.chunks_exact(3) {
             rgba.extend(px.iter().map(|v| v.round() as u8));

@@ -48,7 +48,10 @@ fn scope() -> DedicatedWorkerGlobalScope {
 }
 
 fn now_ms() -> f64 {
-    scope().performance().map(|p| p.now()).unwrap_or_else(js_sys::Date::now)
+    scope()
+        .performance()
+        .map(|p| p.now())
+        .unwrap_or_else(js_sys::Date::now)
 }
 
 fn set(obj: &Object, key: &str, value: impl Into<JsValue>) {
@@ -60,11 +63,16 @@ fn get(obj: &JsValue, key: &str) -> JsValue {
 }
 
 fn get_string(obj: &JsValue, key: &str) -> Result<String, String> {
-    get(obj, key).as_string().ok_or_else(|| format!("request field `{key}` is missing or not text"))
+    get(obj, key)
+        .as_string()
+        .ok_or_else(|| format!("request field `{key}` is missing or not text"))
 }
 
 fn get_f64(obj: &JsValue, key: &str) -> Result<f64, String> {
-    get(obj, key).as_f64().filter(|v| v.is_finite()).ok_or_else(|| format!("request field `{key}` is missing or not a number"))
+    get(obj, key)
+        .as_f64()
+        .filter(|v| v.is_finite())
+        .ok_or_else(|| format!("request field `{key}` is missing or not a number"))
 }
 
 fn get_floats(obj: &JsValue, key: &str) -> Result<Vec<f32>, String> {
@@ -72,14 +80,22 @@ fn get_floats(obj: &JsValue, key: &str) -> Result<Vec<f32>, String> {
     if v.is_instance_of::<Float32Array>() {
         Ok(v.unchecked_into::<Float32Array>().to_vec())
     } else if Array::is_array(&v) {
-        Array::from(&v).iter().map(|x| x.as_f64().map(|f| f as f32).ok_or_else(|| format!("`{key}` holds a non-number"))).collect()
+        Array::from(&v)
+            .iter()
+            .map(|x| {
+                x.as_f64()
+                    .map(|f| f as f32)
+                    .ok_or_else(|| format!("`{key}` holds a non-number"))
+            })
+            .collect()
     } else {
         Err(format!("request field `{key}` is not a list of numbers"))
     }
 }
 
 fn parse_seed(text: &str) -> Result<u64, String> {
-    text.parse::<u64>().map_err(|_| format!("“{text}” is not a seed (a whole number 0 … 2^64−1)"))
+    text.parse::<u64>()
+        .map_err(|_| format!("“{text}” is not a seed (a whole number 0 … 2^64−1)"))
 }
 
 fn post(message: &JsValue, transfer: Option<&JsValue>) {
@@ -91,7 +107,9 @@ fn post(message: &JsValue, transfer: Option<&JsValue>) {
 }
 
 fn engine() -> Result<Rc<Engine>, String> {
-    ENGINE.with(|e| e.borrow().clone()).ok_or_else(|| "the model is not loaded yet".to_string())
+    ENGINE
+        .with(|e| e.borrow().clone())
+        .ok_or_else(|| "the model is not loaded yet".to_string())
 }
 
 /// Starts the worker: installs the message handler and a panic reporter, then says it is alive.
@@ -122,7 +140,9 @@ async fn handle(request: JsValue) {
     let outcome = match op.as_str() {
         "init" => init(&request, &reply).await,
         "load-stages" => load_stages().await,
-        "generate" => generate(&request, &reply).await.map(|buffer| transfer = Some(buffer)),
+        "generate" => generate(&request, &reply)
+            .await
+            .map(|buffer| transfer = Some(buffer)),
         "latents" => latents(&request, &reply),
         "parse-link" => link_parse(&request, &reply),
         "make-link" => link_make(&request, &reply),
@@ -148,7 +168,14 @@ fn progress(loaded: u64, total: u64, file: &str, what: &str) {
 }
 
 /// Downloads `file` under the model's folder, reporting progress against a running total.
-async fn download(base: &str, file: &str, what: &str, done: u64, total: &mut u64, size: Option<u64>) -> Result<Vec<u8>, String> {
+async fn download(
+    base: &str,
+    file: &str,
+    what: &str,
+    done: u64,
+    total: &mut u64,
+    size: Option<u64>,
+) -> Result<Vec<u8>, String> {
     let mut counted = size.is_some();
     fetch_bytes(&format!("{base}{file}"), |loaded, length| {
         if !counted {
@@ -162,20 +189,47 @@ async fn download(base: &str, file: &str, what: &str, done: u64, total: &mut u64
 
 async fn init(request: &JsValue, reply: &Object) -> Result<(), String> {
     let base = get_string(request, "model")?;
-    let base = if base.ends_with('/') { base } else { format!("{base}/") };
+    let base = if base.ends_with('/') {
+        base
+    } else {
+        format!("{base}/")
+    };
     let choice = BackendChoice::parse(&get(request, "backend").as_string().unwrap_or_default());
 
     let manifest_bytes = fetch_bytes(&format!("{base}manifest.json"), |_, _| {}).await?;
-    let text = String::from_utf8(manifest_bytes).map_err(|_| "manifest.json is not UTF-8 text".to_string())?;
+    let text = String::from_utf8(manifest_bytes)
+        .map_err(|_| "manifest.json is not UTF-8 text".to_string())?;
     let manifest = Manifest::parse(&text).map_err(|e| e.to_string())?;
 
     let chosen = choose_device(choice).await;
     // Only the final generator now: the growth stages load when the visitor asks for them.
     let mut total = manifest.generator_bytes.unwrap_or(0);
-    let bytes = download(&base, &manifest.generator, "model", 0, &mut total, manifest.generator_bytes).await?;
-    let final_slot = load_slot(&bytes, &manifest.generator, &manifest, manifest.level, manifest.alpha, &chosen.device)?;
+    let bytes = download(
+        &base,
+        &manifest.generator,
+        "model",
+        0,
+        &mut total,
+        manifest.generator_bytes,
+    )
+    .await?;
+    let final_slot = load_slot(
+        &bytes,
+        &manifest.generator,
+        &manifest,
+        manifest.level,
+        manifest.alpha,
+        &chosen.device,
+    )?;
     let stages = RefCell::new(vec![None; manifest.stages.len()]);
-    let engine = Engine { device: chosen.device, backend: chosen.backend, base, manifest, final_slot: Rc::new(final_slot), stages };
+    let engine = Engine {
+        device: chosen.device,
+        backend: chosen.backend,
+        base,
+        manifest,
+        final_slot: Rc::new(final_slot),
+        stages,
+    };
 
     // Warm-up: the first pass compiles the GPU kernels (or faults in the CPU code).
     let started = now_ms();
@@ -184,7 +238,11 @@ async fn init(request: &JsValue, reply: &Object) -> Result<(), String> {
     let warmup_ms = now_ms() - started;
 
     set(reply, "backend", engine.backend);
-    set(reply, "notice", chosen.notice.map(JsValue::from).unwrap_or(JsValue::NULL));
+    set(
+        reply,
+        "notice",
+        chosen.notice.map(JsValue::from).unwrap_or(JsValue::NULL),
+    );
     set(reply, "warmupMs", warmup_ms);
     set(reply, "model", model_summary(&engine)?);
     ENGINE.with(|e| *e.borrow_mut() = Some(Rc::new(engine)));
@@ -194,8 +252,14 @@ async fn init(request: &JsValue, reply: &Object) -> Result<(), String> {
 async fn load_stages() -> Result<(), String> {
     let engine = engine()?;
     let (base, m) = (&engine.base, &engine.manifest);
-    let todo: Vec<usize> = (0..m.stages.len()).filter(|&i| engine.stages.borrow()[i].is_none()).collect();
-    let mut total: u64 = todo.iter().filter(|&&i| m.stages[i].file != m.generator).map(|&i| m.stages[i].bytes.unwrap_or(0)).sum();
+    let todo: Vec<usize> = (0..m.stages.len())
+        .filter(|&i| engine.stages.borrow()[i].is_none())
+        .collect();
+    let mut total: u64 = todo
+        .iter()
+        .filter(|&&i| m.stages[i].file != m.generator)
+        .map(|&i| m.stages[i].bytes.unwrap_or(0))
+        .sum();
     let mut done = 0;
     for i in todo {
         let s = &m.stages[i];
@@ -222,10 +286,19 @@ fn model_summary(engine: &Engine) -> Result<JsValue, String> {
         .collect();
     // An export taken before the last level finished: the final generator is the last stage.
     if m.stages.last().is_none_or(|s| s.level < m.level) {
-        let kimg = m.training.get("kimg").and_then(|k| k.as_f64()).unwrap_or(0.0);
+        let kimg = m
+            .training
+            .get("kimg")
+            .and_then(|k| k.as_f64())
+            .unwrap_or(0.0);
         stages.push(serde_json::json!({"index": -1, "level": m.level, "resolution": m.resolution, "kimg": kimg, "alpha": m.alpha}));
     }
-    let stage_bytes: u64 = m.stages.iter().filter(|s| s.file != m.generator).map(|s| s.bytes.unwrap_or(0)).sum();
+    let stage_bytes: u64 = m
+        .stages
+        .iter()
+        .filter(|s| s.file != m.generator)
+        .map(|s| s.bytes.unwrap_or(0))
+        .sum();
     let summary = serde_json::json!({
         "name": m.name,
         "resolution": m.resolution,
@@ -270,7 +343,10 @@ fn latents(request: &JsValue, reply: &Object) -> Result<(), String> {
     }
     let mut out = Vec::new();
     for seed in Array::from(&seeds).iter() {
-        let text = seed.as_string().or_else(|| seed.as_f64().map(|f| format!("{f}"))).unwrap_or_default();
+        let text = seed
+            .as_string()
+            .or_else(|| seed.as_f64().map(|f| format!("{f}")))
+            .unwrap_or_default();
         out.extend(latent_for_seed(parse_seed(&text)?, n));
     }
     set(reply, "latents", Float32Array::from(out.as_slice()));
@@ -299,7 +375,11 @@ fn link_make(request: &JsValue, reply: &Object) -> Result<(), String> {
         None => {
             let z = get_floats(request, "latent")?;
             if z.len() != latent_size()? {
-                return Err(format!("a latent of {} values; this model takes {}", z.len(), latent_size()?));
+                return Err(format!(
+                    "a latent of {} values; this model takes {}",
+                    z.len(),
+                    latent_size()?
+                ));
             }
             let link = latent_link(&z);
             // The latent as the link stores it (half precision), so what the page shows is
@@ -321,7 +401,11 @@ fn blend(request: &JsValue, reply: &Object) -> Result<(), String> {
         return Err(format!("blend needs two latents of {n} values"));
     }
     let t = get_f64(request, "t")?.clamp(0.0, 1.0) as f32;
-    set(reply, "latent", Float32Array::from(blend_latents(&a, &b, t).as_slice()));
+    set(
+        reply,
+        "latent",
+        Float32Array::from(blend_latents(&a, &b, t).as_slice()),
+    );
     Ok(())
 }
 
@@ -329,6 +413,10 @@ fn walk(request: &JsValue, reply: &Object) -> Result<(), String> {
     let seed = parse_seed(&get_string(request, "seed")?)?;
     let frames = get_f64(request, "frames")?.clamp(2.0, 2048.0) as usize;
     let sigma = get_f64(request, "sigma")?.clamp(0.0, 512.0);
-    set(reply, "latents", Float32Array::from(smooth_walk(seed, frames, sigma, latent_size()?).as_slice()));
+    set(
+        reply,
+        "latents",
+        Float32Array::from(smooth_walk(seed, frames, sigma, latent_size()?).as_slice()),
+    );
     Ok(())
 }

@@ -10,7 +10,9 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{Autodiff, AutodiffBackend, Backend, Dispatch, Flex, TensorMetadata, backend_extension};
+use burn::backend::{
+    Autodiff, AutodiffBackend, Backend, Dispatch, Flex, TensorMetadata, backend_extension,
+};
 use burn::tensor::Tensor;
 
 use super::conv3x3_kernels::{self as kernels, Conv3x3Shape};
@@ -25,7 +27,11 @@ pub trait Conv3x3Backend: Backend {
     fn conv3x3(x: FloatTensor<Self>, weight: FloatTensor<Self>, scale: f64) -> FloatTensor<Self>;
 
     /// The input gradient of [`conv3x3`](Self::conv3x3): `[B, C_out, H, W]` → `[B, C_in, H, W]`.
-    fn conv3x3_transpose(grad: FloatTensor<Self>, weight: FloatTensor<Self>, scale: f64) -> FloatTensor<Self>;
+    fn conv3x3_transpose(
+        grad: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        scale: f64,
+    ) -> FloatTensor<Self>;
 
     /// The gradient of [`conv3x3`](Self::conv3x3) with respect to `weight`, for input `x` and
     /// output gradient `grad` (`scale` times the gradient with respect to the scaled weight);
@@ -43,7 +49,13 @@ pub trait Conv3x3Backend: Backend {
 fn shape_of(batch: &FlexTensor, weight: &FlexTensor) -> Conv3x3Shape {
     let x = batch.shape();
     let w = weight.shape();
-    Conv3x3Shape { batch: x[0], c_in: w[1], c_out: w[0], height: x[2], width: x[3] }
+    Conv3x3Shape {
+        batch: x[0],
+        c_in: w[1],
+        c_out: w[0],
+        height: x[2],
+        width: x[3],
+    }
 }
 
 impl Conv3x3Backend for Flex {
@@ -69,7 +81,12 @@ impl Conv3x3Backend for Flex {
         )
     }
 
-    fn conv3x3_weight_grad(x: FlexTensor, grad: FlexTensor, weight: FlexTensor, scale: f64) -> FlexTensor {
+    fn conv3x3_weight_grad(
+        x: FlexTensor,
+        grad: FlexTensor,
+        weight: FlexTensor,
+        scale: f64,
+    ) -> FlexTensor {
         let s = shape_of(&x, &weight);
         run_kernel(
             "conv3x3_weight_grad",
@@ -94,7 +111,10 @@ impl<B: Conv3x3Backend> Backward<B, 2> for Conv3x3Backward {
         let grad = grads.consume::<B>(&ops.node);
         let (x, weight, scale) = ops.state;
         if let Some(node) = node_x {
-            grads.register::<B>(node.id, B::conv3x3_transpose(grad.clone(), weight.clone(), scale));
+            grads.register::<B>(
+                node.id,
+                B::conv3x3_transpose(grad.clone(), weight.clone(), scale),
+            );
         }
         if let Some(node) = node_w {
             grads.register::<B>(node.id, B::conv3x3_weight_grad(x, grad, weight, scale));
@@ -126,23 +146,49 @@ impl<B: Conv3x3Backend> Backward<B, 2> for Conv3x3TransposeBackward {
 impl<B: Conv3x3Backend, C: CheckpointStrategy> Conv3x3Backend for Autodiff<B, C> {
     fn conv3x3(x: FloatTensor<Self>, weight: FloatTensor<Self>, scale: f64) -> FloatTensor<Self> {
         let (xp, wp) = (x.primitive().clone(), weight.primitive().clone());
-        match Conv3x3Backward.prepare::<C>([x.node(), weight.node()]).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => prep.finish((xp.clone(), wp.clone(), scale), B::conv3x3(xp, wp, scale)),
+        match Conv3x3Backward
+            .prepare::<C>([x.node(), weight.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                prep.finish((xp.clone(), wp.clone(), scale), B::conv3x3(xp, wp, scale))
+            }
             OpsKind::UnTracked(prep) => prep.finish(B::conv3x3(xp, wp, scale)),
         }
     }
 
-    fn conv3x3_transpose(grad: FloatTensor<Self>, weight: FloatTensor<Self>, scale: f64) -> FloatTensor<Self> {
+    fn conv3x3_transpose(
+        grad: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        scale: f64,
+    ) -> FloatTensor<Self> {
         let (gp, wp) = (grad.primitive().clone(), weight.primitive().clone());
-        match Conv3x3TransposeBackward.prepare::<C>([grad.node(), weight.node()]).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => prep.finish((gp.clone(), wp.clone(), scale), B::conv3x3_transpose(gp, wp, scale)),
+        match Conv3x3TransposeBackward
+            .prepare::<C>([grad.node(), weight.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish(
+                (gp.clone(), wp.clone(), scale),
+                B::conv3x3_transpose(gp, wp, scale),
+            ),
             OpsKind::UnTracked(prep) => prep.finish(B::conv3x3_transpose(gp, wp, scale)),
         }
     }
 
-    fn conv3x3_weight_grad(x: FloatTensor<Self>, grad: FloatTensor<Self>, weight: FloatTensor<Self>, scale: f64) -> FloatTensor<Self> {
+    fn conv3x3_weight_grad(
+        x: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        scale: f64,
+    ) -> FloatTensor<Self> {
         // Backward passes call it on the inner backend; here it is a constant (not differentiated).
-        let (xp, gp, wp) = (x.primitive().clone(), grad.primitive().clone(), weight.primitive().clone());
+        let (xp, gp, wp) = (
+            x.primitive().clone(),
+            grad.primitive().clone(),
+            weight.primitive().clone(),
+        );
         <Self as AutodiffBackend>::from_inner(B::conv3x3_weight_grad(xp, gp, wp, scale))
     }
 }
@@ -157,7 +203,9 @@ pub fn conv3x3(x: Tensor<4>, weight: Tensor<4>, scale: f64) -> Option<Tensor<4>>
     if !takes_both(&x, &weight) {
         return None;
     }
-    Some(Tensor::from_dispatch(<Dispatch as Conv3x3Backend>::conv3x3(x.into_dispatch(), weight.into_dispatch(), scale)))
+    Some(Tensor::from_dispatch(
+        <Dispatch as Conv3x3Backend>::conv3x3(x.into_dispatch(), weight.into_dispatch(), scale),
+    ))
 }
 
 /// The input gradient of [`conv3x3`]: a transposed convolution with the same scaled weight, on
@@ -166,11 +214,13 @@ pub fn conv3x3_transpose(grad: Tensor<4>, weight: Tensor<4>, scale: f64) -> Opti
     if !takes_both(&grad, &weight) {
         return None;
     }
-    Some(Tensor::from_dispatch(<Dispatch as Conv3x3Backend>::conv3x3_transpose(
-        grad.into_dispatch(),
-        weight.into_dispatch(),
-        scale,
-    )))
+    Some(Tensor::from_dispatch(
+        <Dispatch as Conv3x3Backend>::conv3x3_transpose(
+            grad.into_dispatch(),
+            weight.into_dispatch(),
+            scale,
+        ),
+    ))
 }
 
 #[cfg(test)]
@@ -178,7 +228,7 @@ mod tests {
     use super::*;
     use crate::layers::{tensor_from_f32, tensor_to_f32};
     use crate::rng::SplitMix64;
-    use burn::tensor::module::{conv2d, conv_transpose2d};
+    use burn::tensor::module::{conv_transpose2d, conv2d};
     use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};
     use burn::tensor::{Device, Distribution};
 
@@ -194,7 +244,10 @@ mod tests {
         assert_eq!(a.dims(), b.dims());
         let scale = b.clone().abs().max().into_scalar::<f64>().max(1.0);
         let diff = (a - b).abs().max().into_scalar::<f64>();
-        assert!(diff <= tolerance * scale, "max difference {diff} (scale {scale})");
+        assert!(
+            diff <= tolerance * scale,
+            "max difference {diff} (scale {scale})"
+        );
     }
 
     fn random(shape: [usize; 4], seed: u64, device: &Device) -> Tensor<4> {
@@ -209,9 +262,24 @@ mod tests {
         let x = random([3, 5, 9, 6], 1, &device);
         let w = random([4, 5, 3, 3], 2, &device);
         let g = random([3, 4, 9, 6], 3, &device);
-        close(conv3x3(x.clone(), w.clone(), 0.3).unwrap(), conv2d(x, w.clone().mul_scalar(0.3), None, same_padding()), 1e-5);
-        close(conv3x3_transpose(g.clone(), w.clone(), 0.3).unwrap(), conv_transpose2d(g, w.mul_scalar(0.3), None, same_padding_transpose()), 1e-5);
-        let y = tensor_to_f32(conv3x3(Tensor::random([2, 3, 4, 4], Distribution::Default, &device), random([2, 3, 3, 3], 4, &device), 1.0).unwrap());
+        close(
+            conv3x3(x.clone(), w.clone(), 0.3).unwrap(),
+            conv2d(x, w.clone().mul_scalar(0.3), None, same_padding()),
+            1e-5,
+        );
+        close(
+            conv3x3_transpose(g.clone(), w.clone(), 0.3).unwrap(),
+            conv_transpose2d(g, w.mul_scalar(0.3), None, same_padding_transpose()),
+            1e-5,
+        );
+        let y = tensor_to_f32(
+            conv3x3(
+                Tensor::random([2, 3, 4, 4], Distribution::Default, &device),
+                random([2, 3, 3, 3], 4, &device),
+                1.0,
+            )
+            .unwrap(),
+        );
         assert!(y.iter().all(|v| v.is_finite()));
     }
 
@@ -229,17 +297,31 @@ mod tests {
             let w = w0.clone().detach().require_grad();
             let h = h0.clone().detach().require_grad();
             let (y, t) = if fast {
-                (conv3x3(x.clone(), w.clone(), 0.3).unwrap(), conv3x3_transpose(h.clone(), w.clone(), 0.3).unwrap())
+                (
+                    conv3x3(x.clone(), w.clone(), 0.3).unwrap(),
+                    conv3x3_transpose(h.clone(), w.clone(), 0.3).unwrap(),
+                )
             } else {
                 (
                     conv2d(x.clone(), w.clone().mul_scalar(0.3), None, same_padding()),
-                    conv_transpose2d(h.clone(), w.clone().mul_scalar(0.3), None, same_padding_transpose()),
+                    conv_transpose2d(
+                        h.clone(),
+                        w.clone().mul_scalar(0.3),
+                        None,
+                        same_padding_transpose(),
+                    ),
                 )
             };
             // A loss with both operations and a product of them, so every backward path runs.
-            let loss = y.clone().square().sum() + (t.clone() * x.clone()).sum() + (y * h.clone()).sin().sum();
+            let loss = y.clone().square().sum()
+                + (t.clone() * x.clone()).sum()
+                + (y * h.clone()).sin().sum();
             let grads = loss.backward();
-            [x.grad(&grads).unwrap(), w.grad(&grads).unwrap(), h.grad(&grads).unwrap()]
+            [
+                x.grad(&grads).unwrap(),
+                w.grad(&grads).unwrap(),
+                h.grad(&grads).unwrap(),
+            ]
         };
         let (fast, reference) = (gradients(true), gradients(false));
         for (a, b) in fast.into_iter().zip(reference) {

@@ -62,7 +62,12 @@ struct Tiling {
 impl Tiling {
     fn new(s: &Conv3x3Shape) -> Self {
         let image = s.height * s.width;
-        Self { height: s.height, width: s.width, image, positions: s.batch * image }
+        Self {
+            height: s.height,
+            width: s.width,
+            image,
+            positions: s.batch * image,
+        }
     }
 
     fn tiles(&self) -> usize {
@@ -91,8 +96,21 @@ impl Tiling {
             let run = (self.width - x0).min(start + len - p);
             let whole_row = x0 == 0 && run == self.width;
             match runs.last_mut() {
-                Some(last) if whole_row && last.b == b && last.x0 == 0 && last.len.is_multiple_of(self.width) => last.len += run,
-                _ => runs.push(Run { b, y, x0, len: run, dst: p - start }),
+                Some(last)
+                    if whole_row
+                        && last.b == b
+                        && last.x0 == 0
+                        && last.len.is_multiple_of(self.width) =>
+                {
+                    last.len += run
+                }
+                _ => runs.push(Run {
+                    b,
+                    y,
+                    x0,
+                    len: run,
+                    dst: p - start,
+                }),
             }
             p += run;
         }
@@ -134,7 +152,14 @@ impl Tiling {
     /// border, into `dst` (`rows · W` long): one contiguous copy of the rows that stay inside
     /// the image (a shift by `dx` moves a row's end into the next row's start, overwritten
     /// below), zero rows above or below it, then the one border column that `dx` exposes.
-    fn shift_rows<T: Float>(&self, plane: &[T], y0: usize, rows: usize, (dy, dx): (isize, isize), dst: &mut [T]) {
+    fn shift_rows<T: Float>(
+        &self,
+        plane: &[T],
+        y0: usize,
+        rows: usize,
+        (dy, dx): (isize, isize),
+        dst: &mut [T],
+    ) {
         let (h, w) = (self.height as isize, self.width);
         let first = (y0 as isize).max(-dy); // first row whose source row is inside
         let end = (y0 as isize + rows as isize).min(h - dy); // end of those rows
@@ -142,7 +167,10 @@ impl Tiling {
             dst.fill(T::default());
             return;
         }
-        let (a, e) = ((first - y0 as isize) as usize * w, (end - y0 as isize) as usize * w);
+        let (a, e) = (
+            (first - y0 as isize) as usize * w,
+            (end - y0 as isize) as usize * w,
+        );
         dst[..a].fill(T::default());
         dst[e..].fill(T::default());
         // The source of dst[a..e]: plane positions from (first + dy)·W + dx, which may start one
@@ -224,60 +252,79 @@ unsafe impl<T> Sync for SendPtr<T> {}
 fn thread_ranges(tiles: usize) -> Vec<core::ops::Range<usize>> {
     let threads = rayon::current_num_threads().max(1);
     let per_thread = tiles.div_ceil(threads).max(1);
-    (0..tiles.div_ceil(per_thread)).map(|i| i * per_thread..((i + 1) * per_thread).min(tiles)).collect()
+    (0..tiles.div_ceil(per_thread))
+        .map(|i| i * per_thread..((i + 1) * per_thread).min(tiles))
+        .collect()
 }
 
 /// `y = w[O, C·9] · im2col(x)`: `[B, C, H, W]` → `[B, O, H, W]`, tile by tile.
-fn convolve<T: Float>(x: &[T], weight: &[T], scale: T, c_in: usize, c_out: usize, s: &Conv3x3Shape) -> Vec<T> {
+fn convolve<T: Float>(
+    x: &[T],
+    weight: &[T],
+    scale: T,
+    c_in: usize,
+    c_out: usize,
+    s: &Conv3x3Shape,
+) -> Vec<T> {
     let tiling = Tiling::new(s);
     let direct = tiling.tiles_within_images();
     let len_out = c_out * tiling.positions;
     let mut out: Vec<T> = Vec::with_capacity(len_out);
     let dst = SendPtr(out.spare_capacity_mut().as_mut_ptr().cast::<T>());
-    thread_ranges(tiling.tiles()).into_par_iter().for_each(|tiles| {
-        let mut col = vec![T::default(); c_in * 9 * TILE];
-        let mut runs = Vec::new();
-        for t in tiles {
-            let (start, len) = tiling.tile(t);
-            tiling.runs(start, len, &mut runs);
-            tiling.im2col(x, c_in, &runs, len, &mut col);
-            // Direct: tile t is columns i0.. of image b in [B, O, H·W]; else columns start.. of
-            // [O, B·H·W]. Either way each tile writes its own columns only.
-            let (offset, row_stride) = if direct {
-                let (b, i0) = (start / tiling.image, start % tiling.image);
-                (b * c_out * tiling.image + i0, tiling.image)
-            } else {
-                (start, tiling.positions)
-            };
-            // The whole `SendPtr` is captured (and sent to the thread), not its raw-pointer field.
-            #[allow(clippy::redundant_locals)]
-            let dst = dst;
-            // SAFETY: the weight is [c_out, c_in·9] row-major, the column block [c_in·9, TILE];
-            // the destination block is c_out rows of `len` inside `out`'s capacity. gemm does not
-            // read the destination when not accumulating.
-            unsafe {
-                matmul(
-                    (c_out, len, c_in * 9),
-                    dst.0.add(offset),
-                    (row_stride, 1),
-                    false,
-                    weight.as_ptr(),
-                    (c_in * 9, 1),
-                    col.as_ptr(),
-                    (TILE, 1),
-                    scale,
-                );
+    thread_ranges(tiling.tiles())
+        .into_par_iter()
+        .for_each(|tiles| {
+            let mut col = vec![T::default(); c_in * 9 * TILE];
+            let mut runs = Vec::new();
+            for t in tiles {
+                let (start, len) = tiling.tile(t);
+                tiling.runs(start, len, &mut runs);
+                tiling.im2col(x, c_in, &runs, len, &mut col);
+                // Direct: tile t is columns i0.. of image b in [B, O, H·W]; else columns start.. of
+                // [O, B·H·W]. Either way each tile writes its own columns only.
+                let (offset, row_stride) = if direct {
+                    let (b, i0) = (start / tiling.image, start % tiling.image);
+                    (b * c_out * tiling.image + i0, tiling.image)
+                } else {
+                    (start, tiling.positions)
+                };
+                // The whole `SendPtr` is captured (and sent to the thread), not its raw-pointer field.
+                #[allow(clippy::redundant_locals)]
+                let dst = dst;
+                // SAFETY: the weight is [c_out, c_in·9] row-major, the column block [c_in·9, TILE];
+                // the destination block is c_out rows of `len` inside `out`'s capacity. gemm does not
+                // read the destination when not accumulating.
+                unsafe {
+                    matmul(
+                        (c_out, len, c_in * 9),
+                        dst.0.add(offset),
+                        (row_stride, 1),
+                        false,
+                        weight.as_ptr(),
+                        (c_in * 9, 1),
+                        col.as_ptr(),
+                        (TILE, 1),
+                        scale,
+                    );
+                }
             }
-        }
-    });
+        });
     // SAFETY: the tiles cover every position of every output row, so all `len_out` elements
     // were written above.
     unsafe { out.set_len(len_out) };
-    if direct { out } else { swap_batch_and_channels(&out, c_out, s.batch, tiling.image) }
+    if direct {
+        out
+    } else {
+        swap_batch_and_channels(&out, c_out, s.batch, tiling.image)
+    }
 }
 
 fn check_lengths<T>(input: &[T], input_channels: usize, weight: &[T], s: &Conv3x3Shape) {
-    assert_eq!(input.len(), s.batch * input_channels * s.height * s.width, "conv3x3: input length");
+    assert_eq!(
+        input.len(),
+        s.batch * input_channels * s.height * s.width,
+        "conv3x3: input length"
+    );
     assert_eq!(weight.len(), s.c_out * s.c_in * 9, "conv3x3: weight length");
 }
 
@@ -293,26 +340,41 @@ pub fn conv3x3_transpose<T: Float>(g_out: &[T], w: &[T], scale: T, s: Conv3x3Sha
     check_lengths(g_out, s.c_out, w, &s);
     // Flip the taps and swap the channel axes: [C_in, C_out, 3, 3].
     let mut flipped = vec![T::default(); w.len()];
-    flipped.par_chunks_mut(s.c_out * 9).enumerate().for_each(|(c, dst)| {
-        for (o, taps) in dst.chunks_exact_mut(9).enumerate() {
-            let src = &w[(o * s.c_in + c) * 9..][..9];
-            for (k, t) in taps.iter_mut().enumerate() {
-                *t = src[8 - k];
+    flipped
+        .par_chunks_mut(s.c_out * 9)
+        .enumerate()
+        .for_each(|(c, dst)| {
+            for (o, taps) in dst.chunks_exact_mut(9).enumerate() {
+                let src = &w[(o * s.c_in + c) * 9..][..9];
+                for (k, t) in taps.iter_mut().enumerate() {
+                    *t = src[8 - k];
+                }
             }
-        }
-    });
+        });
     convolve(g_out, &flipped, scale, s.c_out, s.c_in, &s)
 }
 
 /// The gradient of [`conv3x3`] with respect to `w` (`scale` times that with respect to the scaled
 /// weight): `x` `[B, C_in, H, W]`, `g` `[B, C_out, H, W]` → `[C_out, C_in, 3, 3]`.
 pub fn conv3x3_weight_grad<T: Float>(x: &[T], g_out: &[T], scale: T, s: Conv3x3Shape) -> Vec<T> {
-    assert_eq!(x.len(), s.batch * s.c_in * s.height * s.width, "conv3x3: input length");
-    assert_eq!(g_out.len(), s.batch * s.c_out * s.height * s.width, "conv3x3: gradient length");
+    assert_eq!(
+        x.len(),
+        s.batch * s.c_in * s.height * s.width,
+        "conv3x3: input length"
+    );
+    assert_eq!(
+        g_out.len(),
+        s.batch * s.c_out * s.height * s.width,
+        "conv3x3: gradient length"
+    );
     let tiling = Tiling::new(&s);
     let direct = tiling.tiles_within_images();
     // [C_out, B·H·W] when tiles cross images; the gradient itself otherwise.
-    let g_rows = if direct { Vec::new() } else { swap_batch_and_channels(g_out, s.batch, s.c_out, tiling.image) };
+    let g_rows = if direct {
+        Vec::new()
+    } else {
+        swap_batch_and_channels(g_out, s.batch, s.c_out, tiling.image)
+    };
     let k = s.c_in * 9;
     let partials: Vec<Vec<T>> = thread_ranges(tiling.tiles())
         .into_par_iter()
@@ -352,7 +414,9 @@ pub fn conv3x3_weight_grad<T: Float>(x: &[T], g_out: &[T], scale: T, s: Conv3x3S
         })
         .collect();
     let mut total = partials.into_iter();
-    let mut dw = total.next().unwrap_or_else(|| vec![T::default(); s.c_out * k]);
+    let mut dw = total
+        .next()
+        .unwrap_or_else(|| vec![T::default(); s.c_out * k]);
     for part in total {
         for (a, b) in dw.iter_mut().zip(part) {
             *a += b;
@@ -382,7 +446,8 @@ mod tests {
                                         continue;
                                     }
                                     let xi = ((b * s.c_in + c) as isize * h + iy) * wd + ix;
-                                    sum += x[xi as usize] * w[((o * s.c_in + c) * 3 + ky as usize) * 3 + kx as usize];
+                                    sum += x[xi as usize]
+                                        * w[((o * s.c_in + c) * 3 + ky as usize) * 3 + kx as usize];
                                 }
                             }
                         }
@@ -396,7 +461,10 @@ mod tests {
 
     fn max_diff(a: &[f64], b: &[f64]) -> f64 {
         assert_eq!(a.len(), b.len());
-        a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max)
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f64::max)
     }
 
     fn normals(n: usize, rng: &mut SplitMix64) -> Vec<f64> {
@@ -407,14 +475,62 @@ mod tests {
     /// exactly one and two tiles (written directly), tiles that end inside a row of tiny images,
     /// and one-pixel-wide images.
     const SHAPES: [Conv3x3Shape; 8] = [
-        Conv3x3Shape { batch: 2, c_in: 3, c_out: 2, height: 8, width: 16 },
-        Conv3x3Shape { batch: 3, c_in: 2, c_out: 3, height: 16, width: 16 },
-        Conv3x3Shape { batch: 2, c_in: 5, c_out: 3, height: 6, width: 7 },
-        Conv3x3Shape { batch: 3, c_in: 4, c_out: 6, height: 13, width: 9 },
-        Conv3x3Shape { batch: 4, c_in: 2, c_out: 2, height: 1, width: 1 },
-        Conv3x3Shape { batch: 1, c_in: 7, c_out: 4, height: 4, width: 4 },
-        Conv3x3Shape { batch: 30, c_in: 2, c_out: 3, height: 2, width: 3 },
-        Conv3x3Shape { batch: 3, c_in: 3, c_out: 2, height: 5, width: 1 },
+        Conv3x3Shape {
+            batch: 2,
+            c_in: 3,
+            c_out: 2,
+            height: 8,
+            width: 16,
+        },
+        Conv3x3Shape {
+            batch: 3,
+            c_in: 2,
+            c_out: 3,
+            height: 16,
+            width: 16,
+        },
+        Conv3x3Shape {
+            batch: 2,
+            c_in: 5,
+            c_out: 3,
+            height: 6,
+            width: 7,
+        },
+        Conv3x3Shape {
+            batch: 3,
+            c_in: 4,
+            c_out: 6,
+            height: 13,
+            width: 9,
+        },
+        Conv3x3Shape {
+            batch: 4,
+            c_in: 2,
+            c_out: 2,
+            height: 1,
+            width: 1,
+        },
+        Conv3x3Shape {
+            batch: 1,
+            c_in: 7,
+            c_out: 4,
+            height: 4,
+            width: 4,
+        },
+        Conv3x3Shape {
+            batch: 30,
+            c_in: 2,
+            c_out: 3,
+            height: 2,
+            width: 3,
+        },
+        Conv3x3Shape {
+            batch: 3,
+            c_in: 3,
+            c_out: 2,
+            height: 5,
+            width: 1,
+        },
     ];
 
     #[test]
@@ -423,7 +539,10 @@ mod tests {
         for s in SHAPES {
             let x = normals(s.batch * s.c_in * s.height * s.width, &mut rng);
             let w = normals(s.c_out * s.c_in * 9, &mut rng);
-            assert!(max_diff(&conv3x3(&x, &w, 1.0, s), &naive(&x, &w, s)) < 1e-12, "{s:?}");
+            assert!(
+                max_diff(&conv3x3(&x, &w, 1.0, s), &naive(&x, &w, s)) < 1e-12,
+                "{s:?}"
+            );
         }
     }
 
@@ -440,20 +559,32 @@ mod tests {
             let reference = dot(&g, &naive(&x, &w, s));
             let via_input = dot(&conv3x3_transpose(&g, &w, 1.0, s), &x);
             let via_weight = dot(&conv3x3_weight_grad(&x, &g, 1.0, s), &w);
-            assert!((reference - via_input).abs() < 1e-9 * (1.0 + reference.abs()), "{s:?}");
-            assert!((reference - via_weight).abs() < 1e-9 * (1.0 + reference.abs()), "{s:?}");
+            assert!(
+                (reference - via_input).abs() < 1e-9 * (1.0 + reference.abs()),
+                "{s:?}"
+            );
+            assert!(
+                (reference - via_weight).abs() < 1e-9 * (1.0 + reference.abs()),
+                "{s:?}"
+            );
             // Element by element too: one-hot probes of the input and the weight.
             let dx = conv3x3_transpose(&g, &w, 1.0, s);
             let dw = conv3x3_weight_grad(&x, &g, 1.0, s);
             for i in [0, x.len() / 2, x.len() - 1] {
                 let mut e = vec![0.0; x.len()];
                 e[i] = 1.0;
-                assert!((dot(&g, &naive(&e, &w, s)) - dx[i]).abs() < 1e-10, "{s:?} dx[{i}]");
+                assert!(
+                    (dot(&g, &naive(&e, &w, s)) - dx[i]).abs() < 1e-10,
+                    "{s:?} dx[{i}]"
+                );
             }
             for i in [0, w.len() / 3, w.len() - 1] {
                 let mut e = vec![0.0; w.len()];
                 e[i] = 1.0;
-                assert!((dot(&g, &naive(&x, &e, s)) - dw[i]).abs() < 1e-10, "{s:?} dw[{i}]");
+                assert!(
+                    (dot(&g, &naive(&x, &e, s)) - dw[i]).abs() < 1e-10,
+                    "{s:?} dw[{i}]"
+                );
             }
         }
     }
@@ -466,7 +597,10 @@ mod tests {
         let w = normals(s.c_out * s.c_in * 9, &mut rng);
         let x32: Vec<f32> = x.iter().map(|&v| v as f32).collect();
         let w32: Vec<f32> = w.iter().map(|&v| v as f32).collect();
-        let y32: Vec<f64> = conv3x3(&x32, &w32, 1.0, s).into_iter().map(f64::from).collect();
+        let y32: Vec<f64> = conv3x3(&x32, &w32, 1.0, s)
+            .into_iter()
+            .map(f64::from)
+            .collect();
         assert!(max_diff(&y32, &naive(&x, &w, s)) < 1e-4);
     }
 }

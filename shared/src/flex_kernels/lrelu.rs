@@ -30,13 +30,15 @@ pub trait LeakyBackend: Backend {
 /// `g · (1 if p > 0 else slope)` element by element.
 fn scale_slices<T: Float>(pre: &[T], grad: &[T], slope: T, one_minus_slope: T) -> Vec<T> {
     let mut out = vec![T::default(); grad.len()];
-    out.par_chunks_mut(CHUNK).zip(pre.par_chunks(CHUNK).zip(grad.par_chunks(CHUNK))).for_each(|(out, (pre, grad))| {
-        for ((o, &p), &g) in out.iter_mut().zip(pre).zip(grad) {
-            // Arithmetic, not a choice between two constants: LLVM made that choice a table
-            // lookup and kept the loop scalar (8.6% of a 64×64 step of the demo model).
-            *o = g * (slope + one_minus_slope * T::indicator(p > T::default()));
-        }
-    });
+    out.par_chunks_mut(CHUNK)
+        .zip(pre.par_chunks(CHUNK).zip(grad.par_chunks(CHUNK)))
+        .for_each(|(out, (pre, grad))| {
+            for ((o, &p), &g) in out.iter_mut().zip(pre).zip(grad) {
+                // Arithmetic, not a choice between two constants: LLVM made that choice a table
+                // lookup and kept the loop scalar (8.6% of a 64×64 step of the demo model).
+                *o = g * (slope + one_minus_slope * T::indicator(p > T::default()));
+            }
+        });
     out
 }
 
@@ -73,7 +75,11 @@ impl<B: LeakyBackend> Backward<B, 2> for LeakyScaleBackward {
 impl<B: LeakyBackend, C: CheckpointStrategy> LeakyBackend for Autodiff<B, C> {
     fn leaky_scale(pre: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
         let (pp, gp) = (pre.primitive().clone(), grad.primitive().clone());
-        match LeakyScaleBackward.prepare::<C>([pre.node(), grad.node()]).compute_bound().stateful() {
+        match LeakyScaleBackward
+            .prepare::<C>([pre.node(), grad.node()])
+            .compute_bound()
+            .stateful()
+        {
             OpsKind::Tracked(prep) => prep.finish(pp.clone(), B::leaky_scale(pp, gp)),
             OpsKind::UnTracked(prep) => prep.finish(B::leaky_scale(pp, gp)),
         }
@@ -86,7 +92,9 @@ pub fn leaky_scale<const D: usize>(pre: Tensor<D>, grad: Tensor<D>) -> Option<Te
     if !takes(&pre) || !takes(&grad) || pre.dims() != grad.dims() {
         return None;
     }
-    Some(Tensor::from_dispatch(<Dispatch as LeakyBackend>::leaky_scale(pre.into_dispatch(), grad.into_dispatch())))
+    Some(Tensor::from_dispatch(
+        <Dispatch as LeakyBackend>::leaky_scale(pre.into_dispatch(), grad.into_dispatch()),
+    ))
 }
 
 #[cfg(test)]
@@ -118,12 +126,19 @@ mod tests {
         let grads = (y * h.clone()).sum().backward();
         let fast = x.grad(&grads).unwrap();
         let x = x0.clone().require_grad();
-        let grads = (leaky_relu(x.clone(), LRELU_SLOPE) * h.clone()).sum().backward();
+        let grads = (leaky_relu(x.clone(), LRELU_SLOPE) * h.clone())
+            .sum()
+            .backward();
         let reference = x.grad(&grads).unwrap();
         // Burn's own gradient takes slope 1 at exactly 0; ours 0.2 (as `lrelu_vjp`): compare elsewhere.
         let at_zero = x0.clone().inner().equal_elem(0.0);
         let masked = |t: Tensor<2>| t.inner().mask_fill(at_zero.clone(), 0.0);
-        assert!(max_diff(Tensor::from_inner(masked(fast)), Tensor::from_inner(masked(reference))) < 1e-7);
+        assert!(
+            max_diff(
+                Tensor::from_inner(masked(fast)),
+                Tensor::from_inner(masked(reference))
+            ) < 1e-7
+        );
     }
 
     #[test]
@@ -136,6 +151,9 @@ mod tests {
         let grads = (out * h.clone()).sum().backward();
         let expected = leaky_scale(pre.clone().detach(), h).unwrap();
         assert!(max_diff(g.grad(&grads).unwrap(), expected.inner()) == 0.0);
-        assert!(pre.grad(&grads).is_none_or(|d| d.abs().max().into_scalar::<f64>() == 0.0));
+        assert!(
+            pre.grad(&grads)
+                .is_none_or(|d| d.abs().max().into_scalar::<f64>() == 0.0)
+        );
     }
 }

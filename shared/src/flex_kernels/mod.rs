@@ -93,9 +93,15 @@ fn run_kernel<const N: usize>(
     let inputs = inputs.map(|t| t.to_contiguous());
     let dtypes = inputs.each_ref().map(|t| t.dtype());
     if dtypes.iter().all(|d| *d == DType::F32) {
-        FlexTensor::from_data(TensorData::new(f32_kernel(inputs.each_ref().map(|t| t.storage::<f32>())), shape))
+        FlexTensor::from_data(TensorData::new(
+            f32_kernel(inputs.each_ref().map(|t| t.storage::<f32>())),
+            shape,
+        ))
     } else if dtypes.iter().all(|d| *d == DType::F64) {
-        FlexTensor::from_data(TensorData::new(f64_kernel(inputs.each_ref().map(|t| t.storage::<f64>())), shape))
+        FlexTensor::from_data(TensorData::new(
+            f64_kernel(inputs.each_ref().map(|t| t.storage::<f64>())),
+            shape,
+        ))
     } else {
         panic!("{op}: float types {dtypes:?} (only f32 or f64, all alike, reach it)")
     }

@@ -10,7 +10,9 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{Autodiff, AutodiffBackend, Backend, Dispatch, Flex, TensorMetadata, backend_extension};
+use burn::backend::{
+    Autodiff, AutodiffBackend, Backend, Dispatch, Flex, TensorMetadata, backend_extension,
+};
 use burn::tensor::Tensor;
 use rayon::prelude::*;
 
@@ -37,42 +39,56 @@ fn inverse_rms<T: Float>(x: &[T], channels: usize, pixels: usize) -> Vec<T> {
     }
     let inv_c = T::from_f64(1.0 / channels as f64);
     let eps = T::from_f64(PIXEL_NORM_EPS);
-    sum.iter().map(|&s| T::ONE / (s * inv_c + eps).sqrt()).collect()
+    sum.iter()
+        .map(|&s| T::ONE / (s * inv_c + eps).sqrt())
+        .collect()
 }
 
 fn forward<T: Float>(x: &[T], channels: usize, pixels: usize) -> Vec<T> {
     let mut out = vec![T::default(); x.len()];
-    out.par_chunks_mut(channels * pixels).zip(x.par_chunks(channels * pixels)).for_each(|(y, x)| {
-        let r = inverse_rms(x, channels, pixels);
-        for (y, x) in y.chunks_exact_mut(pixels).zip(x.chunks_exact(pixels)) {
-            for ((y, &x), &r) in y.iter_mut().zip(x).zip(&r) {
-                *y = x * r;
+    out.par_chunks_mut(channels * pixels)
+        .zip(x.par_chunks(channels * pixels))
+        .for_each(|(y, x)| {
+            let r = inverse_rms(x, channels, pixels);
+            for (y, x) in y.chunks_exact_mut(pixels).zip(x.chunks_exact(pixels)) {
+                for ((y, &x), &r) in y.iter_mut().zip(x).zip(&r) {
+                    *y = x * r;
+                }
             }
-        }
-    });
+        });
     out
 }
 
 fn backward<T: Float>(x: &[T], g: &[T], channels: usize, pixels: usize) -> Vec<T> {
     let mut out = vec![T::default(); x.len()];
     let image = channels * pixels;
-    out.par_chunks_mut(image).zip(x.par_chunks(image).zip(g.par_chunks(image))).for_each(|(dx, (x, g))| {
-        let r = inverse_rms(x, channels, pixels);
-        let mut dot = vec![T::default(); pixels];
-        for (xp, gp) in x.chunks_exact(pixels).zip(g.chunks_exact(pixels)) {
-            for ((d, &x), &g) in dot.iter_mut().zip(xp).zip(gp) {
-                *d += x * g;
+    out.par_chunks_mut(image)
+        .zip(x.par_chunks(image).zip(g.par_chunks(image)))
+        .for_each(|(dx, (x, g))| {
+            let r = inverse_rms(x, channels, pixels);
+            let mut dot = vec![T::default(); pixels];
+            for (xp, gp) in x.chunks_exact(pixels).zip(g.chunks_exact(pixels)) {
+                for ((d, &x), &g) in dot.iter_mut().zip(xp).zip(gp) {
+                    *d += x * g;
+                }
             }
-        }
-        let inv_c = T::from_f64(1.0 / channels as f64);
-        // coefficient of x: r³·mean_c(g·x)
-        let coef: Vec<T> = r.iter().zip(&dot).map(|(&r, &d)| r * r * r * d * inv_c).collect();
-        for ((dx, x), g) in dx.chunks_exact_mut(pixels).zip(x.chunks_exact(pixels)).zip(g.chunks_exact(pixels)) {
-            for i in 0..pixels {
-                dx[i] = r[i] * g[i] - x[i] * coef[i];
+            let inv_c = T::from_f64(1.0 / channels as f64);
+            // coefficient of x: r³·mean_c(g·x)
+            let coef: Vec<T> = r
+                .iter()
+                .zip(&dot)
+                .map(|(&r, &d)| r * r * r * d * inv_c)
+                .collect();
+            for ((dx, x), g) in dx
+                .chunks_exact_mut(pixels)
+                .zip(x.chunks_exact(pixels))
+                .zip(g.chunks_exact(pixels))
+            {
+                for i in 0..pixels {
+                    dx[i] = r[i] * g[i] - x[i] * coef[i];
+                }
             }
-        }
-    });
+        });
     out
 }
 
@@ -86,13 +102,25 @@ impl PixelNormBackend for Flex {
     fn pixel_norm(x: FlexTensor) -> FlexTensor {
         let (c, p) = channels_and_pixels(&x);
         let dims = dims_of(&x);
-        run_kernel("pixel_norm", [x], dims, |[x]| forward(x, c, p), |[x]| forward(x, c, p))
+        run_kernel(
+            "pixel_norm",
+            [x],
+            dims,
+            |[x]| forward(x, c, p),
+            |[x]| forward(x, c, p),
+        )
     }
 
     fn pixel_norm_backward(x: FlexTensor, grad: FlexTensor) -> FlexTensor {
         let (c, p) = channels_and_pixels(&x);
         let dims = dims_of(&x);
-        run_kernel("pixel_norm_backward", [x, grad], dims, |[x, g]| backward(x, g, c, p), |[x, g]| backward(x, g, c, p))
+        run_kernel(
+            "pixel_norm_backward",
+            [x, grad],
+            dims,
+            |[x, g]| backward(x, g, c, p),
+            |[x, g]| backward(x, g, c, p),
+        )
     }
 }
 
@@ -114,7 +142,11 @@ impl<B: PixelNormBackend> Backward<B, 1> for PixelNormGrad {
 impl<B: PixelNormBackend, C: CheckpointStrategy> PixelNormBackend for Autodiff<B, C> {
     fn pixel_norm(x: FloatTensor<Self>) -> FloatTensor<Self> {
         let xp = x.primitive().clone();
-        match PixelNormGrad.prepare::<C>([x.node()]).compute_bound().stateful() {
+        match PixelNormGrad
+            .prepare::<C>([x.node()])
+            .compute_bound()
+            .stateful()
+        {
             OpsKind::Tracked(prep) => prep.finish(xp.clone(), B::pixel_norm(xp)),
             OpsKind::UnTracked(prep) => prep.finish(B::pixel_norm(xp)),
         }
@@ -132,7 +164,9 @@ pub fn pixel_norm(x: Tensor<4>) -> Option<Tensor<4>> {
     if !takes(&x) {
         return None;
     }
-    Some(Tensor::from_dispatch(<Dispatch as PixelNormBackend>::pixel_norm(x.into_dispatch())))
+    Some(Tensor::from_dispatch(
+        <Dispatch as PixelNormBackend>::pixel_norm(x.into_dispatch()),
+    ))
 }
 
 #[cfg(test)]
@@ -143,7 +177,12 @@ mod tests {
     use burn::tensor::Device;
 
     fn reference(x: Tensor<4>) -> Tensor<4> {
-        let norm = x.clone().square().mean_dim(1).add_scalar(PIXEL_NORM_EPS).sqrt(); // [n, 1, h, w]
+        let norm = x
+            .clone()
+            .square()
+            .mean_dim(1)
+            .add_scalar(PIXEL_NORM_EPS)
+            .sqrt(); // [n, 1, h, w]
         x / norm
     }
 
@@ -155,7 +194,11 @@ mod tests {
         let h = tensor_from_f32(SplitMix64::new(2).normals_f32(420), shape, &device);
         let run = |fast: bool| {
             let x = x0.clone().require_grad();
-            let y = if fast { pixel_norm(x.clone()).unwrap() } else { reference(x.clone()) };
+            let y = if fast {
+                pixel_norm(x.clone()).unwrap()
+            } else {
+                reference(x.clone())
+            };
             let loss = (y.clone() * h.clone()).sin().sum();
             (y.inner(), x.grad(&loss.backward()).unwrap())
         };

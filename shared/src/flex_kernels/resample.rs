@@ -29,32 +29,36 @@ pub trait ResampleBackend: Backend {
 
 fn upsample_planes<T: Float>(x: &[T], h: usize, w: usize, scale: T) -> Vec<T> {
     let mut out = vec![T::default(); x.len() * 4];
-    out.par_chunks_mut(4 * h * w).zip(x.par_chunks(h * w)).for_each(|(dst, src)| {
-        for (y, row) in src.chunks_exact(w).enumerate() {
-            let (top, bottom) = dst[2 * y * 2 * w..(2 * y + 2) * 2 * w].split_at_mut(2 * w);
-            for (x, &v) in row.iter().enumerate() {
-                let v = v * scale;
-                top[2 * x] = v;
-                top[2 * x + 1] = v;
+    out.par_chunks_mut(4 * h * w)
+        .zip(x.par_chunks(h * w))
+        .for_each(|(dst, src)| {
+            for (y, row) in src.chunks_exact(w).enumerate() {
+                let (top, bottom) = dst[2 * y * 2 * w..(2 * y + 2) * 2 * w].split_at_mut(2 * w);
+                for (x, &v) in row.iter().enumerate() {
+                    let v = v * scale;
+                    top[2 * x] = v;
+                    top[2 * x + 1] = v;
+                }
+                bottom.copy_from_slice(top);
             }
-            bottom.copy_from_slice(top);
-        }
-    });
+        });
     out
 }
 
 fn pool_planes<T: Float>(x: &[T], h: usize, w: usize, scale: T) -> Vec<T> {
     // h, w: the output's size.
     let mut out = vec![T::default(); x.len() / 4];
-    out.par_chunks_mut(h * w).zip(x.par_chunks(4 * h * w)).for_each(|(dst, src)| {
-        for (y, row) in dst.chunks_exact_mut(w).enumerate() {
-            let top = &src[2 * y * 2 * w..][..2 * w];
-            let bottom = &src[(2 * y + 1) * 2 * w..][..2 * w];
-            for (x, o) in row.iter_mut().enumerate() {
-                *o = (top[2 * x] + top[2 * x + 1] + bottom[2 * x] + bottom[2 * x + 1]) * scale;
+    out.par_chunks_mut(h * w)
+        .zip(x.par_chunks(4 * h * w))
+        .for_each(|(dst, src)| {
+            for (y, row) in dst.chunks_exact_mut(w).enumerate() {
+                let top = &src[2 * y * 2 * w..][..2 * w];
+                let bottom = &src[(2 * y + 1) * 2 * w..][..2 * w];
+                for (x, o) in row.iter_mut().enumerate() {
+                    *o = (top[2 * x] + top[2 * x + 1] + bottom[2 * x] + bottom[2 * x + 1]) * scale;
+                }
             }
-        }
-    });
+        });
     out
 }
 
@@ -66,8 +70,20 @@ fn resample_flex(x: FlexTensor, scale: f64, up: bool) -> FlexTensor {
         if up { "upsample2x" } else { "pool2x" },
         [x],
         vec![n, c, oh, ow],
-        |[x]| if up { upsample_planes(x, h, w, scale as f32) } else { pool_planes(x, oh, ow, scale as f32) },
-        |[x]| if up { upsample_planes(x, h, w, scale) } else { pool_planes(x, oh, ow, scale) },
+        |[x]| {
+            if up {
+                upsample_planes(x, h, w, scale as f32)
+            } else {
+                pool_planes(x, oh, ow, scale as f32)
+            }
+        },
+        |[x]| {
+            if up {
+                upsample_planes(x, h, w, scale)
+            } else {
+                pool_planes(x, oh, ow, scale)
+            }
+        },
     )
 }
 
@@ -116,7 +132,11 @@ impl<B: ResampleBackend> Backward<B, 1> for PoolBackward {
 impl<B: ResampleBackend, C: CheckpointStrategy> ResampleBackend for Autodiff<B, C> {
     fn upsample2x(x: FloatTensor<Self>, scale: f64) -> FloatTensor<Self> {
         let xp = x.primitive().clone();
-        match UpsampleBackward.prepare::<C>([x.node()]).compute_bound().stateful() {
+        match UpsampleBackward
+            .prepare::<C>([x.node()])
+            .compute_bound()
+            .stateful()
+        {
             OpsKind::Tracked(prep) => prep.finish(scale, B::upsample2x(xp, scale)),
             OpsKind::UnTracked(prep) => prep.finish(B::upsample2x(xp, scale)),
         }
@@ -124,7 +144,11 @@ impl<B: ResampleBackend, C: CheckpointStrategy> ResampleBackend for Autodiff<B, 
 
     fn pool2x(x: FloatTensor<Self>, scale: f64) -> FloatTensor<Self> {
         let xp = x.primitive().clone();
-        match PoolBackward.prepare::<C>([x.node()]).compute_bound().stateful() {
+        match PoolBackward
+            .prepare::<C>([x.node()])
+            .compute_bound()
+            .stateful()
+        {
             OpsKind::Tracked(prep) => prep.finish(scale, B::pool2x(xp, scale)),
             OpsKind::UnTracked(prep) => prep.finish(B::pool2x(xp, scale)),
         }
@@ -137,7 +161,9 @@ pub fn upsample2x(x: Tensor<4>, scale: f64) -> Option<Tensor<4>> {
     if !takes(&x) {
         return None;
     }
-    Some(Tensor::from_dispatch(<Dispatch as ResampleBackend>::upsample2x(x.into_dispatch(), scale)))
+    Some(Tensor::from_dispatch(
+        <Dispatch as ResampleBackend>::upsample2x(x.into_dispatch(), scale),
+    ))
 }
 
 /// `scale` times the sum of each 2×2 block, on flex in f32/f64 with even sides; `None` otherwise.
@@ -146,7 +172,9 @@ pub fn pool2x(x: Tensor<4>, scale: f64) -> Option<Tensor<4>> {
     if !takes(&x) || h % 2 != 0 || w % 2 != 0 {
         return None;
     }
-    Some(Tensor::from_dispatch(<Dispatch as ResampleBackend>::pool2x(x.into_dispatch(), scale)))
+    Some(Tensor::from_dispatch(
+        <Dispatch as ResampleBackend>::pool2x(x.into_dispatch(), scale),
+    ))
 }
 
 #[cfg(test)]
@@ -159,7 +187,11 @@ mod tests {
     use burn::tensor::ops::AvgPoolOptions;
 
     fn random(shape: [usize; 4], seed: u64, device: &Device) -> Tensor<4> {
-        tensor_from_f32(SplitMix64::new(seed).normals_f32(shape.iter().product()), shape, device)
+        tensor_from_f32(
+            SplitMix64::new(seed).normals_f32(shape.iter().product()),
+            shape,
+            device,
+        )
     }
 
     fn max_diff(a: Tensor<4>, b: Tensor<4>) -> f64 {
@@ -169,17 +201,37 @@ mod tests {
 
     fn burn_upsample(x: Tensor<4>) -> Tensor<4> {
         let [n, c, h, w] = x.dims();
-        x.reshape([n, c, h, 1, w, 1]).expand([n, c, h, 2, w, 2]).reshape([n, c, 2 * h, 2 * w])
+        x.reshape([n, c, h, 1, w, 1])
+            .expand([n, c, h, 2, w, 2])
+            .reshape([n, c, 2 * h, 2 * w])
     }
 
     #[test]
     fn both_equal_burns_operations() {
         let device = Device::flex();
         let x = random([3, 5, 6, 10], 1, &device);
-        assert!(max_diff(pool2x(x.clone(), 0.25).unwrap(), avg_pool2d(x.clone(), AvgPoolOptions::new([2, 2]))) < 1e-6);
-        assert!(max_diff(upsample2x(x.clone(), 1.0).unwrap(), burn_upsample(x.clone())) == 0.0);
-        assert!(max_diff(upsample2x(x.clone(), 0.25).unwrap(), burn_upsample(x.clone()).mul_scalar(0.25)) == 0.0);
-        assert!(pool2x(random([1, 1, 3, 4], 2, &device), 1.0).is_none(), "odd sides go to Burn's ops");
+        assert!(
+            max_diff(
+                pool2x(x.clone(), 0.25).unwrap(),
+                avg_pool2d(x.clone(), AvgPoolOptions::new([2, 2]))
+            ) < 1e-6
+        );
+        assert!(
+            max_diff(
+                upsample2x(x.clone(), 1.0).unwrap(),
+                burn_upsample(x.clone())
+            ) == 0.0
+        );
+        assert!(
+            max_diff(
+                upsample2x(x.clone(), 0.25).unwrap(),
+                burn_upsample(x.clone()).mul_scalar(0.25)
+            ) == 0.0
+        );
+        assert!(
+            pool2x(random([1, 1, 3, 4], 2, &device), 1.0).is_none(),
+            "odd sides go to Burn's ops"
+        );
     }
 
     #[test]
@@ -191,13 +243,25 @@ mod tests {
         let grads_of = |fast: bool| {
             let x = x0.clone().require_grad();
             let (up, pooled) = if fast {
-                (upsample2x(x.clone(), 1.0).unwrap(), pool2x(x.clone(), 0.25).unwrap())
+                (
+                    upsample2x(x.clone(), 1.0).unwrap(),
+                    pool2x(x.clone(), 0.25).unwrap(),
+                )
             } else {
-                (burn_upsample(x.clone()), avg_pool2d(x.clone(), AvgPoolOptions::new([2, 2])))
+                (
+                    burn_upsample(x.clone()),
+                    avg_pool2d(x.clone(), AvgPoolOptions::new([2, 2])),
+                )
             };
             // A pool of an upsample too, as in the critic's input gradient.
-            let twice = if fast { pool2x(up.clone(), 0.25).unwrap() } else { avg_pool2d(up.clone(), AvgPoolOptions::new([2, 2])) };
-            let loss = (up * h_up.clone()).sin().sum() + (pooled * h_pool.clone()).sum() + twice.square().sum();
+            let twice = if fast {
+                pool2x(up.clone(), 0.25).unwrap()
+            } else {
+                avg_pool2d(up.clone(), AvgPoolOptions::new([2, 2]))
+            };
+            let loss = (up * h_up.clone()).sin().sum()
+                + (pooled * h_pool.clone()).sum()
+                + twice.square().sum();
             x.grad(&loss.backward()).unwrap()
         };
         assert!(max_diff(grads_of(true), grads_of(false)) < 1e-5);

@@ -29,7 +29,8 @@ impl ImageSet {
 
     /// The first `n` images.
     pub fn take(mut self, n: usize) -> Self {
-        self.data.truncate(n * self.resolution * self.resolution * 3);
+        self.data
+            .truncate(n * self.resolution * self.resolution * 3);
         self
     }
 
@@ -40,8 +41,14 @@ impl ImageSet {
         }
         let mut order: Vec<usize> = (0..self.len()).collect();
         pggan_model::SplitMix64::derive(seed, "sample").shuffle(&mut order);
-        let data = order[..n].iter().flat_map(|&i| self.image(i).to_vec()).collect();
-        Self { resolution: self.resolution, data }
+        let data = order[..n]
+            .iter()
+            .flat_map(|&i| self.image(i).to_vec())
+            .collect();
+        Self {
+            resolution: self.resolution,
+            data,
+        }
     }
 
     /// Image `i` as three `f32` planes (`[3, r, r]`) in 0…255.

@@ -22,10 +22,12 @@ const MAX_VAL: f64 = 255.0;
 fn gauss_1d(size: usize, sigma: f64) -> Vec<f64> {
     let radius = (size / 2) as f64;
     let offset = if size.is_multiple_of(2) { 0.5 } else { 0.0 };
-    let g: Vec<f64> = (0..size).map(|i| {
-        let x = offset - radius + i as f64;
-        (-(x * x) / (2.0 * sigma * sigma)).exp()
-    }).collect();
+    let g: Vec<f64> = (0..size)
+        .map(|i| {
+            let x = offset - radius + i as f64;
+            (-(x * x) / (2.0 * sigma * sigma)).exp()
+        })
+        .collect();
     let s: f64 = g.iter().sum();
     g.into_iter().map(|v| v / s).collect()
 }
@@ -82,7 +84,11 @@ fn halve(plane: &[f64], h: usize, w: usize) -> Vec<f64> {
     let mut out = vec![0f64; h2 * w2];
     for y in 0..h2 {
         for x in 0..w2 {
-            out[y * w2 + x] = (plane[2 * y * w + 2 * x] + plane[2 * y * w + 2 * x + 1] + plane[(2 * y + 1) * w + 2 * x] + plane[(2 * y + 1) * w + 2 * x + 1]) * 0.25;
+            out[y * w2 + x] = (plane[2 * y * w + 2 * x]
+                + plane[2 * y * w + 2 * x + 1]
+                + plane[(2 * y + 1) * w + 2 * x]
+                + plane[(2 * y + 1) * w + 2 * x + 1])
+                * 0.25;
         }
     }
     out
@@ -90,7 +96,11 @@ fn halve(plane: &[f64], h: usize, w: usize) -> Vec<f64> {
 
 /// MS-SSIM of one pair of `[r, r, 3]` images.
 pub fn ms_ssim_pair(a: &[u8], b: &[u8], r: usize) -> f64 {
-    let planes = |img: &[u8]| -> Vec<Vec<f64>> { (0..3).map(|c| (0..r * r).map(|p| img[p * 3 + c] as f64).collect()).collect() };
+    let planes = |img: &[u8]| -> Vec<Vec<f64>> {
+        (0..3)
+            .map(|c| (0..r * r).map(|p| img[p * 3 + c] as f64).collect())
+            .collect()
+    };
     let (mut pa, mut pb) = (planes(a), planes(b));
     let mut size = r;
     let mut value = 1.0;
@@ -114,7 +124,10 @@ pub fn ms_ssim_set(images: &ImageSet) -> f64 {
         return f64::NAN;
     }
     let r = images.resolution;
-    let total: f64 = (0..pairs).into_par_iter().map(|i| ms_ssim_pair(images.image(2 * i), images.image(2 * i + 1), r)).sum();
+    let total: f64 = (0..pairs)
+        .into_par_iter()
+        .map(|i| ms_ssim_pair(images.image(2 * i), images.image(2 * i + 1), r))
+        .sum();
     total / pairs as f64
 }
 
@@ -129,7 +142,8 @@ mod tests {
             for x in 0..32usize {
                 for c in 0..3usize {
                     let v = (x * 5 + y * 3 + c * 40 + seed * 31) % 200;
-                    let noise = ((x * 7919 + y * 104729 + c * 1299709 + seed * 7) % 121) as i64 - 60;
+                    let noise =
+                        ((x * 7919 + y * 104729 + c * 1299709 + seed * 7) % 121) as i64 - 60;
                     a.push(v as u8);
                     b.push((v as i64 + noise).clamp(0, 255) as u8);
                 }
@@ -145,7 +159,10 @@ mod tests {
         let (a1, b1) = pair(1);
         assert!((ms_ssim_pair(&a0, &b0, 32) - 0.8983518134349501).abs() < 1e-6);
         assert!((ms_ssim_pair(&a1, &b1, 32) - 0.9147306417724945).abs() < 1e-6);
-        let set = ImageSet { resolution: 32, data: [a0, b0, a1, b1].concat() };
+        let set = ImageSet {
+            resolution: 32,
+            data: [a0, b0, a1, b1].concat(),
+        };
         assert!((ms_ssim_set(&set) - 0.9065412276037224).abs() < 1e-6);
     }
 
@@ -155,7 +172,10 @@ mod tests {
         assert!((ms_ssim_pair(&a, &a, 32) - 1.0).abs() < 1e-9);
         let mut rng = pggan_model::SplitMix64::new(1);
         let noise: Vec<u8> = (0..2 * 64 * 64 * 3).map(|_| rng.below(256) as u8).collect();
-        let set = ImageSet { resolution: 64, data: noise };
+        let set = ImageSet {
+            resolution: 64,
+            data: noise,
+        };
         let v = ms_ssim_set(&set);
         assert!(v < 0.05, "unrelated noise gives {v}");
     }

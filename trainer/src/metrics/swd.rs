@@ -129,7 +129,14 @@ pub fn descriptors(images: &ImageSet, rng: &mut SplitMix64) -> Vec<Vec<f32>> {
             (0..levels)
                 .flat_map(|l| {
                     let size = r >> l;
-                    (0..NHOODS_PER_IMAGE).map(|_| (half + rng.below((size - 2 * half) as u64) as usize, half + rng.below((size - 2 * half) as u64) as usize)).collect::<Vec<_>>()
+                    (0..NHOODS_PER_IMAGE)
+                        .map(|_| {
+                            (
+                                half + rng.below((size - 2 * half) as u64) as usize,
+                                half + rng.below((size - 2 * half) as u64) as usize,
+                            )
+                        })
+                        .collect::<Vec<_>>()
                 })
                 .collect()
         })
@@ -139,12 +146,15 @@ pub fn descriptors(images: &ImageSet, rng: &mut SplitMix64) -> Vec<Vec<f32>> {
         .map(|i| {
             let planes = images.planes(i);
             let r2 = r * r;
-            let pyramids: Vec<Vec<Vec<f32>>> = (0..3).map(|c| laplacian_pyramid(&planes[c * r2..(c + 1) * r2], r, levels)).collect();
+            let pyramids: Vec<Vec<Vec<f32>>> = (0..3)
+                .map(|c| laplacian_pyramid(&planes[c * r2..(c + 1) * r2], r, levels))
+                .collect();
             (0..levels)
                 .map(|l| {
                     let size = r >> l;
                     let mut out = Vec::with_capacity(NHOODS_PER_IMAGE * DESC_LEN);
-                    for &(y0, x0) in &positions[i][l * NHOODS_PER_IMAGE..(l + 1) * NHOODS_PER_IMAGE] {
+                    for &(y0, x0) in &positions[i][l * NHOODS_PER_IMAGE..(l + 1) * NHOODS_PER_IMAGE]
+                    {
                         for pyr in &pyramids {
                             let plane = &pyr[l];
                             for dy in 0..NHOOD_SIZE {
@@ -160,7 +170,14 @@ pub fn descriptors(images: &ImageSet, rng: &mut SplitMix64) -> Vec<Vec<f32>> {
                 .collect()
         })
         .collect();
-    (0..levels).map(|l| per_image.iter().flat_map(|d| d[l].iter().copied()).collect()).collect()
+    (0..levels)
+        .map(|l| {
+            per_image
+                .iter()
+                .flat_map(|d| d[l].iter().copied())
+                .collect()
+        })
+        .collect()
 }
 
 /// Normalises descriptors per colour channel: mean 0, standard deviation 1 over the whole set.
@@ -228,12 +245,21 @@ fn project(desc: &[f32], dirs: &[f32], n_dirs: usize, device: &Device) -> Vec<Ve
 /// Sliced Wasserstein distance between two equally sized descriptor sets: for `repeats` sets of
 /// `dirs_per_repeat` random unit directions, the mean absolute difference of the sorted
 /// projections, averaged.
-pub fn sliced_wasserstein(a: &[f32], b: &[f32], repeats: usize, dirs_per_repeat: usize, rng: &mut SplitMix64, device: &Device) -> f64 {
+pub fn sliced_wasserstein(
+    a: &[f32],
+    b: &[f32],
+    repeats: usize,
+    dirs_per_repeat: usize,
+    rng: &mut SplitMix64,
+    device: &Device,
+) -> f64 {
     assert_eq!(a.len(), b.len(), "descriptor sets must be the same size");
     let dim = DESC_LEN;
     let mut results = Vec::with_capacity(repeats);
     for _ in 0..repeats {
-        let mut dirs: Vec<f32> = (0..dirs_per_repeat * dim).map(|_| rng.normal_f64() as f32).collect();
+        let mut dirs: Vec<f32> = (0..dirs_per_repeat * dim)
+            .map(|_| rng.normal_f64() as f32)
+            .collect();
         for d in dirs.chunks_mut(dim) {
             let norm = d.iter().map(|v| v * v).sum::<f32>().sqrt();
             d.iter_mut().for_each(|v| *v /= norm);
@@ -246,7 +272,10 @@ pub fn sliced_wasserstein(a: &[f32], b: &[f32], repeats: usize, dirs_per_repeat:
             .map(|(mut x, mut y)| {
                 radix_sort(&mut x);
                 radix_sort(&mut y);
-                x.iter().zip(&y).map(|(p, q)| (p - q).abs() as f64).sum::<f64>()
+                x.iter()
+                    .zip(&y)
+                    .map(|(p, q)| (p - q).abs() as f64)
+                    .sum::<f64>()
             })
             .sum();
         results.push(total / (dirs_per_repeat * (a.len() / dim)) as f64);
@@ -257,7 +286,10 @@ pub fn sliced_wasserstein(a: &[f32], b: &[f32], repeats: usize, dirs_per_repeat:
 /// SWD between two image sets of the same size and resolution: `×10³` per level (full
 /// resolution first) and their average last.
 pub fn swd(reals: &ImageSet, fakes: &ImageSet, seed: u64) -> Vec<f64> {
-    assert_eq!(reals.resolution, fakes.resolution, "both sets at one resolution");
+    assert_eq!(
+        reals.resolution, fakes.resolution,
+        "both sets at one resolution"
+    );
     assert_eq!(reals.len(), fakes.len(), "both sets the same size");
     let device = Device::flex();
     let mut rng = SplitMix64::derive(seed, "swd");
@@ -280,7 +312,11 @@ mod tests {
 
     /// The 8×8 test image of the reference values (`(x²·3 + 7y + (xy mod 5)·11) mod 256`).
     fn test_plane() -> Vec<f32> {
-        (0..8).flat_map(|y| (0..8).map(move |x| ((x * x * 3 + y * 7 + (x * y) % 5 * 11) % 256) as f32)).collect()
+        (0..8)
+            .flat_map(|y| {
+                (0..8).map(move |x| ((x * x * 3 + y * 7 + (x * y) % 5 * 11) % 256) as f32)
+            })
+            .collect()
     }
 
     #[test]
@@ -293,8 +329,12 @@ mod tests {
     fn laplacian_pyramid_matches_reference() {
         // Reference: the official generate_laplacian_pyramid with scipy.ndimage.convolve(mode='mirror').
         let p = laplacian_pyramid(&test_plane(), 8, 2);
-        let band_row0 = [-23.77417, -25.88232, -29.07947, -30.23828, -29.01538, -25.06738, -10.58447, 22.24316];
-        let band_row5 = [-19.81738, -21.48242, -23.52612, -22.99707, -20.93896, -18.39551, -5.80591, 26.39062];
+        let band_row0 = [
+            -23.77417, -25.88232, -29.07947, -30.23828, -29.01538, -25.06738, -10.58447, 22.24316,
+        ];
+        let band_row5 = [
+            -19.81738, -21.48242, -23.52612, -22.99707, -20.93896, -18.39551, -5.80591, 26.39062,
+        ];
         let low = [
             [14.4375, 34.60156, 72.0625, 120.36719],
             [31.35156, 52.58984, 85.32422, 137.92578],
@@ -302,12 +342,24 @@ mod tests {
             [53.49219, 74.30078, 109.57031, 160.02344],
         ];
         for x in 0..8 {
-            assert!((p[0][x] - band_row0[x]).abs() < 1e-3, "band row 0: {:?}", &p[0][..8]);
-            assert!((p[0][40 + x] - band_row5[x]).abs() < 1e-3, "band row 5: {:?}", &p[0][40..48]);
+            assert!(
+                (p[0][x] - band_row0[x]).abs() < 1e-3,
+                "band row 0: {:?}",
+                &p[0][..8]
+            );
+            assert!(
+                (p[0][40 + x] - band_row5[x]).abs() < 1e-3,
+                "band row 5: {:?}",
+                &p[0][40..48]
+            );
         }
         for y in 0..4 {
             for x in 0..4 {
-                assert!((p[1][y * 4 + x] - low[y][x]).abs() < 1e-3, "low-pass: {:?}", p[1]);
+                assert!(
+                    (p[1][y * 4 + x] - low[y][x]).abs() < 1e-3,
+                    "low-pass: {:?}",
+                    p[1]
+                );
             }
         }
     }
@@ -322,7 +374,9 @@ mod tests {
     #[test]
     fn radix_sort_sorts_like_total_order() {
         let mut rng = SplitMix64::new(4);
-        let mut v: Vec<f32> = (0..10_000).map(|_| (rng.normal_f64() * 100.0) as f32).collect();
+        let mut v: Vec<f32> = (0..10_000)
+            .map(|_| (rng.normal_f64() * 100.0) as f32)
+            .collect();
         v.extend([0.0, -0.0, 1e-30, -1e-30, f32::MAX, f32::MIN]);
         let mut expect = v.clone();
         expect.sort_by(f32::total_cmp);
@@ -335,28 +389,43 @@ mod tests {
         // B is A shifted by t along every component; along a unit direction u the sorted
         // projections differ by t·Σu, so the distance is t·mean|Σu| over the directions.
         let mut rng = SplitMix64::new(5);
-        let a: Vec<f32> = (0..500 * DESC_LEN).map(|_| rng.normal_f64() as f32).collect();
+        let a: Vec<f32> = (0..500 * DESC_LEN)
+            .map(|_| rng.normal_f64() as f32)
+            .collect();
         let b: Vec<f32> = a.iter().map(|v| v + 0.5).collect();
         let mut dir_rng = SplitMix64::new(6);
         let got = sliced_wasserstein(&a, &b, 1, 16, &mut dir_rng.clone(), &Device::flex());
         let mut expect = 0.0;
         for _ in 0..16 {
-            let d: Vec<f64> = (0..DESC_LEN).map(|_| dir_rng.normal_f64() as f32 as f64).collect();
+            let d: Vec<f64> = (0..DESC_LEN)
+                .map(|_| dir_rng.normal_f64() as f32 as f64)
+                .collect();
             let norm = d.iter().map(|v| v * v).sum::<f64>().sqrt();
             expect += 0.5 * (d.iter().sum::<f64>() / norm).abs();
         }
         expect /= 16.0;
-        assert!((got - expect).abs() < 1e-4 * expect.max(1.0), "{got} vs {expect}");
-        assert_eq!(sliced_wasserstein(&a, &a, 2, 8, &mut SplitMix64::new(1), &Device::flex()), 0.0);
+        assert!(
+            (got - expect).abs() < 1e-4 * expect.max(1.0),
+            "{got} vs {expect}"
+        );
+        assert_eq!(
+            sliced_wasserstein(&a, &a, 2, 8, &mut SplitMix64::new(1), &Device::flex()),
+            0.0
+        );
     }
 
     #[test]
     fn normalisation_gives_unit_moments_per_channel() {
         let mut rng = SplitMix64::new(7);
-        let mut d: Vec<f32> = (0..200 * DESC_LEN).map(|i| (rng.normal_f64() * (1 + i % 3) as f64 + 5.0) as f32).collect();
+        let mut d: Vec<f32> = (0..200 * DESC_LEN)
+            .map(|i| (rng.normal_f64() * (1 + i % 3) as f64 + 5.0) as f32)
+            .collect();
         normalize_descriptors(&mut d);
         for c in 0..3 {
-            let vals: Vec<f64> = d.chunks(DESC_LEN).flat_map(|x| x[c * 49..(c + 1) * 49].iter().map(|&v| v as f64)).collect();
+            let vals: Vec<f64> = d
+                .chunks(DESC_LEN)
+                .flat_map(|x| x[c * 49..(c + 1) * 49].iter().map(|&v| v as f64))
+                .collect();
             let mean = vals.iter().sum::<f64>() / vals.len() as f64;
             let var = vals.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / vals.len() as f64;
             assert!(mean.abs() < 1e-4 && (var - 1.0).abs() < 1e-3);
@@ -370,7 +439,16 @@ mod tests {
         let mut data = Vec::with_capacity(n * r * r * 3);
         for _ in 0..n {
             let blobs: Vec<[f64; 6]> = (0..4)
-                .map(|_| [rng.uniform_f64() * 32.0, rng.uniform_f64() * 32.0, 2.0 + rng.uniform_f64() * 6.0, rng.uniform_f64(), rng.uniform_f64(), rng.uniform_f64()])
+                .map(|_| {
+                    [
+                        rng.uniform_f64() * 32.0,
+                        rng.uniform_f64() * 32.0,
+                        2.0 + rng.uniform_f64() * 6.0,
+                        rng.uniform_f64(),
+                        rng.uniform_f64(),
+                        rng.uniform_f64(),
+                    ]
+                })
                 .collect();
             for y in 0..r {
                 for x in 0..r {
@@ -386,11 +464,17 @@ mod tests {
                 }
             }
         }
-        ImageSet { resolution: r, data }
+        ImageSet {
+            resolution: r,
+            data,
+        }
     }
 
     fn map_images(set: &ImageSet, f: impl Fn(&[u8]) -> Vec<u8>) -> ImageSet {
-        ImageSet { resolution: set.resolution, data: (0..set.len()).flat_map(|i| f(set.image(i))).collect() }
+        ImageSet {
+            resolution: set.resolution,
+            data: (0..set.len()).flat_map(|i| f(set.image(i))).collect(),
+        }
     }
 
     fn blur(img: &[u8]) -> Vec<u8> {
@@ -401,7 +485,10 @@ mod tests {
             for x in 0..r {
                 for c in 0..3 {
                     let (by, bx) = (y / 2 * 2, x / 2 * 2);
-                    let s: u32 = [(by, bx), (by, bx + 1), (by + 1, bx), (by + 1, bx + 1)].iter().map(|&(yy, xx)| img[(yy * r + xx) * 3 + c] as u32).sum();
+                    let s: u32 = [(by, bx), (by, bx + 1), (by + 1, bx), (by + 1, bx + 1)]
+                        .iter()
+                        .map(|&(yy, xx)| img[(yy * r + xx) * 3 + c] as u32)
+                        .sum();
                     out[(y * r + x) * 3 + c] = ((s + 2) / 4) as u8;
                 }
             }
@@ -417,12 +504,35 @@ mod tests {
         let floor = swd(&a, &b, 3);
         let blurred = swd(&a, &map_images(&a, blur), 3);
         // A colour shift: blue inverted, so blobs change hue against the gradient.
-        let shifted = swd(&a, &map_images(&a, |img| img.chunks(3).flat_map(|p| [p[0], p[1], 255 - p[2]]).collect()), 3);
+        let shifted = swd(
+            &a,
+            &map_images(&a, |img| {
+                img.chunks(3)
+                    .flat_map(|p| [p[0], p[1], 255 - p[2]])
+                    .collect()
+            }),
+            3,
+        );
         eprintln!("same {same:?} floor {floor:?} blurred {blurred:?} colour-shifted {shifted:?}");
         assert_eq!(same.len(), 3, "levels 32, 16 and the average");
-        assert!(same[2] < 0.7 * floor[2], "a set against itself ({}) must sit below two independent sets ({})", same[2], floor[2]);
-        assert!(blurred[0] > 2.0 * floor[0], "blur shows at the finest level: {} vs floor {}", blurred[0], floor[0]);
-        assert!(shifted[2] > 2.0 * floor[2], "a colour change raises SWD: {} vs floor {}", shifted[2], floor[2]);
+        assert!(
+            same[2] < 0.7 * floor[2],
+            "a set against itself ({}) must sit below two independent sets ({})",
+            same[2],
+            floor[2]
+        );
+        assert!(
+            blurred[0] > 2.0 * floor[0],
+            "blur shows at the finest level: {} vs floor {}",
+            blurred[0],
+            floor[0]
+        );
+        assert!(
+            shifted[2] > 2.0 * floor[2],
+            "a colour change raises SWD: {} vs floor {}",
+            shifted[2],
+            floor[2]
+        );
     }
 
     #[test]
