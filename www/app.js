@@ -113,7 +113,7 @@ class Engine {
         ? setTimeout(() => this.die(`no answer from the GPU in ${Math.round(deadlineMs / 1000)} s; its device may have been lost`), deadlineMs)
         : undefined;
       this.pending.set(id, { resolve, reject, timer });
-      this.worker.postMessage({ op, id, ...fields }, transfer);
+      this.worker.postMessage({ id, request: { [op]: fields } }, transfer);
     });
   }
 

@@ -4,8 +4,9 @@ use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 
 use crate::config::ModelConfig;
-use crate::layers::{EqConv2d, EqDense, downsample2x, lerp, lrelu, mbstd_group, minibatch_stddev};
+use crate::layers::{EqConv2d, EqDense, downsample2x, lrelu, mbstd_group, minibatch_stddev};
 use crate::rng::SplitMix64;
+use crate::tensor::lerp;
 
 const SQRT2: f64 = core::f64::consts::SQRT_2;
 

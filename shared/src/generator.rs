@@ -4,8 +4,9 @@ use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 
 use crate::config::ModelConfig;
-use crate::layers::{EqConv2d, EqDense, lerp, lrelu, normalize_rows, pixel_norm, upsample2x};
+use crate::layers::{EqConv2d, EqDense, lrelu, normalize_rows, pixel_norm, upsample2x};
 use crate::rng::SplitMix64;
+use crate::tensor::lerp;
 
 const SQRT2: f64 = core::f64::consts::SQRT_2;
 

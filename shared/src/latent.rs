@@ -113,6 +113,31 @@ mod tests {
     }
 
     #[test]
+    fn a_blur_wider_than_the_loop_is_capped_at_half_of_it() {
+        // σ of 1,000 frames over a 6-frame loop: each frame averages the loop once (not 8,000
+        // wrapped copies), so the frames nearly coincide, on the sphere.
+        let n = 32;
+        let walk = smooth_walk(9, 6, 1000.0, n);
+        assert_eq!(walk.len(), 6 * n);
+        assert!(walk.iter().all(|v| v.is_finite()));
+        let frame = |t: usize| &walk[t * n..(t + 1) * n];
+        let dist = |a: &[f32], b: &[f32]| {
+            a.iter()
+                .zip(b)
+                .map(|(x, y)| (x - y).powi(2))
+                .sum::<f32>()
+                .sqrt()
+        };
+        let independent = dist(
+            &normalize_latent(&latent_for_seed(1, n)),
+            &normalize_latent(&latent_for_seed(2, n)),
+        );
+        for t in 1..6 {
+            assert!(dist(frame(0), frame(t)) < 0.5 * independent, "frame {t}");
+        }
+    }
+
+    #[test]
     fn smooth_walk_is_smooth_and_loops() {
         let (frames, n) = (60, 64);
         let walk = smooth_walk(3, frames, 4.0, n);

@@ -8,9 +8,10 @@ use burn::module::{Module, Param};
 use burn::tensor::activation::leaky_relu;
 use burn::tensor::module::{avg_pool2d, conv_transpose2d, conv2d};
 use burn::tensor::ops::{AvgPoolOptions, ConvOptions, ConvTransposeOptions};
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Tensor};
 
 use crate::rng::SplitMix64;
+use crate::tensor::tensor_from_f32;
 
 /// Slope of the leaky ReLU for negative inputs.
 pub const LRELU_SLOPE: f64 = 0.2;
@@ -22,23 +23,6 @@ pub const MBSTD_EPS: f64 = 1e-8;
 /// The He constant of the equalised learning rate: `gain / √fan_in`.
 pub fn he_scale(gain: f64, fan_in: usize) -> f64 {
     gain / (fan_in as f64).sqrt()
-}
-
-/// A float tensor from `f32` values, in the device's default float type.
-pub fn tensor_from_f32<const D: usize>(
-    values: Vec<f32>,
-    shape: [usize; D],
-    device: &Device,
-) -> Tensor<D> {
-    Tensor::from_data(TensorData::new(values, shape), device)
-}
-
-/// Reads a tensor back as `f32` values, whatever its float type.
-pub fn tensor_to_f32<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    t.into_data()
-        .convert::<f32>()
-        .try_to_vec::<f32>()
-        .expect("float tensor data")
 }
 
 fn normal_param<const D: usize>(
@@ -173,7 +157,7 @@ impl EqDense {
 /// Leaky ReLU with slope 0.2.
 pub fn lrelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     #[cfg(feature = "flex-kernels")]
-    if let Some(y) = crate::flex_kernels::lrelu::leaky_scale(x.clone(), x.clone()) {
+    if let Some(y) = crate::flex_kernels::lrelu::leaky_scale(x.clone(), x.clone(), LRELU_SLOPE) {
         return y;
     }
     leaky_relu(x, LRELU_SLOPE)
@@ -183,7 +167,8 @@ pub fn lrelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 /// piecewise constant, so it carries no gradient of its own.
 pub fn lrelu_vjp<const D: usize>(pre: Tensor<D>, grad_out: Tensor<D>) -> Tensor<D> {
     #[cfg(feature = "flex-kernels")]
-    if let Some(g) = crate::flex_kernels::lrelu::leaky_scale(pre.clone().detach(), grad_out.clone())
+    if let Some(g) =
+        crate::flex_kernels::lrelu::leaky_scale(pre.clone().detach(), grad_out.clone(), LRELU_SLOPE)
     {
         return g;
     }
@@ -196,7 +181,7 @@ pub fn lrelu_vjp<const D: usize>(pre: Tensor<D>, grad_out: Tensor<D>) -> Tensor<
 /// Pixelwise feature normalisation: each pixel's feature vector scaled to unit RMS.
 pub fn pixel_norm(x: Tensor<4>) -> Tensor<4> {
     #[cfg(feature = "flex-kernels")]
-    if let Some(y) = crate::flex_kernels::pixel_norm::pixel_norm(x.clone()) {
+    if let Some(y) = crate::flex_kernels::pixel_norm::pixel_norm(x.clone(), PIXEL_NORM_EPS) {
         return y;
     }
     let norm = x
@@ -247,11 +232,6 @@ pub fn downsample2x_vjp(grad_out: Tensor<4>) -> Tensor<4> {
         return g;
     }
     upsample2x(grad_out).mul_scalar(0.25)
-}
-
-/// `a + (b − a)·t`.
-pub fn lerp<const D: usize>(a: Tensor<D>, b: Tensor<D>, t: f64) -> Tensor<D> {
-    a.clone() + (b - a).mul_scalar(t)
 }
 
 /// The group size the minibatch-stddev layer uses for `batch`: `preferred` when it divides the

@@ -24,6 +24,7 @@ pub mod layers;
 pub mod link;
 pub mod manifest;
 pub mod rng;
+pub mod tensor;
 pub mod weights;
 
 pub use config::{ConfigError, ModelConfig};

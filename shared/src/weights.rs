@@ -14,7 +14,7 @@ use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
 use crate::config::ModelConfig;
 use crate::generator::Generator;
-use crate::layers::{tensor_from_f32, tensor_to_f32};
+use crate::tensor::{tensor_from_f32, tensor_to_f32};
 
 /// Value of the `format` metadata entry of files written here.
 pub const FORMAT: &str = "pggan-rs/1";

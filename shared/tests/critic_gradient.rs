@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{Device, FloatDType, Gradients, Tensor};
-use pggan_model::layers::{tensor_from_f32, tensor_to_f32};
+use pggan_model::tensor::{tensor_from_f32, tensor_to_f32};
 use pggan_model::weights::{NamedTensor, apply_tensors, collect_tensors};
 use pggan_model::{Critic, ModelConfig, SplitMix64};
 

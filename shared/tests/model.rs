@@ -4,7 +4,8 @@ use std::collections::BTreeMap;
 
 use burn::tensor::{Device, Tensor};
 use pggan_model::latent::latents_for_seeds;
-use pggan_model::layers::{downsample2x, tensor_from_f32, tensor_to_f32, upsample2x};
+use pggan_model::layers::{downsample2x, upsample2x};
+use pggan_model::tensor::{tensor_from_f32, tensor_to_f32};
 use pggan_model::weights::{
     WeightDtype, WeightsError, apply_tensors, collect_tensors, decode, generator_from_bytes,
     generator_to_bytes, truncate_to_level,

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use burn::module::{Module, ModuleMapper, Param};
 use burn::tensor::{Device, Gradients, Tensor};
-use pggan_model::layers::tensor_from_f32;
+use pggan_model::tensor::tensor_from_f32;
 use pggan_model::weights::NamedTensor;
 use serde::{Deserialize, Serialize};
 
@@ -215,7 +215,7 @@ impl Adam {
                 out.push(NamedTensor {
                     name: format!("{prefix}{which}.{name}"),
                     shape: t.dims().to_vec(),
-                    values: pggan_model::layers::tensor_to_f32(t.clone()),
+                    values: pggan_model::tensor::tensor_to_f32(t.clone()),
                 });
             }
         }
@@ -255,7 +255,7 @@ impl Adam {
 #[cfg(all(test, feature = "flex"))]
 mod tests {
     use super::*;
-    use pggan_model::layers::tensor_to_f32;
+    use pggan_model::tensor::tensor_to_f32;
 
     const PARAMS: AdamParams = AdamParams {
         lr: 1e-3,

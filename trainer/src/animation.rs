@@ -3,15 +3,12 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use burn::tensor::Device;
 use image::codecs::gif::{GifEncoder, Repeat};
 use image::{Delay, Frame, RgbImage};
-use pggan_model::SplitMix64;
-use pggan_model::latent::{blend_latents, latent_for_seed, normalize_latent};
-use pggan_model::layers::tensor_from_f32;
+use pggan_model::latent::{blend_latents, latent_for_seed, smooth_walk};
 
-use crate::export::load_model;
-use crate::images::{save_png, to_rgb_images};
+use crate::images::save_png;
+use crate::loader::LoadedModel;
 
 /// Writes frames as an animated GIF (`.gif`) or as numbered PNGs in a folder.
 pub fn write_frames(frames: &[RgbImage], fps: f64, out: &Path) -> Result<()> {
@@ -91,63 +88,25 @@ pub fn timelapse_frames(run: &Path, max_side: u32) -> Result<Vec<RgbImage>> {
         .collect()
 }
 
-/// The paper's latent walk: one random latent per frame, blurred over time by a Gaussian of
-/// `sigma_frames` (wrapping around, so the loop is seamless), each frame renormalised onto the
-/// hypersphere.
-pub fn latent_walk(seed: u64, frames: usize, latent: usize, sigma_frames: f64) -> Vec<Vec<f32>> {
-    let mut rng = SplitMix64::new(seed);
-    let raw: Vec<Vec<f64>> = (0..frames)
-        .map(|_| (0..latent).map(|_| rng.normal_f64()).collect())
-        .collect();
-    let radius = (4.0 * sigma_frames).ceil() as isize;
-    let kernel: Vec<f64> = (-radius..=radius)
-        .map(|d| (-(d * d) as f64 / (2.0 * sigma_frames.max(1e-6).powi(2))).exp())
-        .collect();
-    let ksum: f64 = kernel.iter().sum();
-    (0..frames)
-        .map(|f| {
-            let mut z = vec![0f64; latent];
-            for (k, w) in kernel.iter().enumerate() {
-                let src = (f as isize + k as isize - radius).rem_euclid(frames as isize) as usize;
-                for (acc, v) in z.iter_mut().zip(&raw[src]) {
-                    *acc += w / ksum * v;
-                }
+/// Frames of `model` for the given latents (each `[latent_size]`), scaled up `scale`× (nearest).
+pub fn render(model: &LoadedModel, latents: &[Vec<f32>], scale: u32) -> Vec<RgbImage> {
+    let flat: Vec<f32> = latents.iter().flatten().copied().collect();
+    model
+        .images(&flat)
+        .into_iter()
+        .map(|img| {
+            if scale > 1 {
+                let (w, h) = (img.width() * scale, img.height() * scale);
+                image::imageops::resize(&img, w, h, image::imageops::FilterType::Nearest)
+            } else {
+                img
             }
-            normalize_latent(&z.iter().map(|&v| v as f32).collect::<Vec<_>>())
         })
         .collect()
 }
 
-/// Frames of `model` for the given latents, scaled up `scale`× (nearest).
-pub fn render(
-    model: &Path,
-    latents: &[Vec<f32>],
-    scale: u32,
-    device: &Device,
-) -> Result<Vec<RgbImage>> {
-    let m = load_model(model, device)?;
-    let latent = m.config.latent_size;
-    let mut frames = Vec::with_capacity(latents.len());
-    for chunk in latents.chunks(32) {
-        let flat: Vec<f32> = chunk.iter().flatten().copied().collect();
-        let z = tensor_from_f32(flat, [chunk.len(), latent], device);
-        for img in to_rgb_images(m.generator.forward(z, m.level, m.alpha)) {
-            frames.push(if scale > 1 {
-                image::imageops::resize(
-                    &img,
-                    img.width() * scale,
-                    img.height() * scale,
-                    image::imageops::FilterType::Nearest,
-                )
-            } else {
-                img
-            });
-        }
-    }
-    Ok(frames)
-}
-
-/// Latents for `pggan interpolate`: the random walk from `seed`, or a straight blend from seed
+/// Latents for `pggan interpolate`: the paper's random walk from `seed` (the page's walk for the
+/// same seed, [`smooth_walk`]), or a straight blend from seed
 /// `seed` to seed `to` (renormalised onto the hypersphere).
 pub fn interpolation_latents(
     seed: u64,
@@ -163,37 +122,17 @@ pub fn interpolation_latents(
                 .map(|i| blend_latents(&za, &zb, i as f32 / (frames.max(2) - 1) as f32))
                 .collect()
         }
-        None => latent_walk(seed, frames, latent, sigma_frames),
+        None => smooth_walk(seed, frames, sigma_frames, latent)
+            .chunks(latent)
+            .map(<[f32]>::to_vec)
+            .collect(),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn walk_is_smooth_seamless_and_on_the_sphere() {
-        let w = latent_walk(3, 60, 32, 4.0);
-        assert_eq!(w.len(), 60);
-        let step = |a: &[f32], b: &[f32]| {
-            a.iter()
-                .zip(b)
-                .map(|(x, y)| (x - y).powi(2))
-                .sum::<f32>()
-                .sqrt()
-        };
-        let max_step = (0..60)
-            .map(|i| step(&w[i], &w[(i + 1) % 60]))
-            .fold(0f32, f32::max);
-        // Unblurred neighbours differ by ~√(2·32) ≈ 8; blurred ones by far less, the wrap included.
-        assert!(max_step < 2.5, "largest frame-to-frame step {max_step}");
-        for z in &w {
-            let rms = (z.iter().map(|v| v * v).sum::<f32>() / 32.0).sqrt();
-            assert!((rms - 1.0).abs() < 1e-4);
-        }
-        let far = step(&w[0], &w[30]);
-        assert!(far > 2.0 * max_step, "the walk moves: {far}");
-    }
+    use pggan_model::latent::normalize_latent;
 
     #[test]
     fn two_face_mode_starts_and_ends_at_the_seeds() {

@@ -1,36 +1,55 @@
-//! `pggan bench`: training throughput (img/s) per resolution for a model size and backend.
+//! `pggan bench`: training throughput (img/s) per resolution for a model size and backend — the
+//! training step itself ([`Networks::step`]), on reals from a pack (mirrored, as in training) or
+//! on random ones.
 
+use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use burn::module::Module;
-use pggan_model::layers::tensor_from_f32;
-use pggan_model::{Critic, Generator, ModelConfig, SplitMix64};
+use burn::tensor::Tensor;
+use pggan_model::tensor::{tensor_from_f32, tensor_to_f32};
+use pggan_model::{ModelConfig, SplitMix64};
 
-use crate::adam::{Adam, AdamParams};
 use crate::backend::BackendKind;
-use crate::ema::{plain_copy, update_ema};
-use crate::loss::{LossKind, WganParams, critic_loss, fakes_for_critic, generator_loss};
+use crate::data::{DataCursor, RealSampler};
+use crate::pack::Pack;
+use crate::step::{Networks, StepRandom, StepSettings};
 
-/// What to measure.
-#[derive(Debug, Clone)]
+/// What to measure (the options of `pggan bench`).
+#[derive(Debug, Clone, clap::Args)]
 pub struct BenchOptions {
     /// Backend.
+    #[arg(long, value_enum, default_value = "auto")]
     pub backend: BackendKind,
     /// Final resolution: every level up to it is measured.
+    #[arg(long, default_value_t = 32)]
     pub resolution: usize,
+    /// Only measure levels at or above this resolution.
+    #[arg(long, default_value_t = 4)]
+    pub min_resolution: usize,
     /// Latent size.
+    #[arg(long, default_value_t = 256)]
     pub latent: usize,
     /// Channel numerator.
+    #[arg(long, default_value_t = 1024)]
     pub fmap_base: usize,
     /// Channel cap.
+    #[arg(long, default_value_t = 256)]
     pub fmap_max: usize,
-    /// Minibatch size (same at every level).
+    /// Minibatch size (the same at every level).
+    #[arg(long, default_value_t = 16)]
     pub minibatch: usize,
     /// Timed steps per level (after two warm-up steps).
+    #[arg(long, default_value_t = 5)]
     pub steps: usize,
-    /// Only measure levels at or above this resolution.
-    pub min_resolution: usize,
+    /// Train on this pack's images (as training does: shuffled, mirrored) instead of random
+    /// reals.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Print one JSON line with all rows as well.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// One measured level.
@@ -46,7 +65,30 @@ pub struct BenchRow {
     pub ms_per_step: f64,
 }
 
-/// Times full WGAN-GP training steps (critic with penalty, generator, EMA) at every level.
+/// The vector instruction set this CPU gives the CPU kernels, for the first line.
+pub fn instruction_set() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return "AVX-512";
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            return "AVX2";
+        }
+        "SSE2"
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        "NEON"
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        std::env::consts::ARCH
+    }
+}
+
+/// Times full training steps (critic with penalty, generator, EMA; the paper's settings) at
+/// every level from `min_resolution` up.
 pub fn bench(o: &BenchOptions) -> Result<Vec<BenchRow>> {
     let config = ModelConfig::new()
         .with_resolution(o.resolution)
@@ -54,36 +96,54 @@ pub fn bench(o: &BenchOptions) -> Result<Vec<BenchRow>> {
         .with_fmap_base(o.fmap_base)
         .with_fmap_max(o.fmap_max);
     config.validate()?;
-    let plain = o.backend.device()?;
+    if o.minibatch == 0 || o.steps == 0 {
+        bail!("--minibatch and --steps must be at least 1");
+    }
+    let backend = o.backend.resolve();
+    let plain = backend.device()?;
     let device = plain.clone().autodiff();
-    let mut rng = SplitMix64::new(1);
-    let mut g = Generator::new(&config, &mut rng, &device);
-    let mut d = Critic::new(&config, &mut rng, &device);
-    let mut ema = plain_copy(&g);
-    let adam = AdamParams {
-        lr: 1e-3,
-        beta1: 0.0,
-        beta2: 0.99,
-        eps: 1e-8,
+    let mut sampler = match &o.data {
+        Some(path) => {
+            let pack = Pack::open(path)?;
+            if pack.header.resolution < o.resolution {
+                bail!(
+                    "{} goes up to {r}×{r}; --resolution {} needs a larger pack",
+                    path.display(),
+                    o.resolution,
+                    r = pack.header.resolution
+                );
+            }
+            Some(RealSampler::new(
+                pack,
+                0,
+                DataCursor::default(),
+                SplitMix64::new(3),
+                true,
+            ))
+        }
+        None => None,
     };
-    let wgan = WganParams {
-        gp_lambda: 10.0,
-        gp_target: 1.0,
-        drift: 0.001,
-    };
+    let mut nets = Networks::new(&config, &mut SplitMix64::new(1), &device);
+    let settings = StepSettings::default();
+    let (mut latent_rng, mut mix_rng, mut reals_rng) =
+        (SplitMix64::new(4), SplitMix64::new(5), SplitMix64::new(6));
+    let hardware = crate::sessions::hardware_description(
+        backend.name(),
+        BackendKind::adapter_name(&plain).as_deref(),
+    );
     println!(
-        "pggan bench: backend {}{}, G {} params, D {} params, channels {:?}, latent {}, minibatch {}",
-        o.backend.name(),
-        BackendKind::adapter_name(&plain)
-            .map(|n| format!(" ({n})"))
-            .unwrap_or_default(),
-        g.num_params(),
-        d.num_params(),
+        "pggan bench: {hardware}, {}; G {} params, D {} params, channels {:?}, latent {}, minibatch {}, reals {}",
+        instruction_set(),
+        nets.g.num_params(),
+        nets.d.num_params(),
         (0..config.num_levels())
             .map(|l| config.channels(l))
             .collect::<Vec<_>>(),
         o.latent,
-        o.minibatch
+        o.minibatch,
+        o.data
+            .as_ref()
+            .map_or("random".to_string(), |p| p.display().to_string()),
     );
     let mut rows = Vec::new();
     for level in 0..config.num_levels() {
@@ -92,43 +152,33 @@ pub fn bench(o: &BenchOptions) -> Result<Vec<BenchRow>> {
             continue;
         }
         let n = o.minibatch;
-        let (mut adam_g, mut adam_d) = (Adam::default(), Adam::default());
-        let mut step = |g: Generator, d: Critic, ema: Generator, rng: &mut SplitMix64| {
-            let reals = tensor_from_f32(rng.normals_f32(n * 3 * r * r), [n, 3, r, r], &device);
-            let z = tensor_from_f32(rng.normals_f32(n * o.latent), [n, o.latent], &device);
-            let fakes = fakes_for_critic(&g, z, level, 1.0);
-            let mix = tensor_from_f32(
-                (0..n).map(|_| rng.uniform_f64() as f32).collect(),
-                [n, 1, 1, 1],
-                &device,
-            );
-            let closs = critic_loss(LossKind::WganGp, &d, reals, fakes, mix, level, 1.0, wgan);
-            let mut grads = closs.loss.backward();
-            let d = adam_d.step(d, &mut grads, adam);
-            let z = tensor_from_f32(rng.normals_f32(n * o.latent), [n, o.latent], &device);
-            let gl = generator_loss(
-                LossKind::WganGp,
-                &d.clone().no_grad(),
-                g.forward(z, level, 1.0),
-                level,
-                1.0,
-            );
-            let mut grads = gl.backward();
-            let g = adam_g.step(g, &mut grads, adam);
-            let ema = update_ema(ema, &g, 0.999);
-            // Reading a value forces every queued kernel to finish.
-            let _ = pggan_model::layers::tensor_to_f32(closs.stats.inner());
-            (g, d, ema)
+        nets.adam_g.reset();
+        nets.adam_d.reset();
+        let mut timed = |nets: Networks, steps: usize| -> Result<(Networks, f64)> {
+            let start = Instant::now();
+            let mut nets = nets;
+            for _ in 0..steps {
+                let reals: Tensor<4> = match sampler.as_mut() {
+                    Some(s) => s.next_batch(n, r, 1.0, &device)?,
+                    None => {
+                        tensor_from_f32(reals_rng.normals_f32(n * 3 * r * r), [n, 3, r, r], &device)
+                    }
+                };
+                let random = StepRandom {
+                    latents: &mut latent_rng,
+                    mix: &mut mix_rng,
+                };
+                let losses;
+                (nets, losses) = nets.step(reals, level, 1.0, random, &settings);
+                // Reading a value waits for every queued kernel.
+                let _ = tensor_to_f32(losses.critic);
+            }
+            plain.sync().ok();
+            Ok((nets, start.elapsed().as_secs_f64()))
         };
-        for _ in 0..2 {
-            (g, d, ema) = step(g, d, ema, &mut rng);
-        }
-        let start = Instant::now();
-        for _ in 0..o.steps {
-            (g, d, ema) = step(g, d, ema, &mut rng);
-        }
-        plain.sync().ok();
-        let secs = start.elapsed().as_secs_f64();
+        (nets, _) = timed(nets, 2)?; // warm-up
+        let secs;
+        (nets, secs) = timed(nets, o.steps)?;
         let row = BenchRow {
             resolution: r,
             minibatch: n,
@@ -140,6 +190,9 @@ pub fn bench(o: &BenchOptions) -> Result<Vec<BenchRow>> {
             r, r, n, row.img_per_s, row.ms_per_step
         );
         rows.push(row);
+    }
+    if o.json {
+        println!("{}", serde_json::to_string(&rows)?);
     }
     Ok(rows)
 }

@@ -1,8 +1,10 @@
-//! Checkpoints: generator, critic, EMA generator, both Adam states and the training state, in one
-//! safetensors file written atomically (temporary file, fsync, rename).
+//! Checkpoints: generator, critic, EMA generator, both Adam states, the training state and the
+//! run's options, in one safetensors file written atomically (`fsutil`).
 
 use std::collections::BTreeMap;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
@@ -14,12 +16,20 @@ use serde::{Deserialize, Serialize};
 
 use crate::adam::Adam;
 use crate::data::DataCursor;
+use crate::fsutil::{AtomicFile, write_atomic};
+use crate::options::RunOptions;
+use crate::schedule::schedule;
+use crate::step::Networks;
 
 /// Everything besides weights that a resumed run needs to continue exactly.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainState {
     /// Images shown so far.
     pub nimg: u64,
+    /// Level the run stands at (the schedule's at `nimg`).
+    pub level: usize,
+    /// Fade weight of that level.
+    pub alpha: f64,
     /// Ticks done.
     pub tick: u64,
     /// Latents of the training steps.
@@ -48,20 +58,35 @@ pub struct TrainState {
     pub best_swd: Option<f64>,
 }
 
+impl TrainState {
+    /// The state of a new run with `seed`.
+    pub fn new(seed: u64) -> TrainState {
+        TrainState {
+            nimg: 0,
+            level: 0,
+            alpha: 1.0,
+            tick: 0,
+            latent_rng: SplitMix64::derive(seed, "latents"),
+            mix_rng: SplitMix64::derive(seed, "mix"),
+            mirror_rng: SplitMix64::derive(seed, "mirror"),
+            cursor: DataCursor::default(),
+            adam_g_step: 0,
+            adam_d_step: 0,
+            optimizer_phase: None,
+            stages_done: Vec::new(),
+            train_seconds: 0.0,
+            metrics_done: 0,
+            best_swd: None,
+        }
+    }
+}
+
 /// A loaded checkpoint.
 pub struct Checkpoint {
     /// The architecture.
     pub config: ModelConfig,
-    /// Generator (on the autodiff device).
-    pub generator: Generator,
-    /// Critic (on the autodiff device).
-    pub critic: Critic,
-    /// EMA generator (plain device).
-    pub ema: Generator,
-    /// Adam state of the generator.
-    pub adam_g: Adam,
-    /// Adam state of the critic.
-    pub adam_d: Adam,
+    /// G and D (autodiff device), the EMA generator and both Adam states (plain device).
+    pub networks: Networks,
     /// Training state.
     pub state: TrainState,
 }
@@ -71,32 +96,38 @@ pub fn checkpoint_path(run: &Path) -> PathBuf {
     run.join("checkpoint.safetensors")
 }
 
+/// Test hook: `PGGAN_DEBUG_CHECKPOINT_DELAY_MS` widens the window between a checkpoint's write
+/// and its rename, so the fault tests can kill the process inside it.
+fn debug_pause() -> Duration {
+    let ms = std::env::var("PGGAN_DEBUG_CHECKPOINT_DELAY_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok());
+    Duration::from_millis(ms.unwrap_or(0))
+}
+
 /// Writes the checkpoint of a run atomically; the previous one stays valid until the rename.
-#[allow(clippy::too_many_arguments)]
+/// `options` is the run's options record (JSON), kept inside so a resume never depends on
+/// `options.json`.
 pub fn save(
     run: &Path,
     config: &ModelConfig,
-    options_json: &str,
-    g: &Generator,
-    d: &Critic,
-    ema: &Generator,
-    adam_g: &Adam,
-    adam_d: &Adam,
+    options: &str,
+    nets: &Networks,
     state: &TrainState,
 ) -> Result<()> {
     let mut tensors: Vec<NamedTensor> = Vec::new();
     for (prefix, list) in [
-        ("g.", collect_tensors(g)),
-        ("d.", collect_tensors(d)),
-        ("ema.", collect_tensors(ema)),
+        ("g.", collect_tensors(&nets.g)),
+        ("d.", collect_tensors(&nets.d)),
+        ("ema.", collect_tensors(&nets.ema)),
     ] {
         tensors.extend(list.into_iter().map(|mut t| {
             t.name = format!("{prefix}{}", t.name);
             t
         }));
     }
-    tensors.extend(adam_g.to_tensors("adam_g."));
-    tensors.extend(adam_d.to_tensors("adam_d."));
+    tensors.extend(nets.adam_g.to_tensors("adam_g."));
+    tensors.extend(nets.adam_d.to_tensors("adam_d."));
     let mut meta = BTreeMap::new();
     meta.insert(
         "format".to_string(),
@@ -105,39 +136,15 @@ pub fn save(
     meta.insert("kind".to_string(), "checkpoint".to_string());
     meta.insert("config".to_string(), serde_json::to_string(config)?);
     meta.insert("state".to_string(), serde_json::to_string(state)?);
-    meta.insert("options".to_string(), options_json.to_string());
+    meta.insert("options".to_string(), options.to_string());
     let bytes = encode(&tensors, WeightDtype::F32, &meta)
         .context("a weight is NaN or infinite; not overwriting the last good checkpoint")?;
-    let path = checkpoint_path(run);
-    let tmp = run.join("checkpoint.safetensors.tmp");
-    write_synced(&tmp, &bytes).with_context(|| {
-        format!(
-            "writing {} (the previous checkpoint is untouched)",
-            tmp.display()
-        )
-    })?;
-    // Test hook: widen the window between write and rename, so fault tests can kill in it.
-    if let Some(ms) = std::env::var("PGGAN_DEBUG_CHECKPOINT_DELAY_MS")
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok())
-    {
-        std::thread::sleep(std::time::Duration::from_millis(ms));
-    }
-    std::fs::rename(&tmp, &path).with_context(|| {
-        format!(
-            "moving {} into place (the previous checkpoint is untouched)",
-            path.display()
-        )
-    })?;
-    Ok(())
-}
-
-/// Writes a file and flushes it to disk.
-pub fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut f = std::fs::File::create(path)?;
-    f.write_all(bytes)?;
-    f.sync_all()
+    let write = || -> std::io::Result<()> {
+        let mut file = AtomicFile::create(&checkpoint_path(run))?;
+        file.write_all(&bytes)?;
+        file.commit_after(debug_pause())
+    };
+    write().context("writing the checkpoint (the previous checkpoint is untouched)")
 }
 
 fn take(tensors: &BTreeMap<String, NamedTensor>, prefix: &str) -> Vec<NamedTensor> {
@@ -207,13 +214,38 @@ fn read_checkpoint(
     Ok((tensors, meta.unwrap_or_default()))
 }
 
-fn parse_state(meta: &BTreeMap<String, String>, run: &Path) -> Result<TrainState> {
-    serde_json::from_str(meta.get("state").map(String::as_str).unwrap_or("")).with_context(|| {
+/// The training state and the options a checkpoint stores. A checkpoint written before the state
+/// kept its level and α gets them from its options' schedule.
+fn parse_meta(meta: &BTreeMap<String, String>, run: &Path) -> Result<(TrainState, RunOptions)> {
+    let invalid = || {
         format!(
             "the checkpoint in {} has no valid training state",
             run.display()
         )
-    })
+    };
+    let options: RunOptions =
+        serde_json::from_str(meta.get("options").map(String::as_str).unwrap_or(""))
+            .with_context(|| format!("the checkpoint in {} has no valid options", run.display()))?;
+    let mut state: serde_json::Value =
+        serde_json::from_str(meta.get("state").map(String::as_str).unwrap_or(""))
+            .with_context(invalid)?;
+    if state.get("level").is_none() {
+        let config = config_from_metadata(meta, "checkpoint")?;
+        let nimg = state["nimg"].as_u64().with_context(invalid)?;
+        let phase = schedule(nimg as f64 / 1000.0, &options.schedule_spec(&config));
+        state["level"] = phase.level.into();
+        state["alpha"] = phase.alpha.into();
+    }
+    Ok((
+        serde_json::from_value(state).with_context(invalid)?,
+        options,
+    ))
+}
+
+/// The training state and the options stored in a run's checkpoint.
+pub fn read_meta(run: &Path) -> Result<(TrainState, RunOptions)> {
+    let (_, meta) = read_checkpoint(run)?;
+    parse_meta(&meta, run)
 }
 
 /// Reads a run's checkpoint; `device` is the autodiff device for G and D, `plain` for the rest.
@@ -228,29 +260,30 @@ pub fn load(run: &Path, device: &Device, plain: &Device) -> Result<Checkpoint> {
     let (tensors, meta) = read_checkpoint(run)?;
     let config = config_from_metadata(&meta, "checkpoint")
         .with_context(|| format!("the checkpoint in {}", run.display()))?;
-    let state = parse_state(&meta, run)?;
+    let (state, _) = parse_meta(&meta, run)?;
     let mut rng = SplitMix64::new(0);
-    let generator = apply_tensors(
+    let g = apply_tensors(
         Generator::new(&config, &mut rng, device),
         take(&tensors, "g."),
     )
     .context("checkpoint generator")?;
-    let critic = apply_tensors(Critic::new(&config, &mut rng, device), take(&tensors, "d."))
+    let d = apply_tensors(Critic::new(&config, &mut rng, device), take(&tensors, "d."))
         .context("checkpoint critic")?;
     let ema = apply_tensors(
         Generator::new(&config, &mut rng, plain),
         take(&tensors, "ema."),
     )
     .context("checkpoint EMA generator")?;
-    let adam_g = Adam::from_tensors(state.adam_g_step, "adam_g.", &tensors, plain);
-    let adam_d = Adam::from_tensors(state.adam_d_step, "adam_d.", &tensors, plain);
+    let networks = Networks {
+        g,
+        d,
+        ema,
+        adam_g: Adam::from_tensors(state.adam_g_step, "adam_g.", &tensors, plain),
+        adam_d: Adam::from_tensors(state.adam_d_step, "adam_d.", &tensors, plain),
+    };
     Ok(Checkpoint {
         config,
-        generator,
-        critic,
-        ema,
-        adam_g,
-        adam_d,
+        networks,
         state,
     })
 }
@@ -260,7 +293,7 @@ pub fn load_ema(run: &Path, device: &Device) -> Result<(Generator, ModelConfig, 
     let (tensors, meta) =
         read_checkpoint(run).with_context(|| format!("is {} a run folder?", run.display()))?;
     let config = config_from_metadata(&meta, "checkpoint")?;
-    let state = parse_state(&meta, run)?;
+    let (state, _) = parse_meta(&meta, run)?;
     let ema = apply_tensors(
         Generator::new(&config, &mut SplitMix64::new(0), device),
         take(&tensors, "ema."),
@@ -290,7 +323,7 @@ pub fn compact(
     max_file_bytes: u64,
 ) -> Result<CompactReport> {
     let (tensors, mut meta) = read_checkpoint(run)?;
-    let mut state = parse_state(&meta, run)?;
+    let (mut state, _) = parse_meta(&meta, run)?;
     if !keep_optimizer {
         state.adam_g_step = 0;
         state.adam_d_step = 0;
@@ -330,7 +363,7 @@ pub fn compact(
     for (i, (d, list, _)) in parts.iter().enumerate() {
         let path = out.join(format!("checkpoint-part{i:03}.safetensors"));
         let bytes = encode(list, *d, &meta)?;
-        write_synced(&path, &bytes).with_context(|| format!("writing {}", path.display()))?;
+        write_atomic(&path, &bytes).with_context(|| format!("writing {}", path.display()))?;
         files.push((path, bytes.len() as u64));
     }
     let _ = std::fs::remove_file(checkpoint_path(out));

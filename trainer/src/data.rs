@@ -4,7 +4,8 @@
 use anyhow::Result;
 use burn::tensor::{Device, Tensor};
 use pggan_model::SplitMix64;
-use pggan_model::layers::{downsample2x, lerp, tensor_from_f32, upsample2x};
+use pggan_model::layers::{downsample2x, upsample2x};
+use pggan_model::tensor::{lerp, tensor_from_f32};
 use serde::{Deserialize, Serialize};
 
 use crate::pack::{Pack, Split};
@@ -199,10 +200,10 @@ mod tests {
         let dev = Device::flex();
         let x = s.next_batch(4, 8, 1.0, &dev).unwrap();
         assert_eq!(x.dims(), [4, 3, 8, 8]);
-        let v = pggan_model::layers::tensor_to_f32(x.clone());
+        let v = pggan_model::tensor::tensor_to_f32(x.clone());
         assert!(v.iter().all(|&p| (-1.0..=1.0).contains(&p)));
-        let half = pggan_model::layers::tensor_to_f32(fade_reals(x.clone(), 0.0));
-        let coarse = pggan_model::layers::tensor_to_f32(upsample2x(downsample2x(x)));
+        let half = pggan_model::tensor::tensor_to_f32(fade_reals(x.clone(), 0.0));
+        let coarse = pggan_model::tensor::tensor_to_f32(upsample2x(downsample2x(x)));
         assert_eq!(half, coarse);
         std::fs::remove_dir_all(dir).ok();
     }

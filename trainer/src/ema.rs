@@ -73,11 +73,6 @@ pub fn update_ema(ema: Generator, generator: &Generator, beta: f64) -> Generator
     })
 }
 
-/// A plain-device copy of `generator` (the EMA's starting point).
-pub fn plain_copy(generator: &Generator) -> Generator {
-    generator.valid()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,12 +6,9 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
 use image::RgbImage;
-use pggan_model::latent::latents_for_seeds;
-use pggan_model::layers::tensor_from_f32;
 use serde::Serialize;
 
-use crate::export::load_model;
-use crate::images::to_rgb_images;
+use crate::loader::load_model;
 use crate::metrics::ImageSet;
 use crate::metrics::ms_ssim::ms_ssim_set;
 use crate::metrics::swd::{swd, swd_resolutions};
@@ -143,20 +140,11 @@ pub fn generate_set(
     r: usize,
     device: &Device,
 ) -> Result<ImageSet> {
-    let m = load_model(model, device)?;
-    let latent = m.config.latent_size;
-    let mut data = Vec::with_capacity(count * r * r * 3);
-    for start in (0..count).step_by(64) {
-        let n = (count - start).min(64);
-        let z = tensor_from_f32(
-            latents_for_seeds(seed + start as u64, n, latent),
-            [n, latent],
-            device,
-        );
-        for img in to_rgb_images(m.generator.forward(z, m.level, m.alpha)) {
-            data.extend(to_resolution(&img, r));
-        }
-    }
+    let data = load_model(model, device)?
+        .images_for_seeds(seed, count)
+        .iter()
+        .flat_map(|img| to_resolution(img, r))
+        .collect();
     Ok(ImageSet {
         resolution: r,
         data,

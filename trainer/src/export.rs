@@ -1,115 +1,19 @@
-//! Export for the web, and loading a model folder (exported or run) back.
+//! `pggan export`: a run's EMA generator and its growth stages for the web (f16 safetensors and a
+//! `manifest.json`), and the export's evaluation against held-out reals.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
 use pggan_model::weights::{
-    WeightDtype, apply_tensors, config_from_metadata, decode, encode, generator_from_bytes,
-    snapshot_to_bytes,
+    WeightDtype, apply_tensors, config_from_metadata, decode, encode, snapshot_to_bytes,
 };
 use pggan_model::{Generator, ModelConfig, SplitMix64};
 
 use crate::checkpoint;
-use crate::options::TrainOptions;
-use crate::schedule::schedule;
+use crate::fsutil::write_atomic;
 
 pub use pggan_model::manifest::{MANIFEST_FORMAT, Manifest, StageEntry};
-
-/// A generator ready to sample, with where it stands.
-pub struct LoadedModel {
-    /// The (EMA) generator.
-    pub generator: Generator,
-    /// Its architecture.
-    pub config: ModelConfig,
-    /// Level to sample at.
-    pub level: usize,
-    /// Fade weight to sample with.
-    pub alpha: f64,
-}
-
-fn run_phase(run: &Path, config: &ModelConfig, nimg: u64) -> Result<(usize, f64)> {
-    let opts: TrainOptions = serde_json::from_slice(
-        &std::fs::read(run.join("options.json"))
-            .with_context(|| format!("reading {}/options.json", run.display()))?,
-    )
-    .context("parsing options.json")?;
-    let phase = schedule(nimg as f64 / 1000.0, &opts.schedule_spec(config));
-    Ok((phase.level, phase.alpha))
-}
-
-/// The manifest of an exported model folder, checked; `None` when `model` has no `manifest.json`.
-pub fn read_manifest(model: &Path) -> Result<Option<Manifest>> {
-    let path = model.join("manifest.json");
-    if !path.exists() {
-        return Ok(None);
-    }
-    let text =
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(Some(
-        Manifest::parse(&text).with_context(|| format!("in {}", model.display()))?,
-    ))
-}
-
-/// Loads `model`: an exported folder (with `manifest.json`), a run folder (with a checkpoint), or
-/// one generator `.safetensors` file.
-pub fn load_model(model: &Path, device: &Device) -> Result<LoadedModel> {
-    if let Some(manifest) = read_manifest(model)? {
-        let bytes = std::fs::read(model.join(&manifest.generator))
-            .with_context(|| format!("reading {}", manifest.generator))?;
-        let (generator, config, _) = generator_from_bytes(&bytes, device)?;
-        if config.latent_size != manifest.latent_size || config.resolution != manifest.resolution {
-            bail!(
-                "{} does not match {}/manifest.json: a {r}×{r} generator with latents of {l}, the manifest says {mr}×{mr} and {ml}",
-                manifest.generator,
-                model.display(),
-                r = config.resolution,
-                l = config.latent_size,
-                mr = manifest.resolution,
-                ml = manifest.latent_size
-            );
-        }
-        return Ok(LoadedModel {
-            level: manifest.level,
-            alpha: manifest.alpha,
-            generator,
-            config,
-        });
-    }
-    if checkpoint::has_checkpoint(model) {
-        let (generator, config, state) = checkpoint::load_ema(model, device)?;
-        let (level, alpha) = run_phase(model, &config, state.nimg)?;
-        return Ok(LoadedModel {
-            generator,
-            config,
-            level,
-            alpha,
-        });
-    }
-    if model.is_file() {
-        let bytes = std::fs::read(model)?;
-        let (generator, config, meta) = generator_from_bytes(&bytes, device)
-            .with_context(|| format!("loading {}", model.display()))?;
-        let level = meta
-            .get("level")
-            .and_then(|l| l.parse().ok())
-            .unwrap_or(config.num_levels() - 1);
-        let alpha = meta
-            .get("alpha")
-            .and_then(|a| a.parse().ok())
-            .unwrap_or(1.0);
-        return Ok(LoadedModel {
-            generator,
-            config,
-            level,
-            alpha,
-        });
-    }
-    bail!(
-        "{} is neither an exported model (manifest.json), a run folder (checkpoint.safetensors) nor a generator file",
-        model.display()
-    )
-}
 
 /// The lines of the run's `metrics.jsonl` logged at or before `kimg` (within `slack`), in order.
 fn logged_until(run: &Path, kimg: f64, slack: f64) -> Vec<serde_json::Value> {
@@ -187,7 +91,7 @@ pub fn export(
     let (bytes, config, level, alpha, kimg, train_seconds) = match at_stage {
         None => {
             let (ema, config, state) = checkpoint::load_ema(run, device)?;
-            let (level, alpha) = run_phase(run, &config, state.nimg)?;
+            let (level, alpha) = (state.level, state.alpha);
             let kimg = state.nimg as f64 / 1000.0;
             (
                 snapshot_to_bytes(&ema, &config, level, alpha, kimg, WeightDtype::F16, &[])?,
@@ -227,7 +131,7 @@ pub fn export(
         .with_context(|| format!("creating {}", out.display()))?;
     let res = ModelConfig::level_resolution(level);
     let gen_config = config.clone().with_resolution(res);
-    std::fs::write(out.join("generator.safetensors"), &bytes)?;
+    write_atomic(&out.join("generator.safetensors"), &bytes)?;
 
     let mut stages = Vec::new();
     for (stage_level, stage_config, tensors, meta, stage_kimg) in &snapshots {
@@ -248,7 +152,7 @@ pub fn export(
         }
         let file = format!("stages/level{stage_level}.safetensors");
         let stage_bytes = encode(tensors, WeightDtype::F16, meta)?;
-        std::fs::write(out.join(&file), &stage_bytes)?;
+        write_atomic(&out.join(&file), &stage_bytes)?;
         stages.push(StageEntry {
             level: *stage_level,
             resolution: stage_config.resolution,
@@ -258,8 +162,7 @@ pub fn export(
         });
     }
     stages.sort_by_key(|s| s.level);
-    let opts: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(run.join("options.json"))?)?;
+    let (_, options) = checkpoint::read_meta(run)?;
     let manifest = Manifest {
         format: MANIFEST_FORMAT.into(),
         name: out
@@ -277,17 +180,17 @@ pub fn export(
         stages,
         training: serde_json::json!({
             "kimg": kimg,
-            "backend": opts.get("backend").cloned().unwrap_or_default(),
-            "hardware": crate::sessions::hardware_used(run, kimg),
+            "backend": crate::sessions::used(run, kimg, "backend").join(", "),
+            "hardware": crate::sessions::used(run, kimg, "hardware"),
             "train_seconds": train_seconds,
             "latest_metrics": latest_metrics(run, kimg),
-            "options": opts,
+            "options": options,
         }),
     };
     manifest.check().context("the export's own manifest")?;
-    std::fs::write(
-        out.join("manifest.json"),
-        serde_json::to_string_pretty(&manifest)?,
+    write_atomic(
+        &out.join("manifest.json"),
+        serde_json::to_string_pretty(&manifest)?.as_bytes(),
     )?;
     Ok(manifest)
 }
@@ -323,6 +226,6 @@ pub fn evaluate_export(
         "reals_floor": floor,
     });
     manifest.training["evaluation"] = record.clone();
-    std::fs::write(&path, serde_json::to_string_pretty(&manifest)?)?;
+    write_atomic(&path, serde_json::to_string_pretty(&manifest)?.as_bytes())?;
     Ok(record)
 }

@@ -5,11 +5,10 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
 use pggan_model::latent::latents_for_seeds;
-use pggan_model::layers::tensor_from_f32;
 use pggan_model::weights::generator_from_bytes;
 
-use crate::export::{load_model, read_manifest};
-use crate::images::{grid, save_png, to_rgb_images};
+use crate::images::{grid, save_png};
+use crate::loader::{draw, load_model, read_manifest};
 
 /// Writes images for seeds `seed … seed + count − 1`: one PNG per seed in a folder, or one PNG
 /// (a grid when `count > 1`, its cells scaled (nearest) to `cell` pixels when given) when `out`
@@ -23,19 +22,8 @@ pub fn generate(
     device: &Device,
 ) -> Result<Vec<std::path::PathBuf>> {
     anyhow::ensure!(count >= 1, "--count must be at least 1");
-    let m = load_model(model, device)?;
-    let latent = m.config.latent_size;
+    let mut images = load_model(model, device)?.images_for_seeds(seed, count);
     let mut written = Vec::new();
-    let mut images = Vec::with_capacity(count);
-    for start in (0..count).step_by(64) {
-        let n = (count - start).min(64);
-        let z = tensor_from_f32(
-            latents_for_seeds(seed + start as u64, n, latent),
-            [n, latent],
-            device,
-        );
-        images.extend(to_rgb_images(m.generator.forward(z, m.level, m.alpha)));
-    }
     if out
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("png"))
@@ -97,19 +85,14 @@ pub fn generate_stages(
     {
         rows.push((manifest.generator.clone(), manifest.level, manifest.alpha));
     }
-    let latent = manifest.latent_size;
-    let z = latents_for_seeds(seed, count, latent);
+    let z = latents_for_seeds(seed, count, manifest.latent_size);
     let mut images = Vec::with_capacity(rows.len() * count);
     for (file, level, alpha) in &rows {
         let bytes = std::fs::read(model.join(file))
             .with_context(|| format!("reading {}", model.join(file).display()))?;
         let (generator, _, _) =
             generator_from_bytes(&bytes, device).with_context(|| format!("loading {file}"))?;
-        images.extend(to_rgb_images(generator.forward(
-            tensor_from_f32(z.clone(), [count, latent], device),
-            *level,
-            *alpha,
-        )));
+        images.extend(draw(&generator, *level, *alpha, &z));
     }
     if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)?;

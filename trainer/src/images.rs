@@ -5,7 +5,9 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use burn::tensor::Tensor;
 use image::RgbImage;
-use pggan_model::layers::tensor_to_f32;
+use pggan_model::tensor::tensor_to_f32;
+
+use crate::fsutil::write_atomic;
 
 /// Images `[n, 3, r, r]` in `[-1, 1]` → `n` RGB images (clamped, rounded).
 pub fn to_rgb_images(images: Tensor<4>) -> Vec<RgbImage> {
@@ -45,11 +47,11 @@ pub fn grid(images: &[RgbImage], cols: usize, cell: u32) -> RgbImage {
     out
 }
 
-/// Writes a PNG atomically (temporary file, then rename).
+/// Writes a PNG atomically.
 pub fn save_png(img: &RgbImage, path: &Path) -> Result<()> {
-    let tmp = path.with_extension("png.tmp");
-    img.save_with_format(&tmp, image::ImageFormat::Png)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    let mut png = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut png, image::ImageFormat::Png)
+        .with_context(|| format!("encoding {}", path.display()))?;
+    write_atomic(path, png.get_ref())?;
     Ok(())
 }

@@ -9,10 +9,12 @@ mod data;
 mod ema;
 mod eval;
 mod export;
+mod fsutil;
 mod generate;
 mod images;
 #[cfg(test)]
 mod ingest_fuzz;
+mod loader;
 mod loss;
 mod metrics;
 mod options;
@@ -21,6 +23,8 @@ mod prepare;
 mod report;
 mod schedule;
 mod sessions;
+mod step;
+mod tick;
 mod train;
 mod unpack;
 
@@ -50,7 +54,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::backend::BackendKind;
 
@@ -62,15 +67,6 @@ struct Cli {
     command: Command,
 }
 
-/// A split of a dataset pack, on the command line.
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum SplitArg {
-    /// The training images.
-    Train,
-    /// The held-out images.
-    Holdout,
-}
-
 #[derive(Subcommand)]
 enum Command {
     /// Turn a folder or .tar of images into a dataset pack at every power-of-two resolution.
@@ -80,24 +76,11 @@ enum Command {
         /// Pack file to write.
         #[arg(long)]
         out: PathBuf,
-        /// Top resolution (power of two).
-        #[arg(long, default_value_t = 64)]
-        resolution: usize,
-        /// Images held out for metrics.
-        #[arg(long, default_value_t = 0)]
-        holdout: usize,
-        /// What to do with images that have a flat padded strip at one edge.
-        #[arg(long, value_enum, default_value = "crop")]
-        padded: prepare::PaddedPolicy,
-        /// Seed of the held-out selection.
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        /// Refuse images with more pixels than this (decompression bombs).
-        #[arg(long, default_value_t = 100_000_000)]
-        max_pixels: u64,
+        #[command(flatten)]
+        options: prepare::PrepareOptions,
     },
     /// Train (or --resume) a run.
-    Train(Box<options::TrainOptions>),
+    Train(Box<options::TrainArgs>),
     /// Write reproducible images: image i from seed S + i.
     Generate {
         /// Exported model folder, run folder, or generator .safetensors.
@@ -165,26 +148,7 @@ enum Command {
     },
     /// One split of a pack, at one resolution, as a tar of JPEG (or PNG) files: a small file to
     /// carry the images to another machine, where `pggan prepare --padded keep` packs them again.
-    Unpack {
-        /// Pack to read.
-        #[arg(long)]
-        data: PathBuf,
-        /// Tar file to write, gzipped if it ends in .gz (default: beside the pack, e.g. `utk64-train64.tar.gz`).
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// Which split.
-        #[arg(long, value_enum, default_value = "train")]
-        split: SplitArg,
-        /// Which level (default: the pack's top).
-        #[arg(long)]
-        resolution: Option<usize>,
-        /// JPEG quality (1–100).
-        #[arg(long, default_value_t = 90)]
-        quality: u8,
-        /// Lossless PNG files instead of JPEG.
-        #[arg(long)]
-        png: bool,
-    },
+    Unpack(unpack::UnpackOptions),
     /// The paper's metrics: multi-scale SWD and MS-SSIM against real images.
     Eval {
         /// Exported model folder, run folder or generator file to sample from (seeds --seed…).
@@ -252,35 +216,7 @@ enum Command {
         out: PathBuf,
     },
     /// Measure training img/s per resolution.
-    Bench {
-        /// Backend.
-        #[arg(long, value_enum, default_value = "auto")]
-        backend: BackendKind,
-        /// Final resolution.
-        #[arg(long, default_value_t = 32)]
-        resolution: usize,
-        /// Only levels at or above this resolution.
-        #[arg(long, default_value_t = 4)]
-        min_resolution: usize,
-        /// Latent size.
-        #[arg(long, default_value_t = 256)]
-        latent: usize,
-        /// Channel numerator.
-        #[arg(long, default_value_t = 1024)]
-        fmap_base: usize,
-        /// Channel cap.
-        #[arg(long, default_value_t = 256)]
-        fmap_max: usize,
-        /// Minibatch.
-        #[arg(long, default_value_t = 16)]
-        minibatch: usize,
-        /// Timed steps per level.
-        #[arg(long, default_value_t = 5)]
-        steps: usize,
-        /// Print one JSON line with all rows as well.
-        #[arg(long)]
-        json: bool,
-    },
+    Bench(bench::BenchOptions),
 }
 
 /// Storage precision of `pggan compact`.
@@ -303,31 +239,11 @@ fn main() {
 }
 
 fn run() -> Result<()> {
-    match Cli::parse().command {
-        Command::Unpack {
-            data,
-            out,
-            split,
-            resolution,
-            quality,
-            png,
-        } => {
-            let split = match split {
-                SplitArg::Train => pack::Split::Train,
-                SplitArg::Holdout => pack::Split::Holdout,
-            };
-            let format = if png {
-                unpack::UnpackFormat::Png
-            } else {
-                unpack::UnpackFormat::Jpeg(quality)
-            };
-            let report = unpack::unpack(&unpack::UnpackOptions {
-                data,
-                out,
-                split,
-                resolution,
-                format,
-            })?;
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    match cli.command {
+        Command::Unpack(options) => {
+            let report = unpack::unpack(&options)?;
             println!(
                 "wrote {out}: {} images at {r}×{r}, {:.1} MB; pack them again with: pggan prepare {out} --out PACK --resolution {r} --padded keep",
                 report.images,
@@ -339,69 +255,38 @@ fn run() -> Result<()> {
         Command::Prepare {
             input,
             out,
-            resolution,
-            holdout,
-            padded,
-            seed,
-            max_pixels,
+            options,
         } => {
-            let opts = prepare::PrepareOptions {
-                resolution,
-                holdout,
-                padded,
-                seed,
-                max_pixels,
-            };
-            let report = prepare::prepare(&input, &out, &opts)?;
+            let report = prepare::prepare(&input, &out, &options)?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             println!(
-                "wrote {} ({} train, {} held out) at {resolution}×{resolution} and below",
+                "wrote {} ({} train, {} held out) at {r}×{r} and below",
                 out.display(),
                 report.train,
-                report.holdout
+                report.holdout,
+                r = options.resolution
             );
         }
-        Command::Train(cli_opts) => {
-            let mut opts = *cli_opts;
-            if opts.resume {
-                let path = opts.run.join("options.json");
-                let stored: options::TrainOptions = serde_json::from_slice(
-                    &std::fs::read(&path)
-                        .with_context(|| format!("reading {} to resume", path.display()))?,
-                )
-                .with_context(|| format!("parsing {}", path.display()))?;
-                let (backend, total, run, data, nan) = (
-                    opts.backend,
-                    opts.total_kimg,
-                    opts.run.clone(),
-                    opts.data.clone(),
-                    opts.debug_nan_at_kimg,
-                );
-                let (stop_kimg, max_minutes) = (opts.stop_kimg, opts.max_minutes);
-                opts = stored;
-                opts.stop_kimg = stop_kimg;
-                opts.max_minutes = max_minutes;
-                opts.resume = true;
-                opts.backend = backend;
-                opts.run = run;
-                opts.data = data;
-                opts.debug_nan_at_kimg = nan;
-                if total.is_some() {
-                    opts.total_kimg = total;
-                }
-            }
+        Command::Train(args) => {
+            let options::TrainArgs { mut session, run } = *args;
+            let named = matches
+                .subcommand_matches("train")
+                .context("the train command's arguments")?;
+            let given_on_cli = |id: &str| named.value_source(id) == Some(ValueSource::CommandLine);
             // The run records the backend it really used.
-            opts.backend = opts.backend.resolve();
+            session.backend = session.backend.resolve();
             let stop = Arc::new(AtomicBool::new(false));
             let flag = stop.clone();
             ctrlc::set_handler(move || {
                 if flag.swap(true, Ordering::SeqCst) {
                     std::process::exit(130); // second Ctrl-C: leave now
                 }
-                eprintln!("\nstopping after this step and saving a checkpoint (Ctrl-C again to quit at once)");
+                eprintln!(
+                    "\nstopping after this step and saving a checkpoint (Ctrl-C again to quit at once)"
+                );
             })
             .context("installing the Ctrl-C handler")?;
-            let outcome = train::train(&opts, stop)?;
+            let outcome = train::train(&session, &run, &given_on_cli, stop)?;
             if outcome == train::TrainOutcome::Interrupted {
                 std::process::exit(130);
             }
@@ -553,37 +438,16 @@ fn run() -> Result<()> {
             anyhow::ensure!((1..=16).contains(&scale), "--scale must be 1 to 16");
             let device = BackendKind::Flex.device()?;
             let frames_n = ((seconds * fps).round() as usize).max(1);
-            let latent = export::load_model(&model, &device)?.config.latent_size;
+            let model = loader::load_model(&model, &device)?;
+            let latent = model.config.latent_size;
             let latents =
                 animation::interpolation_latents(seed, to, frames_n, latent, sigma_frames);
-            let frames = animation::render(&model, &latents, scale, &device)?;
+            let frames = animation::render(&model, &latents, scale);
             animation::write_frames(&frames, fps, &out)?;
             println!("wrote {} frames to {}", frames.len(), out.display());
         }
-        Command::Bench {
-            backend,
-            resolution,
-            min_resolution,
-            latent,
-            fmap_base,
-            fmap_max,
-            minibatch,
-            steps,
-            json,
-        } => {
-            let rows = bench::bench(&bench::BenchOptions {
-                backend: backend.resolve(),
-                resolution,
-                latent,
-                fmap_base,
-                fmap_max,
-                minibatch,
-                steps,
-                min_resolution,
-            })?;
-            if json {
-                println!("{}", serde_json::to_string(&rows)?);
-            }
+        Command::Bench(options) => {
+            bench::bench(&options)?;
         }
     }
     Ok(())

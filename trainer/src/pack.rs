@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
+use crate::fsutil::AtomicFile;
+
 /// Magic bytes at the start of every pack.
 pub const MAGIC: &[u8; 8] = b"PGGANPK1";
 
@@ -121,22 +123,17 @@ pub fn write_pack(
         report,
     };
     let json = serde_json::to_vec(&header)?;
-    let tmp = path.with_extension("tmp");
-    {
-        let mut f = std::io::BufWriter::new(
-            File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?,
-        );
+    let write = || -> std::io::Result<()> {
+        let mut f = AtomicFile::create(path)?;
         f.write_all(MAGIC)?;
         f.write_all(&(json.len() as u64).to_le_bytes())?;
         f.write_all(&json)?;
         for blob in &data {
             f.write_all(blob)?;
         }
-        f.flush()?;
-        f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("moving the pack into place at {}", path.display()))?;
+        f.commit()
+    };
+    write().with_context(|| format!("writing the pack {}", path.display()))?;
     Ok(())
 }
 
@@ -151,7 +148,7 @@ pub struct Pack {
 }
 
 /// Which images of a pack.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Split {
     /// Training images.
     Train,

@@ -31,17 +31,22 @@ pub enum PaddedPolicy {
 }
 
 /// Options of `pggan prepare`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct PrepareOptions {
-    /// Target (top) resolution.
+    /// Top resolution (power of two).
+    #[arg(long, default_value_t = 64)]
     pub resolution: usize,
-    /// Images to hold out for metrics.
+    /// Images held out for metrics.
+    #[arg(long, default_value_t = 0)]
     pub holdout: usize,
-    /// Treatment of padded images.
+    /// What to do with images that have a flat padded strip at one edge.
+    #[arg(long, value_enum, default_value = "crop")]
     pub padded: PaddedPolicy,
-    /// Seed of the holdout selection.
+    /// Seed of the held-out selection.
+    #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Largest accepted image, in pixels (decompression-bomb guard).
+    /// Refuse images with more pixels than this (decompression bombs).
+    #[arg(long, default_value_t = 100_000_000)]
     pub max_pixels: u64,
 }
 

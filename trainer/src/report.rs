@@ -209,7 +209,6 @@ pub fn write_report(run: &Path) -> Result<()> {
     }
     html.push_str("</div>\n</body></html>\n");
     let path = run.join("report.html");
-    std::fs::write(path.with_extension("html.tmp"), html).context("writing report.html")?;
-    std::fs::rename(path.with_extension("html.tmp"), &path).context("writing report.html")?;
+    crate::fsutil::write_atomic(&path, html.as_bytes()).context("writing report.html")?;
     Ok(())
 }

@@ -1,10 +1,17 @@
 //! The progressive schedule: a pure function of the images shown, like the official
 //! `TrainingSchedule`. Everything else in the trainer asks it where training stands.
+//!
+//! Growth phase `p` (for every level `p` below the top) trains level `p` at full weight for
+//! `stabilize_kimg(p)`, then fades level `p + 1` in over `fade_kimg(p + 1)` with α rising
+//! linearly; the top level then trains at full weight until the run ends.
 
-use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Where training stands at a given number of images shown.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Phase {
     /// Level the networks run at (0 = 4×4).
     pub level: usize,
@@ -12,8 +19,6 @@ pub struct Phase {
     pub alpha: f64,
     /// Minibatch size at this level.
     pub minibatch: usize,
-    /// Index of the growth phase (one stabilisation plus one fade).
-    pub phase_index: usize,
 }
 
 impl Phase {
@@ -28,15 +33,83 @@ impl Phase {
     }
 }
 
+/// Thousands of images for each level: one number for all, or one per level from a given level
+/// up, the last repeating. On the command line `600` or `40,40,60,100`; in `options.json` a
+/// number or a list.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KimgByLevel(Vec<f64>);
+
+impl KimgByLevel {
+    /// The `i`-th entry; the last repeats.
+    pub fn get(&self, i: usize) -> f64 {
+        self.0[i.min(self.0.len() - 1)]
+    }
+}
+
+impl FromStr for KimgByLevel {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let values = s
+            .split(',')
+            .map(|v| {
+                let k: f64 = v
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("“{v}” is not a number of kimg"))?;
+                if k >= 0.0 && k.is_finite() {
+                    Ok(k)
+                } else {
+                    Err(format!("{v} is not a finite number ≥ 0"))
+                }
+            })
+            .collect::<Result<Vec<f64>, String>>()?;
+        Ok(KimgByLevel(values))
+    }
+}
+
+impl fmt::Display for KimgByLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parts: Vec<String> = self.0.iter().map(f64::to_string).collect();
+        f.write_str(&parts.join(","))
+    }
+}
+
+impl Serialize for KimgByLevel {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0.as_slice() {
+            [one] => s.serialize_f64(*one),
+            many => many.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for KimgByLevel {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum OneOrMany {
+            One(f64),
+            Many(Vec<f64>),
+        }
+        match OneOrMany::deserialize(d)? {
+            OneOrMany::One(k) => Ok(KimgByLevel(vec![k])),
+            OneOrMany::Many(v) if !v.is_empty() => Ok(KimgByLevel(v)),
+            OneOrMany::Many(_) => Err(serde::de::Error::custom("an empty list of kimg")),
+        }
+    }
+}
+
 /// The parameters of the schedule.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ScheduleSpec {
     /// Number of levels of the model (4×4 included).
     pub num_levels: usize,
-    /// Thousands of images each level trains for before the next fades in.
-    pub stabilize_kimg: f64,
-    /// Thousands of images over which each new level fades in.
-    pub fade_kimg: f64,
+    /// Thousands of images each level trains at full weight before the next fades in, from
+    /// level 0 (4×4) up.
+    pub stabilize_kimg: KimgByLevel,
+    /// Thousands of images over which each new level fades in, from level 1 (8×8) up.
+    pub fade_kimg: KimgByLevel,
     /// Minibatch size by level (index 0 = 4×4); the last entry repeats for higher levels.
     pub minibatch_by_level: Vec<usize>,
 }
@@ -48,50 +121,70 @@ impl ScheduleSpec {
         self.minibatch_by_level.get(i).copied().unwrap_or(1)
     }
 
+    /// Thousands of images `level` trains at full weight before the next fades in.
+    pub fn stabilize(&self, level: usize) -> f64 {
+        self.stabilize_kimg.get(level)
+    }
+
+    /// Thousands of images over which `level` (≥ 1) fades in.
+    pub fn fade(&self, level: usize) -> f64 {
+        self.fade_kimg.get(level.saturating_sub(1))
+    }
+
+    /// Thousands of images at which `level` first trains at full weight (its fade-in done).
+    pub fn full_weight_kimg(&self, level: usize) -> f64 {
+        (0..level)
+            .map(|q| self.stabilize(q) + self.fade(q + 1))
+            .sum()
+    }
+
     /// Thousands of images at which `level` ends its stabilisation (and the next starts fading
     /// in); for the top level, when it first reaches full weight.
     pub fn stage_end_kimg(&self, level: usize) -> f64 {
-        let phase = self.stabilize_kimg + self.fade_kimg;
         if level + 1 >= self.num_levels {
-            level as f64 * phase
+            self.growth_kimg()
         } else {
-            level as f64 * phase + self.stabilize_kimg
+            self.full_weight_kimg(level) + self.stabilize(level)
         }
     }
 
     /// Thousands of images until the top level is reached at full weight.
     pub fn growth_kimg(&self) -> f64 {
-        (self.num_levels.saturating_sub(1)) as f64 * (self.stabilize_kimg + self.fade_kimg)
+        self.full_weight_kimg(self.num_levels.saturating_sub(1))
+    }
+
+    /// The default length of a run: growth, then the top level for one more stabilisation and
+    /// fade's worth of images.
+    pub fn default_total_kimg(&self) -> f64 {
+        let top = self.num_levels.saturating_sub(1);
+        self.growth_kimg() + self.stabilize(top) + self.fade(top.max(1))
     }
 }
 
 /// The phase at `kimg` thousand images shown.
 pub fn schedule(kimg: f64, spec: &ScheduleSpec) -> Phase {
     let top = spec.num_levels.saturating_sub(1);
-    let phase_kimg_total = spec.stabilize_kimg + spec.fade_kimg;
-    let (phase_index, into_phase) = if phase_kimg_total > 0.0 {
-        let p = (kimg.max(0.0) / phase_kimg_total).floor();
-        (p as usize, kimg - p * phase_kimg_total)
-    } else {
-        (top, 0.0)
-    };
-    let (level, alpha) = if phase_index >= top {
-        (top, 1.0)
-    } else if into_phase < spec.stabilize_kimg {
-        (phase_index, 1.0)
-    } else {
-        let alpha = if spec.fade_kimg > 0.0 {
-            ((into_phase - spec.stabilize_kimg) / spec.fade_kimg).clamp(0.0, 1.0)
-        } else {
-            1.0
-        };
-        (phase_index + 1, alpha)
-    };
+    let kimg = kimg.max(0.0);
+    let mut start = 0.0;
+    for level in 0..top {
+        let (stable, fade) = (spec.stabilize(level), spec.fade(level + 1));
+        if kimg < start + stable {
+            return phase(spec, level, 1.0);
+        }
+        if kimg < start + stable + fade {
+            let alpha = ((kimg - start - stable) / fade).clamp(0.0, 1.0);
+            return phase(spec, level + 1, alpha);
+        }
+        start += stable + fade;
+    }
+    phase(spec, top, 1.0)
+}
+
+fn phase(spec: &ScheduleSpec, level: usize, alpha: f64) -> Phase {
     Phase {
         level,
         alpha,
         minibatch: spec.minibatch(level),
-        phase_index: phase_index.min(top),
     }
 }
 
@@ -102,8 +195,8 @@ mod tests {
     fn spec() -> ScheduleSpec {
         ScheduleSpec {
             num_levels: 5,
-            stabilize_kimg: 600.0,
-            fade_kimg: 600.0,
+            stabilize_kimg: "600.0".parse().unwrap(),
+            fade_kimg: "600.0".parse().unwrap(),
             minibatch_by_level: vec![128, 128, 128, 64, 32, 16],
         }
     }
@@ -138,6 +231,7 @@ mod tests {
             let p = schedule(kimg, &spec());
             assert_eq!((p.level, p.alpha), (4, 1.0), "kimg {kimg}");
         }
+        assert_eq!(spec().default_total_kimg(), 6000.0);
     }
 
     #[test]
@@ -158,8 +252,8 @@ mod tests {
     fn fractional_kimg_for_tiny_runs() {
         let s = ScheduleSpec {
             num_levels: 2,
-            stabilize_kimg: 0.2,
-            fade_kimg: 0.2,
+            stabilize_kimg: "0.2".parse().unwrap(),
+            fade_kimg: "0.2".parse().unwrap(),
             minibatch_by_level: vec![8],
         };
         assert_eq!(schedule(0.1, &s).level, 0);
@@ -186,12 +280,60 @@ mod tests {
     fn no_fade_jumps_straight_up() {
         let s = ScheduleSpec {
             num_levels: 3,
-            stabilize_kimg: 1.0,
-            fade_kimg: 0.0,
+            stabilize_kimg: "1.0".parse().unwrap(),
+            fade_kimg: "0.0".parse().unwrap(),
             minibatch_by_level: vec![4],
         };
         assert_eq!(schedule(0.5, &s).level, 0);
         assert_eq!(schedule(1.5, &s).level, 1);
         assert_eq!(schedule(1.5, &s).alpha, 1.0);
+    }
+
+    #[test]
+    fn lengths_per_level_with_the_last_repeating() {
+        // 4×4 30, fade 8×8 20, 8×8 40, fade 16×16 50, 16×16 (and up) 60, fades 50 from then on.
+        let s = ScheduleSpec {
+            num_levels: 4,
+            stabilize_kimg: "30,40,60".parse().unwrap(),
+            fade_kimg: "20,50".parse().unwrap(),
+            minibatch_by_level: vec![16],
+        };
+        assert_eq!(s.stage_end_kimg(0), 30.0);
+        assert_eq!(s.stage_end_kimg(1), 30.0 + 20.0 + 40.0);
+        assert_eq!(s.stage_end_kimg(2), 90.0 + 50.0 + 60.0);
+        assert_eq!(s.growth_kimg(), 200.0 + 50.0);
+        assert_eq!(s.default_total_kimg(), 250.0 + 60.0 + 50.0);
+        let p = schedule(40.0, &s);
+        assert_eq!(p.level, 1);
+        assert!((p.alpha - 0.5).abs() < 1e-12);
+        assert_eq!(schedule(89.9, &s).level, 1);
+        let p = schedule(115.0, &s);
+        assert_eq!(p.level, 2);
+        assert!((p.alpha - 0.5).abs() < 1e-12);
+        let p = schedule(225.0, &s);
+        assert!((p.level, p.alpha) == (3, 0.5));
+        assert_eq!(schedule(250.0, &s).alpha, 1.0);
+    }
+
+    #[test]
+    fn kimg_lists_read_and_write_as_given() {
+        let one: KimgByLevel = "600".parse().unwrap();
+        assert_eq!(serde_json::to_string(&one).unwrap(), "600.0");
+        let many: KimgByLevel = "30, 40,60".parse().unwrap();
+        assert_eq!(many.get(0), 30.0);
+        assert_eq!((many.get(2), many.get(9)), (60.0, 60.0));
+        assert_eq!(many.to_string(), "30,40,60");
+        assert_eq!(serde_json::to_string(&many).unwrap(), "[30.0,40.0,60.0]");
+        for json in ["600.0", "600", "[30.0,40.0,60.0]"] {
+            let back: KimgByLevel = serde_json::from_str(json).unwrap();
+            assert_eq!(
+                serde_json::to_string(&back).unwrap().replace(".0", ""),
+                json.replace(".0", "")
+            );
+        }
+        assert!(serde_json::from_str::<KimgByLevel>("[]").is_err());
+        for bad in ["", "1,,2", "-1", "x", "inf"] {
+            assert!(bad.parse::<KimgByLevel>().is_err(), "{bad}");
+        }
     }
 }

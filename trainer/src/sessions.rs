@@ -42,9 +42,9 @@ pub fn record_session(run: &Path, kimg: f64, backend: &str, adapter: Option<&str
     Ok(())
 }
 
-/// The distinct hardware descriptions of a run's sessions up to `until_kimg`, in order (empty when
-/// none were recorded).
-pub fn hardware_used(run: &Path, until_kimg: f64) -> Vec<String> {
+/// The distinct values of `field` (`hardware` or `backend`) over a run's sessions up to
+/// `until_kimg`, in order (empty when none were recorded).
+pub fn used(run: &Path, until_kimg: f64, field: &str) -> Vec<String> {
     let text = std::fs::read_to_string(run.join("sessions.jsonl")).unwrap_or_default();
     let mut out: Vec<String> = Vec::new();
     let sessions = text
@@ -56,10 +56,7 @@ pub fn hardware_used(run: &Path, until_kimg: f64) -> Vec<String> {
             .as_f64()
             .is_none_or(|k| k < until_kimg + 1e-6)
     }) {
-        if let Some(h) = v["hardware"]
-            .as_str()
-            .filter(|h| !out.iter().any(|o| o == h))
-        {
+        if let Some(h) = v[field].as_str().filter(|h| !out.iter().any(|o| o == h)) {
             out.push(h.to_string());
         }
     }
@@ -74,21 +71,21 @@ mod tests {
     fn sessions_accumulate_distinct_hardware() {
         let dir = std::env::temp_dir().join(format!("pggan-sessions-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        assert!(hardware_used(&dir, 100.0).is_empty());
+        assert!(used(&dir, 100.0, "hardware").is_empty());
         record_session(&dir, 0.0, "flex", None).unwrap();
         record_session(&dir, 10.0, "flex", None).unwrap();
         record_session(&dir, 20.0, "wgpu", Some("NVIDIA H100 80GB HBM3")).unwrap();
-        let used = hardware_used(&dir, 100.0);
-        assert_eq!(used.len(), 2, "{used:?}");
+        let hardware = used(&dir, 100.0, "hardware");
+        assert_eq!(hardware.len(), 2, "{hardware:?}");
         assert_eq!(
-            hardware_used(&dir, 15.0).len(),
+            used(&dir, 15.0, "hardware").len(),
             1,
             "the wgpu session started at 20 kimg"
         );
         assert!(
-            used[0].starts_with("flex (CPU): ")
-                && used[1].starts_with("wgpu (GPU): NVIDIA H100 80GB HBM3, host "),
-            "{used:?}"
+            hardware[0].starts_with("flex (CPU): ")
+                && hardware[1].starts_with("wgpu (GPU): NVIDIA H100 80GB HBM3, host "),
+            "{hardware:?}"
         );
         std::fs::remove_dir_all(&dir).unwrap();
     }

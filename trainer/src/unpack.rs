@@ -6,8 +6,7 @@
 //! that, and `pggan prepare` turns the tar back into a pack there (`--padded keep`: the images are
 //! already cropped).
 
-use std::fs::File;
-use std::io::{BufWriter, Cursor, Write};
+use std::io::{Cursor, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -17,6 +16,7 @@ use image::codecs::jpeg::JpegEncoder;
 use image::{ImageFormat, RgbImage};
 use rayon::prelude::*;
 
+use crate::fsutil::AtomicFile;
 use crate::pack::{Pack, Split};
 
 /// Image format of the unpacked files.
@@ -29,19 +29,38 @@ pub enum UnpackFormat {
 }
 
 /// Options of `pggan unpack`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct UnpackOptions {
     /// Pack to read.
+    #[arg(long)]
     pub data: PathBuf,
-    /// Tar file to write, gzipped if its name ends in `.gz` (default: beside the pack, named after
-    /// split and level, gzipped).
+    /// Tar file to write, gzipped if it ends in .gz (default: beside the pack, e.g.
+    /// `utk64-train64.tar.gz`).
+    #[arg(long)]
     pub out: Option<PathBuf>,
     /// Which split.
+    #[arg(long, value_enum, default_value = "train")]
     pub split: Split,
     /// Which level (default: the pack's top).
+    #[arg(long)]
     pub resolution: Option<usize>,
-    /// File format.
-    pub format: UnpackFormat,
+    /// JPEG quality (1–100).
+    #[arg(long, default_value_t = 90)]
+    pub quality: u8,
+    /// Lossless PNG files instead of JPEG.
+    #[arg(long)]
+    pub png: bool,
+}
+
+impl UnpackOptions {
+    /// The format of the files.
+    pub fn format(&self) -> UnpackFormat {
+        if self.png {
+            UnpackFormat::Png
+        } else {
+            UnpackFormat::Jpeg(self.quality)
+        }
+    }
 }
 
 /// What was written.
@@ -59,7 +78,8 @@ pub struct UnpackReport {
 
 /// Writes the images of one split and level into a tar (`split/000000.jpg`, …), atomically.
 pub fn unpack(o: &UnpackOptions) -> Result<UnpackReport> {
-    if let UnpackFormat::Jpeg(q) = o.format
+    let format = o.format();
+    if let UnpackFormat::Jpeg(q) = format
         && !(1..=100).contains(&q)
     {
         bail!("--quality {q} is not a JPEG quality (1–100)");
@@ -76,57 +96,52 @@ pub fn unpack(o: &UnpackOptions) -> Result<UnpackReport> {
     }
     let pixels = pack.read_level(o.split, resolution)?; // [count, r, r, 3]
     let per = resolution * resolution * 3;
-    let extension = match o.format {
+    let extension = match format {
         UnpackFormat::Jpeg(_) => "jpg",
         UnpackFormat::Png => "png",
     };
     let files: Vec<Vec<u8>> = pixels
         .par_chunks(per)
-        .map(|rgb| encode(rgb, resolution, o.format))
+        .map(|rgb| encode(rgb, resolution, format))
         .collect::<Result<_>>()?;
 
-    let mut tmp = out.clone().into_os_string();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
     // Gzip when the name asks for it: it removes the tar's padding and the tables every JPEG repeats.
     let gzip = out
         .to_str()
         .is_some_and(|n| n.ends_with(".gz") || n.ends_with(".tgz"));
-    let write = || -> Result<u64> {
-        let file = BufWriter::new(File::create(&tmp)?);
-        let sink: Box<dyn Write> = if gzip {
-            Box::new(GzEncoder::new(file, Compression::default()))
+    let names = (0..files.len()).map(|i| format!("{}/{i:06}.{extension}", split_name(o.split)));
+    let entries: Vec<(String, &[u8])> = names.zip(files.iter().map(Vec::as_slice)).collect();
+    let write = || -> std::io::Result<()> {
+        let file = AtomicFile::create(&out)?;
+        let file = if gzip {
+            write_tar(GzEncoder::new(file, Compression::default()), &entries)?.finish()?
         } else {
-            Box::new(file)
+            write_tar(file, &entries)?
         };
-        let mut tar = tar::Builder::new(sink);
-        for (i, bytes) in files.iter().enumerate() {
-            let mut header = tar::Header::new_gnu();
-            header.set_size(bytes.len() as u64);
-            header.set_mode(0o644);
-            header.set_mtime(0); // the same pack gives the same tar
-            header.set_cksum();
-            tar.append_data(
-                &mut header,
-                format!("{}/{i:06}.{extension}", split_name(o.split)),
-                bytes.as_slice(),
-            )?;
-        }
-        let mut sink = tar.into_inner()?;
-        sink.flush()?;
-        drop(sink); // finishes the gzip stream
-        File::open(&tmp)?.sync_all()?;
-        Ok(std::fs::metadata(&tmp)?.len())
+        file.commit()
     };
-    let bytes = write().with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, &out)
-        .with_context(|| format!("renaming {} to {}", tmp.display(), out.display()))?;
+    write().with_context(|| format!("writing {}", out.display()))?;
+    let bytes = std::fs::metadata(&out)?.len();
     Ok(UnpackReport {
         out,
         images: count,
         resolution,
         bytes,
     })
+}
+
+/// A tar of `(name, bytes)` files written into `sink`, which is returned.
+fn write_tar<W: Write>(sink: W, entries: &[(String, &[u8])]) -> std::io::Result<W> {
+    let mut tar = tar::Builder::new(sink);
+    for (name, bytes) in entries {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        header.set_mtime(0); // the same pack gives the same tar
+        header.set_cksum();
+        tar.append_data(&mut header, name, *bytes)?;
+    }
+    tar.into_inner()
 }
 
 fn split_name(split: Split) -> &'static str {
@@ -211,7 +226,8 @@ mod tests {
             out: Some(dir.join("train.tar")),
             split: Split::Train,
             resolution: None,
-            format: UnpackFormat::Png,
+            quality: 90,
+            png: true,
         };
         let report = unpack(&png).unwrap();
         assert_eq!((report.images, report.resolution), (9, 16));
@@ -234,7 +250,8 @@ mod tests {
         let jpeg = UnpackOptions {
             split: Split::Holdout,
             out: Some(dir.join("holdout.tar.gz")),
-            format: UnpackFormat::Jpeg(95),
+            quality: 95,
+            png: false,
             ..png.clone()
         };
         assert_eq!(unpack(&jpeg).unwrap().images, 3);
@@ -267,7 +284,8 @@ mod tests {
 
         // Bad requests name the problem.
         let err = unpack(&UnpackOptions {
-            format: UnpackFormat::Jpeg(0),
+            quality: 0,
+            png: false,
             ..png.clone()
         })
         .unwrap_err()

@@ -6,8 +6,8 @@ use std::rc::Rc;
 
 use burn::tensor::Device;
 use burn::tensor::wgpu::WgpuBackend;
-use pggan_model::layers::tensor_from_f32;
 use pggan_model::manifest::Manifest;
+use pggan_model::tensor::tensor_from_f32;
 use pggan_model::weights::generator_from_bytes;
 use pggan_model::{Generator, ModelConfig};
 use wasm_bindgen::JsCast;

@@ -5,12 +5,14 @@
 //! WebGPU or, without it, on the `flex` CPU backend, and answers with RGBA pixels. Generation never
 //! runs on the page's main thread.
 //!
-//! Requests are plain objects `{op, id, …}`; every reply carries the same `id` and either its
+//! The page posts `{id, request: {<op>: {…fields}}}`, decoded into [`Request`] (serde, through
+//! `serde-wasm-bindgen`); every reply is `{op: "reply", id, …}` with the same `id` and either its
 //! results or `error` (a sentence for the visitor). Besides replies the worker posts
-//! `{op: "progress", what, loaded, total, file}` while downloading (`what`: `model` or `stages`) and `{op: "panic", message}` if it
-//! dies, after which the page starts a fresh worker on the CPU.
+//! `{op: "progress", what, loaded, total, file}` while downloading (`what`: `model` or `stages`),
+//! `{op: "alive"}` once started, and `{op: "panic", message}` if it dies, after which the page
+//! starts a fresh worker on the CPU.
 //!
-//! | op | fields | reply |
+//! | request | fields | reply |
 //! |---|---|---|
 //! | `init` | `model` (folder URL), `backend` (`"auto"`/`"cpu"`) | `backend`, `notice`, `warmupMs`, `model` (summary) |
 //! | `load-stages` | — | (the growth stages, from the model's folder, are loaded) |
@@ -33,6 +35,7 @@ use js_sys::{Array, Float32Array, Object, Reflect, Uint8ClampedArray};
 use pggan_model::latent::{blend_latents, latent_for_seed, smooth_walk};
 use pggan_model::link::{LinkTarget, latent_link, parse_link, seed_link};
 use pggan_model::manifest::Manifest;
+use serde::Deserialize;
 use wasm_bindgen::prelude::*;
 use web_sys::{DedicatedWorkerGlobalScope, MessageEvent};
 
@@ -41,6 +44,55 @@ use fetch::fetch_bytes;
 
 thread_local! {
     static ENGINE: RefCell<Option<Rc<Engine>>> = const { RefCell::new(None) };
+}
+
+/// A message from the page: a request and the id its reply carries.
+#[derive(Deserialize)]
+struct Message {
+    id: f64,
+    request: Request,
+}
+
+/// What the page can ask (see the table above).
+#[derive(Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum Request {
+    /// Load the model in the folder `model` on the `backend` asked for.
+    Init {
+        model: String,
+        #[serde(default)]
+        backend: String,
+    },
+    /// Load the growth stages.
+    LoadStages {},
+    /// Draw `latents` (`[count, latent]`) with stage `stage` (−1: the final generator).
+    Generate {
+        #[serde(default = "final_stage")]
+        stage: i64,
+        latents: Vec<f32>,
+        alpha: Option<f64>,
+    },
+    /// The latents of `seeds` (decimal strings).
+    Latents { seeds: Vec<String> },
+    /// Read a link's `#…` part.
+    ParseLink { hash: String },
+    /// The link of a seed or of an exact latent.
+    MakeLink {
+        seed: Option<String>,
+        latent: Option<Vec<f32>>,
+    },
+    /// The blend of latents `a` and `b` at `t`.
+    Blend { a: Vec<f32>, b: Vec<f32>, t: f64 },
+    /// The paper's looping walk from `seed`.
+    Walk {
+        seed: String,
+        frames: f64,
+        sigma: f64,
+    },
+}
+
+fn final_stage() -> i64 {
+    -1
 }
 
 fn scope() -> DedicatedWorkerGlobalScope {
@@ -56,41 +108,6 @@ fn now_ms() -> f64 {
 
 fn set(obj: &Object, key: &str, value: impl Into<JsValue>) {
     let _ = Reflect::set(obj, &key.into(), &value.into());
-}
-
-fn get(obj: &JsValue, key: &str) -> JsValue {
-    Reflect::get(obj, &key.into()).unwrap_or(JsValue::UNDEFINED)
-}
-
-fn get_string(obj: &JsValue, key: &str) -> Result<String, String> {
-    get(obj, key)
-        .as_string()
-        .ok_or_else(|| format!("request field `{key}` is missing or not text"))
-}
-
-fn get_f64(obj: &JsValue, key: &str) -> Result<f64, String> {
-    get(obj, key)
-        .as_f64()
-        .filter(|v| v.is_finite())
-        .ok_or_else(|| format!("request field `{key}` is missing or not a number"))
-}
-
-fn get_floats(obj: &JsValue, key: &str) -> Result<Vec<f32>, String> {
-    let v = get(obj, key);
-    if v.is_instance_of::<Float32Array>() {
-        Ok(v.unchecked_into::<Float32Array>().to_vec())
-    } else if Array::is_array(&v) {
-        Array::from(&v)
-            .iter()
-            .map(|x| {
-                x.as_f64()
-                    .map(|f| f as f32)
-                    .ok_or_else(|| format!("`{key}` holds a non-number"))
-            })
-            .collect()
-    } else {
-        Err(format!("request field `{key}` is not a list of numbers"))
-    }
 }
 
 fn parse_seed(text: &str) -> Result<u64, String> {
@@ -131,24 +148,37 @@ pub fn start() {
     post(&alive, None);
 }
 
-async fn handle(request: JsValue) {
+async fn handle(data: JsValue) {
     let reply = Object::new();
     set(&reply, "op", "reply");
-    set(&reply, "id", get(&request, "id"));
-    let op = get(&request, "op").as_string().unwrap_or_default();
+    set(
+        &reply,
+        "id",
+        Reflect::get(&data, &"id".into()).unwrap_or(JsValue::NULL),
+    );
     let mut transfer = None;
-    let outcome = match op.as_str() {
-        "init" => init(&request, &reply).await,
-        "load-stages" => load_stages().await,
-        "generate" => generate(&request, &reply)
-            .await
-            .map(|buffer| transfer = Some(buffer)),
-        "latents" => latents(&request, &reply),
-        "parse-link" => link_parse(&request, &reply),
-        "make-link" => link_make(&request, &reply),
-        "blend" => blend(&request, &reply),
-        "walk" => walk(&request, &reply),
-        other => Err(format!("unknown request “{other}”")),
+    let outcome = match serde_wasm_bindgen::from_value::<Message>(data) {
+        Err(e) => Err(format!("a request the worker does not understand: {e}")),
+        Ok(Message { request, .. }) => match request {
+            Request::Init { model, backend } => init(model, &backend, &reply).await,
+            Request::LoadStages {} => load_stages().await,
+            Request::Generate {
+                stage,
+                latents,
+                alpha,
+            } => generate(stage, latents, alpha, &reply)
+                .await
+                .map(|buffer| transfer = Some(buffer)),
+            Request::Latents { seeds } => latents(&seeds, &reply),
+            Request::ParseLink { hash } => link_parse(&hash, &reply),
+            Request::MakeLink { seed, latent } => link_make(seed, latent, &reply),
+            Request::Blend { a, b, t } => blend(&a, &b, t, &reply),
+            Request::Walk {
+                seed,
+                frames,
+                sigma,
+            } => walk(&seed, frames, sigma, &reply),
+        },
     };
     if let Err(message) = outcome {
         set(&reply, "error", message);
@@ -187,14 +217,13 @@ async fn download(
     .await
 }
 
-async fn init(request: &JsValue, reply: &Object) -> Result<(), String> {
-    let base = get_string(request, "model")?;
+async fn init(base: String, backend: &str, reply: &Object) -> Result<(), String> {
     let base = if base.ends_with('/') {
         base
     } else {
         format!("{base}/")
     };
-    let choice = BackendChoice::parse(&get(request, "backend").as_string().unwrap_or_default());
+    let choice = BackendChoice::parse(backend);
 
     let manifest_bytes = fetch_bytes(&format!("{base}manifest.json"), |_, _| {}).await?;
     let text = String::from_utf8(manifest_bytes)
@@ -313,11 +342,13 @@ fn model_summary(engine: &Engine) -> Result<JsValue, String> {
     JsValue::from_serde(&summary).map_err(|e| e.to_string())
 }
 
-async fn generate(request: &JsValue, reply: &Object) -> Result<JsValue, String> {
+async fn generate(
+    stage: i64,
+    latents: Vec<f32>,
+    alpha: Option<f64>,
+    reply: &Object,
+) -> Result<JsValue, String> {
     let engine = engine()?;
-    let stage = get_f64(request, "stage").unwrap_or(-1.0) as i64;
-    let alpha = get(request, "alpha").as_f64();
-    let latents = get_floats(request, "latents")?;
     let count = latents.len() / engine.manifest.latent_size.max(1);
     let started = now_ms();
     let (rgba, size) = engine.generate(stage, latents, alpha).await?;
@@ -335,27 +366,21 @@ fn latent_size() -> Result<usize, String> {
     Ok(engine()?.manifest.latent_size)
 }
 
-fn latents(request: &JsValue, reply: &Object) -> Result<(), String> {
+fn latents(seeds: &[String], reply: &Object) -> Result<(), String> {
     let n = latent_size()?;
-    let seeds = get(request, "seeds");
-    if !Array::is_array(&seeds) || Array::from(&seeds).length() > 256 {
+    if seeds.len() > 256 {
         return Err("`seeds` must be a list of at most 256 seeds".into());
     }
-    let mut out = Vec::new();
-    for seed in Array::from(&seeds).iter() {
-        let text = seed
-            .as_string()
-            .or_else(|| seed.as_f64().map(|f| format!("{f}")))
-            .unwrap_or_default();
-        out.extend(latent_for_seed(parse_seed(&text)?, n));
+    let mut out = Vec::with_capacity(seeds.len() * n);
+    for seed in seeds {
+        out.extend(latent_for_seed(parse_seed(seed)?, n));
     }
     set(reply, "latents", Float32Array::from(out.as_slice()));
     Ok(())
 }
 
-fn link_parse(request: &JsValue, reply: &Object) -> Result<(), String> {
-    let hash = get_string(request, "hash")?;
-    match parse_link(&hash, latent_size()?).map_err(|e| e.to_string())? {
+fn link_parse(hash: &str, reply: &Object) -> Result<(), String> {
+    match parse_link(hash, latent_size()?).map_err(|e| e.to_string())? {
         LinkTarget::Empty => set(reply, "kind", "empty"),
         LinkTarget::Seed(seed) => {
             set(reply, "kind", "seed");
@@ -369,11 +394,10 @@ fn link_parse(request: &JsValue, reply: &Object) -> Result<(), String> {
     Ok(())
 }
 
-fn link_make(request: &JsValue, reply: &Object) -> Result<(), String> {
-    let link = match get(request, "seed").as_string() {
-        Some(seed) => seed_link(parse_seed(&seed)?),
-        None => {
-            let z = get_floats(request, "latent")?;
+fn link_make(seed: Option<String>, latent: Option<Vec<f32>>, reply: &Object) -> Result<(), String> {
+    let link = match (seed, latent) {
+        (Some(seed), _) => seed_link(parse_seed(&seed)?),
+        (None, Some(z)) => {
             if z.len() != latent_size()? {
                 return Err(format!(
                     "a latent of {} values; this model takes {}",
@@ -389,30 +413,37 @@ fn link_make(request: &JsValue, reply: &Object) -> Result<(), String> {
             }
             link
         }
+        (None, None) => return Err("make-link needs a `seed` or a `latent`".into()),
     };
     set(reply, "link", link);
     Ok(())
 }
 
-fn blend(request: &JsValue, reply: &Object) -> Result<(), String> {
-    let (a, b) = (get_floats(request, "a")?, get_floats(request, "b")?);
+fn blend(a: &[f32], b: &[f32], t: f64, reply: &Object) -> Result<(), String> {
     let n = latent_size()?;
     if a.len() != n || b.len() != n {
         return Err(format!("blend needs two latents of {n} values"));
     }
-    let t = get_f64(request, "t")?.clamp(0.0, 1.0) as f32;
+    let t = if t.is_finite() {
+        t.clamp(0.0, 1.0)
+    } else {
+        0.0
+    } as f32;
     set(
         reply,
         "latent",
-        Float32Array::from(blend_latents(&a, &b, t).as_slice()),
+        Float32Array::from(blend_latents(a, b, t).as_slice()),
     );
     Ok(())
 }
 
-fn walk(request: &JsValue, reply: &Object) -> Result<(), String> {
-    let seed = parse_seed(&get_string(request, "seed")?)?;
-    let frames = get_f64(request, "frames")?.clamp(2.0, 2048.0) as usize;
-    let sigma = get_f64(request, "sigma")?.clamp(0.0, 512.0);
+fn walk(seed: &str, frames: f64, sigma: f64, reply: &Object) -> Result<(), String> {
+    let seed = parse_seed(seed)?;
+    if !(frames.is_finite() && sigma.is_finite()) {
+        return Err("`frames` and `sigma` must be numbers".into());
+    }
+    let frames = frames.clamp(2.0, 2048.0) as usize;
+    let sigma = sigma.clamp(0.0, 512.0);
     set(
         reply,
         "latents",

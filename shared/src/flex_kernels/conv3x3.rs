@@ -226,8 +226,8 @@ pub fn conv3x3_transpose(grad: Tensor<4>, weight: Tensor<4>, scale: f64) -> Opti
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::layers::{tensor_from_f32, tensor_to_f32};
     use crate::rng::SplitMix64;
+    use crate::tensor::{tensor_from_f32, tensor_to_f32};
     use burn::tensor::module::{conv_transpose2d, conv2d};
     use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};
     use burn::tensor::{Device, Distribution};

@@ -17,20 +17,23 @@ use burn::tensor::Tensor;
 use rayon::prelude::*;
 
 use super::{Float, dims_of, run_kernel, takes};
-use crate::layers::PIXEL_NORM_EPS;
 
 /// Pixel norm over the channel axis of `[N, C, H, W]` (flex only; [`pixel_norm`] routes other
 /// devices to Burn's operations).
 #[backend_extension(Flex, Autodiff)]
 pub trait PixelNormBackend: Backend {
     /// `x / √(mean_c(x²) + ε)`.
-    fn pixel_norm(x: FloatTensor<Self>) -> FloatTensor<Self>;
+    fn pixel_norm(x: FloatTensor<Self>, eps: f64) -> FloatTensor<Self>;
     /// The input gradient of [`pixel_norm`](Self::pixel_norm) at `x` for the output gradient `grad`.
-    fn pixel_norm_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self>;
+    fn pixel_norm_backward(
+        x: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        eps: f64,
+    ) -> FloatTensor<Self>;
 }
 
 /// `1/√(mean_c(x²) + ε)` for every pixel of one image `[C, P]`.
-fn inverse_rms<T: Float>(x: &[T], channels: usize, pixels: usize) -> Vec<T> {
+fn inverse_rms<T: Float>(x: &[T], channels: usize, pixels: usize, eps: f64) -> Vec<T> {
     let mut sum = vec![T::default(); pixels];
     for plane in x.chunks_exact(pixels) {
         for (s, &v) in sum.iter_mut().zip(plane) {
@@ -38,18 +41,18 @@ fn inverse_rms<T: Float>(x: &[T], channels: usize, pixels: usize) -> Vec<T> {
         }
     }
     let inv_c = T::from_f64(1.0 / channels as f64);
-    let eps = T::from_f64(PIXEL_NORM_EPS);
+    let eps = T::from_f64(eps);
     sum.iter()
         .map(|&s| T::ONE / (s * inv_c + eps).sqrt())
         .collect()
 }
 
-fn forward<T: Float>(x: &[T], channels: usize, pixels: usize) -> Vec<T> {
+fn forward<T: Float>(x: &[T], channels: usize, pixels: usize, eps: f64) -> Vec<T> {
     let mut out = vec![T::default(); x.len()];
     out.par_chunks_mut(channels * pixels)
         .zip(x.par_chunks(channels * pixels))
         .for_each(|(y, x)| {
-            let r = inverse_rms(x, channels, pixels);
+            let r = inverse_rms(x, channels, pixels, eps);
             for (y, x) in y.chunks_exact_mut(pixels).zip(x.chunks_exact(pixels)) {
                 for ((y, &x), &r) in y.iter_mut().zip(x).zip(&r) {
                     *y = x * r;
@@ -59,13 +62,13 @@ fn forward<T: Float>(x: &[T], channels: usize, pixels: usize) -> Vec<T> {
     out
 }
 
-fn backward<T: Float>(x: &[T], g: &[T], channels: usize, pixels: usize) -> Vec<T> {
+fn backward<T: Float>(x: &[T], g: &[T], channels: usize, pixels: usize, eps: f64) -> Vec<T> {
     let mut out = vec![T::default(); x.len()];
     let image = channels * pixels;
     out.par_chunks_mut(image)
         .zip(x.par_chunks(image).zip(g.par_chunks(image)))
         .for_each(|(dx, (x, g))| {
-            let r = inverse_rms(x, channels, pixels);
+            let r = inverse_rms(x, channels, pixels, eps);
             let mut dot = vec![T::default(); pixels];
             for (xp, gp) in x.chunks_exact(pixels).zip(g.chunks_exact(pixels)) {
                 for ((d, &x), &g) in dot.iter_mut().zip(xp).zip(gp) {
@@ -99,33 +102,35 @@ fn channels_and_pixels(x: &FlexTensor) -> (usize, usize) {
 }
 
 impl PixelNormBackend for Flex {
-    fn pixel_norm(x: FlexTensor) -> FlexTensor {
+    fn pixel_norm(x: FlexTensor, eps: f64) -> FlexTensor {
         let (c, p) = channels_and_pixels(&x);
         let dims = dims_of(&x);
         run_kernel(
             "pixel_norm",
             [x],
             dims,
-            |[x]| forward(x, c, p),
-            |[x]| forward(x, c, p),
+            |[x]| forward(x, c, p, eps),
+            |[x]| forward(x, c, p, eps),
         )
     }
 
-    fn pixel_norm_backward(x: FlexTensor, grad: FlexTensor) -> FlexTensor {
+    fn pixel_norm_backward(x: FlexTensor, grad: FlexTensor, eps: f64) -> FlexTensor {
         let (c, p) = channels_and_pixels(&x);
         let dims = dims_of(&x);
         run_kernel(
             "pixel_norm_backward",
             [x, grad],
             dims,
-            |[x, g]| backward(x, g, c, p),
-            |[x, g]| backward(x, g, c, p),
+            |[x, g]| backward(x, g, c, p, eps),
+            |[x, g]| backward(x, g, c, p, eps),
         )
     }
 }
 
 #[derive(Debug)]
-struct PixelNormGrad;
+struct PixelNormGrad {
+    eps: f64,
+}
 
 impl<B: PixelNormBackend> Backward<B, 1> for PixelNormGrad {
     type State = B::FloatTensorPrimitive;
@@ -134,55 +139,56 @@ impl<B: PixelNormBackend> Backward<B, 1> for PixelNormGrad {
         let [node] = ops.parents;
         let g = grads.consume::<B>(&ops.node);
         if let Some(node) = node {
-            grads.register::<B>(node.id, B::pixel_norm_backward(ops.state, g));
+            grads.register::<B>(node.id, B::pixel_norm_backward(ops.state, g, self.eps));
         }
     }
 }
 
 impl<B: PixelNormBackend, C: CheckpointStrategy> PixelNormBackend for Autodiff<B, C> {
-    fn pixel_norm(x: FloatTensor<Self>) -> FloatTensor<Self> {
+    fn pixel_norm(x: FloatTensor<Self>, eps: f64) -> FloatTensor<Self> {
         let xp = x.primitive().clone();
-        match PixelNormGrad
+        match (PixelNormGrad { eps })
             .prepare::<C>([x.node()])
             .compute_bound()
             .stateful()
         {
-            OpsKind::Tracked(prep) => prep.finish(xp.clone(), B::pixel_norm(xp)),
-            OpsKind::UnTracked(prep) => prep.finish(B::pixel_norm(xp)),
+            OpsKind::Tracked(prep) => prep.finish(xp.clone(), B::pixel_norm(xp, eps)),
+            OpsKind::UnTracked(prep) => prep.finish(B::pixel_norm(xp, eps)),
         }
     }
 
-    fn pixel_norm_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+    fn pixel_norm_backward(
+        x: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        eps: f64,
+    ) -> FloatTensor<Self> {
         // Backward passes call it on the inner backend; here it is a constant (not differentiated).
         let (xp, gp) = (x.primitive().clone(), grad.primitive().clone());
-        <Self as AutodiffBackend>::from_inner(B::pixel_norm_backward(xp, gp))
+        <Self as AutodiffBackend>::from_inner(B::pixel_norm_backward(xp, gp, eps))
     }
 }
 
-/// Pixel norm on flex in f32/f64; `None` otherwise.
-pub fn pixel_norm(x: Tensor<4>) -> Option<Tensor<4>> {
+/// Pixel norm with `eps` on flex in f32/f64; `None` otherwise.
+pub fn pixel_norm(x: Tensor<4>, eps: f64) -> Option<Tensor<4>> {
     if !takes(&x) {
         return None;
     }
     Some(Tensor::from_dispatch(
-        <Dispatch as PixelNormBackend>::pixel_norm(x.into_dispatch()),
+        <Dispatch as PixelNormBackend>::pixel_norm(x.into_dispatch(), eps),
     ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::layers::tensor_from_f32;
     use crate::rng::SplitMix64;
+    use crate::tensor::tensor_from_f32;
     use burn::tensor::Device;
 
+    const EPS: f64 = 1e-8;
+
     fn reference(x: Tensor<4>) -> Tensor<4> {
-        let norm = x
-            .clone()
-            .square()
-            .mean_dim(1)
-            .add_scalar(PIXEL_NORM_EPS)
-            .sqrt(); // [n, 1, h, w]
+        let norm = x.clone().square().mean_dim(1).add_scalar(EPS).sqrt(); // [n, 1, h, w]
         x / norm
     }
 
@@ -195,7 +201,7 @@ mod tests {
         let run = |fast: bool| {
             let x = x0.clone().require_grad();
             let y = if fast {
-                pixel_norm(x.clone()).unwrap()
+                pixel_norm(x.clone(), EPS).unwrap()
             } else {
                 reference(x.clone())
             };

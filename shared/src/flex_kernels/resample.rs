@@ -180,8 +180,8 @@ pub fn pool2x(x: Tensor<4>, scale: f64) -> Option<Tensor<4>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::layers::tensor_from_f32;
     use crate::rng::SplitMix64;
+    use crate::tensor::tensor_from_f32;
     use burn::tensor::Device;
     use burn::tensor::module::avg_pool2d;
     use burn::tensor::ops::AvgPoolOptions;

@@ -238,7 +238,7 @@ fn project(desc: &[f32], dirs: &[f32], n_dirs: usize, device: &Device) -> Vec<Ve
     let a = Tensor::<2>::from_data(TensorData::new(desc.to_vec(), [m, DESC_LEN]), device); // [m, 147]
     let d = Tensor::<2>::from_data(TensorData::new(dirs.to_vec(), [n_dirs, DESC_LEN]), device); // [dirs, 147]
     let p = d.matmul(a.transpose()); // [dirs, m]
-    let flat = pggan_model::layers::tensor_to_f32(p);
+    let flat = pggan_model::tensor::tensor_to_f32(p);
     flat.chunks(m).map(|c| c.to_vec()).collect()
 }
 
