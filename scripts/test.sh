@@ -31,6 +31,10 @@ if [ -z "$got" ] || [ "$got" -lt "$CHROMIUM_MIN" ]; then
 fi
 echo "== $("$CHROMIUM_BIN" --version 2>/dev/null)"
 
+echo "== format and lint (cargo fmt --check, cargo clippy -D warnings)"
+cargo fmt --all --check
+cargo clippy --release -j"$JOBS" --workspace --all-targets -- -D warnings
+
 echo "== building pggan (release)"
 cargo build --release -j"$JOBS" -p pggan-trainer
 

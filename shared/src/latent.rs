@@ -77,8 +77,6 @@ mod tests {
         // link, so it must be a conscious, versioned decision.
         let z = latent_for_seed(42, 4);
         let expect = [z[0], z[1], z[2], z[3]];
-        let again = latent_for_seed(42, 4);
-        assert_eq!(z, again);
         let golden: [u32; 4] = [
             expect[0].to_bits(),
             expect[1].to_bits(),

@@ -292,6 +292,7 @@ pub fn minibatch_stddev_vjp(x: Tensor<4>, group: usize, grad_out: Tensor<4>) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tensor::tensor_to_f32;
 
     fn dev() -> Device {
         Device::flex()

@@ -260,23 +260,6 @@ pub fn decode(bytes: &[u8]) -> Result<(Vec<NamedTensor>, BTreeMap<String, String
     Ok((out, metadata))
 }
 
-/// Serialises a generator with its configuration (`kind = generator`) and extra metadata.
-pub fn generator_to_bytes(
-    generator: &Generator,
-    config: &ModelConfig,
-    dtype: WeightDtype,
-    extra: &BTreeMap<String, String>,
-) -> Result<Vec<u8>, WeightsError> {
-    let mut meta = extra.clone();
-    meta.insert("format".into(), FORMAT.into());
-    meta.insert("kind".into(), "generator".into());
-    meta.insert(
-        "config".into(),
-        serde_json::to_string(config).expect("config serialises"),
-    );
-    encode(&collect_tensors(generator), dtype, &meta)
-}
-
 /// A generator snapshot at `level` (blocks above it dropped, its configuration's resolution set
 /// to the level's) with where it stood: `level`, `alpha`, `kimg`, and any `extra` entries.
 pub fn snapshot_to_bytes(
@@ -311,7 +294,7 @@ pub fn snapshot_to_bytes(
     )
 }
 
-/// Rebuilds a generator from a file written by [`generator_to_bytes`], with its configuration and
+/// Rebuilds a generator from a file written by [`snapshot_to_bytes`], with its configuration and
 /// metadata.
 pub fn generator_from_bytes(
     bytes: &[u8],

@@ -8,7 +8,7 @@ use pggan_model::layers::{downsample2x, upsample2x};
 use pggan_model::tensor::{tensor_from_f32, tensor_to_f32};
 use pggan_model::weights::{
     WeightDtype, WeightsError, apply_tensors, collect_tensors, decode, generator_from_bytes,
-    generator_to_bytes, truncate_to_level,
+    snapshot_to_bytes, truncate_to_level,
 };
 use pggan_model::{Critic, Generator, ModelConfig, SplitMix64};
 
@@ -102,17 +102,17 @@ fn minibatch_stddev_makes_scores_depend_on_the_group() {
 fn weights_round_trip_in_f32_exactly_and_f16_closely() {
     let cfg = config();
     let g = Generator::new(&cfg, &mut SplitMix64::new(7), &dev());
-    let mut meta = BTreeMap::new();
-    meta.insert("kimg".to_string(), "12.5".to_string());
-    let bytes = generator_to_bytes(&g, &cfg, WeightDtype::F32, &meta).unwrap();
+    let top = cfg.num_levels() - 1;
+    let save = |dtype| snapshot_to_bytes(&g, &cfg, top, 1.0, 12.5, dtype, &[]).unwrap();
+    let bytes = save(WeightDtype::F32);
     let (g2, cfg2, meta2) = generator_from_bytes(&bytes, &dev()).unwrap();
     assert_eq!(cfg2, cfg);
-    assert_eq!(meta2.get("kimg").map(String::as_str), Some("12.5"));
+    assert_eq!(meta2.get("kimg").map(String::as_str), Some("12.500"));
     assert_eq!(collect_tensors(&g), collect_tensors(&g2));
     let a = tensor_to_f32(g.forward(latents(2), 3, 1.0));
     assert_eq!(a, tensor_to_f32(g2.forward(latents(2), 3, 1.0)));
 
-    let bf = generator_to_bytes(&g, &cfg, WeightDtype::BF16, &meta).unwrap();
+    let bf = save(WeightDtype::BF16);
     let (g_bf, _, _) = generator_from_bytes(&bf, &dev()).unwrap();
     let out_bf = tensor_to_f32(g_bf.forward(latents(2), 3, 1.0));
     // bf16 keeps 8 mantissa bits: the output moves by well under a tenth of its spread.
@@ -124,7 +124,7 @@ fn weights_round_trip_in_f32_exactly_and_f16_closely() {
         rms(&err),
         rms(&a)
     );
-    let half = generator_to_bytes(&g, &cfg, WeightDtype::F16, &meta).unwrap();
+    let half = save(WeightDtype::F16);
     assert!(half.len() < bytes.len() * 6 / 10);
     let (g3, _, _) = generator_from_bytes(&half, &dev()).unwrap();
     let c = tensor_to_f32(g3.forward(latents(2), 3, 1.0));
@@ -155,7 +155,8 @@ fn bad_weight_files_are_refused_with_reasons() {
         decode(b"not a safetensors file"),
         Err(WeightsError::Format(_))
     ));
-    let bytes = generator_to_bytes(&g, &cfg, WeightDtype::F32, &BTreeMap::new()).unwrap();
+    let top = cfg.num_levels() - 1;
+    let bytes = snapshot_to_bytes(&g, &cfg, top, 1.0, 0.0, WeightDtype::F32, &[]).unwrap();
     assert!(matches!(
         decode(&bytes[..bytes.len() / 2]),
         Err(WeightsError::Format(_))

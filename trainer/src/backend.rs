@@ -154,10 +154,13 @@ mod tests {
         if !cfg!(any(feature = "wgpu", feature = "cuda")) {
             assert_eq!(chosen, BackendKind::Flex);
         }
-        assert_eq!(
-            BackendKind::Wgpu.resolve(),
-            BackendKind::Wgpu,
-            "an explicit choice stays"
-        );
+        // A backend left out of the build is refused, naming the feature to build with.
+        if !cfg!(feature = "cuda") {
+            let err = BackendKind::Cuda.device().unwrap_err().to_string();
+            assert!(
+                err.contains("not compiled") && err.contains("--features cuda"),
+                "{err}"
+            );
+        }
     }
 }

@@ -14,7 +14,9 @@ use crate::metrics::ms_ssim::ms_ssim_set;
 use crate::metrics::swd::{swd, swd_resolutions};
 use crate::pack::{Pack, Split};
 
-/// Area-average resampling of one axis: `src` has `n` samples of `stride` values each.
+/// Area-average resampling of one axis of an RGB image from `n_in` to `n_out` samples; `other`
+/// is the length of the other axis (`along_rows`: `src` is `[other, n_in, 3]`, else
+/// `[n_in, other, 3]`).
 fn area_resample_axis(
     src: &[f32],
     n_in: usize,
@@ -164,7 +166,7 @@ pub struct EvalReport {
     pub ms_ssim: f64,
     /// MS-SSIM of the reference images' pairs.
     pub ms_ssim_reference: f64,
-    /// Seconds spent on SWD and on MS-SSIM.
+    /// Seconds spent on SWD.
     pub seconds_swd: f64,
     /// Seconds spent on MS-SSIM (both sets).
     pub seconds_ms_ssim: f64,

@@ -1,5 +1,6 @@
 //! The generator on a Burn device: WebGPU when the browser has an adapter, else the `flex` CPU
-//! backend; every growth stage loaded, images returned as RGBA bytes.
+//! backend; the final generator at once, the growth stages when the page asks for them; images
+//! returned as RGBA bytes.
 
 use std::cell::RefCell;
 use std::rc::Rc;

@@ -46,10 +46,9 @@ thread_local! {
     static ENGINE: RefCell<Option<Rc<Engine>>> = const { RefCell::new(None) };
 }
 
-/// A message from the page: a request and the id its reply carries.
+/// A message from the page: `{id, request}`; the id (read as it is) goes back with the reply.
 #[derive(Deserialize)]
 struct Message {
-    id: f64,
     request: Request,
 }
 
@@ -159,7 +158,7 @@ async fn handle(data: JsValue) {
     let mut transfer = None;
     let outcome = match serde_wasm_bindgen::from_value::<Message>(data) {
         Err(e) => Err(format!("a request the worker does not understand: {e}")),
-        Ok(Message { request, .. }) => match request {
+        Ok(Message { request }) => match request {
             Request::Init { model, backend } => init(model, &backend, &reply).await,
             Request::LoadStages {} => load_stages().await,
             Request::Generate {
