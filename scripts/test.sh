@@ -35,8 +35,10 @@ echo "== format and lint (cargo fmt --check, cargo clippy -D warnings)"
 cargo fmt --all --check
 cargo clippy --release -j"$JOBS" --workspace --all-targets -- -D warnings
 
-echo "== building pggan (release)"
-cargo build --release -j"$JOBS" -p pggan-trainer
+# `pggan` and every test in one build: with the tests' dev-dependencies in the same feature
+# resolution, the `cargo test` below reuses it instead of building Burn a second time.
+echo "== building pggan and the tests (release)"
+cargo build --release -j"$JOBS" --workspace --all-targets
 
 # The page: the model crate and the worker crate for wasm32, bundled by trunk.
 build_page

@@ -290,7 +290,8 @@ fn faces_links_and_backends() {
     let native = native_face(1234);
     let mut latent_link_pixels: Option<(String, Vec<u8>)> = None;
     for (webgpu, query, expect) in [
-        (true, "?model=e2e", "webgpu"),
+        (true, "?model=e2e&backend=webgpu", "webgpu"),
+        (true, "?model=e2e", "cpu"),
         (false, "?model=e2e", "cpu"),
         (true, "?model=e2e&backend=cpu", "cpu"),
     ] {
@@ -306,6 +307,14 @@ fn faces_links_and_backends() {
         );
         if expect == "cpu" {
             assert!(page.visible("notice"), "the CPU fallback is announced");
+        }
+        if webgpu && query == "?model=e2e" {
+            // SwiftShader is WebGPU without a GPU: the page runs on the CPU and says why.
+            assert!(
+                page.text("notice").contains("software adapter"),
+                "{}",
+                page.text("notice")
+            );
         }
         check_faces_drawn(&mut page);
 
@@ -357,12 +366,15 @@ fn faces_links_and_backends() {
                     link.starts_with("#z="),
                     "a blend's link holds its latent: {link}"
                 );
-                assert_eq!(
-                    page.browser
-                        .eval("document.getElementById('link-text').value")
-                        .as_str()
-                        .unwrap(),
-                    page.browser.eval("location.href").as_str().unwrap()
+                let shared = page
+                    .browser
+                    .eval("document.getElementById('link-text').value");
+                let shared = shared.as_str().unwrap();
+                assert!(
+                    shared.ends_with(&link)
+                        && shared.contains("model=e2e")
+                        && !shared.contains("backend"),
+                    "the link to share: {shared}"
                 );
                 // The same link in a fresh page, same backend: the same pixels.
                 page.goto(&format!("/{query}{link}"));
@@ -548,8 +560,17 @@ fn stages_and_blending_change_the_picture() {
     page.browser.eval("document.getElementById('play').click()");
     let first = page.redraw("#canvas-mix", "void 0");
     let later = page.redraw("#canvas-mix", "void 0");
-    page.browser.eval("document.getElementById('play').click()");
     assert!(mean_abs_diff(&first, &later) > 0.0, "play does not move");
+    // Stopped, the middle shows the blend the slider says again, not the walk's last frame.
+    let after_stop = page.redraw_to(
+        "#canvas-mix",
+        "document.getElementById('play').click()",
+        "blend 0.50",
+    );
+    assert!(
+        max_abs_diff(&after_stop, &mid) <= 2,
+        "the blend at 0.50 again"
+    );
     page.shot("blend");
 }
 
@@ -585,7 +606,8 @@ fn bad_links_and_models_show_a_message() {
     let long = format!("#seed={}", "9".repeat(30_000));
     for (link, says) in [
         ("#seed=abc", "abc"),
-        ("#z=!!!!", "values"),
+        ("#z=!!!!", "not base64url"),
+        ("#z=AAAA", "this model takes 32"),
         ("#hello", "should look like"),
         (long.as_str(), "characters long"),
     ] {
@@ -614,6 +636,24 @@ fn bad_links_and_models_show_a_message() {
         assert!(error.contains(says), "model {model}: {error}");
     }
     page.shot("bad-model");
+    // A bad model is not a dead end: the error links back to the page's own model.
+    page.goto("/?model=nope&backend=cpu");
+    page.browser
+        .wait_for("document.body.dataset.state === 'error'", LOAD);
+    page.browser
+        .eval("document.getElementById('default-model').click()");
+    page.wait_ready();
+    assert!(!page.visible("error"), "{}", page.text("error"));
+    // A link's error goes once the visitor moves on.
+    page.goto("/?model=e2e#seed=abc");
+    page.wait_ready();
+    page.browser
+        .wait_for("!document.getElementById('error').hidden", LOAD);
+    page.redraw(
+        "#grid canvas",
+        "document.getElementById('new-faces').click()",
+    );
+    assert!(!page.visible("error"), "{}", page.text("error"));
 }
 
 /// A copy of the test model in `scratch/name`, to damage or edit.
@@ -652,7 +692,7 @@ fn a_dead_webgpu_worker_falls_back_to_the_cpu() {
     let _one = BROWSER.lock().unwrap_or_else(|e| e.into_inner());
     let mut page = Page::open(true, vec![]);
     page.browser.watch_workers();
-    page.goto("/?model=e2e");
+    page.goto("/?model=e2e&backend=webgpu");
     page.wait_ready();
     assert_eq!(page.browser.eval("document.body.dataset.backend"), "webgpu");
     let before = page.pixels("#grid div:nth-child(1) canvas");
@@ -730,9 +770,22 @@ fn keyboard_download_and_narrow_screen() {
     assert_eq!(png.dimensions(), (256, 256));
     assert!(std_dev(png.as_raw()) > 8.0);
 
+    // Focus went into the opened face (Close first), and Escape gives it back to the face's tile.
+    assert_eq!(
+        page.browser.eval("document.activeElement.id"),
+        "close-detail",
+        "focus moves into the opened face"
+    );
     page.browser.press("Escape", "Escape", 27);
     page.browser
         .wait_for("document.getElementById('detail').hidden", LOAD);
+    assert_eq!(
+        page.browser.eval(
+            "document.activeElement === document.querySelector('#grid div:nth-child(3) button')"
+        ),
+        true,
+        "focus returns to the tile that opened the face"
+    );
 
     // A phone-sized screen: nothing sticks out sideways.
     page.browser.call(
@@ -781,7 +834,7 @@ fn a_lost_or_hung_gpu_falls_back_to_the_cpu() {
     ] {
         let mut page = Page::open_at(&root, true, vec![]);
         page.browser.watch_workers();
-        page.goto("/?model=e2e");
+        page.goto("/?model=e2e&backend=webgpu");
         page.wait_ready();
         assert_eq!(page.browser.eval("document.body.dataset.backend"), "webgpu");
         assert_eq!(
@@ -837,4 +890,116 @@ fn a_lost_or_hung_gpu_falls_back_to_the_cpu() {
             "gpu-hung"
         });
     }
+}
+
+#[test]
+fn a_browser_without_a_webgpu_adapter_fails_the_webgpu_tests_at_once_naming_itself() {
+    let _one = BROWSER.lock().unwrap_or_else(|e| e.into_inner());
+    let server = Server::start(&web_dist(), vec![]);
+    // Without the WebGPU flags, Chromium gives no adapter: what an unsuitable build looks like.
+    let mut browser = Browser::launch(false);
+    browser.goto(&server.url("/adapter-probe"));
+    let failed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        browser.require_webgpu_adapter()
+    }))
+    .expect_err("no adapter must fail the check");
+    let message = failed.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(
+        message.contains("Chrome/")
+            && message.contains("--enable-unsafe-webgpu --enable-unsafe-swiftshader")
+            && message.contains("gives none"),
+        "{message}"
+    );
+}
+
+/// Served from a sub-folder, the page finds its stylesheet, its worker and its icon (every link is
+/// relative), and a visit fetches nothing that is not there.
+#[test]
+fn the_page_works_from_a_sub_folder() {
+    let _one = BROWSER.lock().unwrap_or_else(|e| e.into_inner());
+    let empty = Scratch::new("web-root");
+    let mounts = vec![
+        ("/demo/".to_string(), web_dist()),
+        ("/demo/models/e2e/".to_string(), model().to_path_buf()),
+    ];
+    let server = Server::start(&empty.0, mounts);
+    let mut browser = Browser::launch(false);
+    browser.goto(&server.url("/demo/?model=e2e"));
+    let state = browser.wait_for(
+        "document.body && ['ready','error'].includes(document.body.dataset.state) && document.body.dataset.state",
+        LOAD,
+    );
+    assert_eq!(state, "ready");
+    let styled = browser.eval(
+        "[...document.styleSheets].some(s => { try { return s.cssRules.length > 0; } catch (e) { return false; } })",
+    );
+    assert_eq!(styled, true, "the stylesheet loaded");
+    let icon = browser.eval(
+        "(async () => (await fetch(document.querySelector('link[rel=icon]').href)).status)()",
+    );
+    assert_eq!(icon, 200, "the icon is there");
+}
+
+/// A link made on the forced CPU does not force the CPU on whoever opens it; an unknown
+/// `?backend=` is said, not silently ignored.
+#[test]
+fn links_leave_the_backend_to_the_visitor_and_unknown_backends_are_said() {
+    let _one = BROWSER.lock().unwrap_or_else(|e| e.into_inner());
+    let mut page = Page::open(false, vec![]);
+    page.goto("/?model=e2e&backend=cpu#seed=77");
+    page.wait_ready();
+    page.browser.wait_for(
+        "document.getElementById('detail-canvas').dataset.rendered",
+        LOAD,
+    );
+    let link = page
+        .browser
+        .eval("document.getElementById('link-text').value");
+    let link = link.as_str().unwrap_or_default().to_string();
+    assert!(
+        link.contains("model=e2e") && link.ends_with("#seed=77") && !link.contains("backend"),
+        "{link}"
+    );
+    page.goto("/?model=e2e&backend=nonsense");
+    page.wait_ready();
+    let notice = page.text("notice");
+    assert!(
+        page.visible("notice") && notice.contains("“?backend=nonsense” is not a backend"),
+        "{notice}"
+    );
+}
+
+/// On a phone, a shared link's face is drawn first and scrolled into view, before the grid.
+#[test]
+fn a_shared_face_comes_first_and_in_view_on_a_phone() {
+    let _one = BROWSER.lock().unwrap_or_else(|e| e.into_inner());
+    let mut page = Page::open(false, vec![]);
+    page.browser.call(
+        "Emulation.setDeviceMetricsOverride",
+        serde_json::json!({"width": 390, "height": 844, "deviceScaleFactor": 2, "mobile": true}),
+    );
+    page.goto("/?model=e2e#seed=77");
+    page.wait_ready();
+    page.browser.wait_for(
+        "document.getElementById('detail-canvas').dataset.rendered",
+        LOAD,
+    );
+    let order = page.browser.eval(
+        "[document.getElementById('detail-canvas'), document.querySelector('#grid canvas')].map(c => Number(c.dataset.rendered))",
+    );
+    let (face, grid) = (order[0].as_f64().unwrap(), order[1].as_f64().unwrap());
+    assert!(
+        face < grid,
+        "the face (draw {face}) before the grid (draw {grid})"
+    );
+    let top = page
+        .browser
+        .eval("document.getElementById('detail-canvas').getBoundingClientRect().top")
+        .as_f64()
+        .unwrap();
+    assert!(
+        (0.0..844.0).contains(&top),
+        "the face is in view: its top at {top}"
+    );
+    page.shot("phone-shared-link");
 }

@@ -60,7 +60,8 @@ fn main() {
         "backend", "first face ms", "ms/face (x16)", "ms/face (x1)", "longest task ms"
     );
     for (label, webgpu, backend) in [
-        ("WebGPU (this machine)", true, ""),
+        ("WebGPU (this machine)", true, "backend=webgpu"),
+        ("the page's own choice", true, ""),
         ("CPU fallback", true, "backend=cpu"),
     ] {
         let mut b = Browser::launch(webgpu);

@@ -7,6 +7,7 @@ const GRID_FACES = 16;
 const WALK_FRAMES = 240;
 const WALK_SIGMA_FRAMES = 8;
 const MODEL_NAME = /^[A-Za-z0-9_-]{1,64}$/;
+const BACKENDS = ['auto', 'cpu', 'webgpu'];
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
@@ -21,6 +22,7 @@ const state = {
   stage: 0,
   playing: false,
   msPerFace: null,
+  opener: null,    // the control that opened the face shown, to give focus back to
 };
 
 // ---------------------------------------------------------------- messages
@@ -35,6 +37,35 @@ function showNotice(text) {
   const el = $('notice');
   el.textContent = text;
   el.hidden = !text;
+}
+
+// The backend to start on. A software WebGPU adapter (SwiftShader, `isFallbackAdapter`) is no
+// GPU: it draws a face many times slower than the page's own CPU path, so the CPU runs instead,
+// saying why; `?backend=webgpu` takes any adapter, `?backend=cpu` the CPU.
+async function chooseBackend() {
+  const asked = params.get('backend');
+  if (asked === 'cpu') return { backend: 'cpu', notice: null };
+  if (asked === 'webgpu' || !navigator.gpu) return { backend: 'auto', notice: null };
+  try {
+    const adapter = await navigator.gpu.requestAdapter();
+    const fallback = adapter && (adapter.info?.isFallbackAdapter ?? adapter.isFallbackAdapter);
+    if (fallback) {
+      return {
+        backend: 'cpu',
+        notice: 'This browser offers WebGPU only through a software adapter (no GPU), slower than the page’s own CPU path: running on the CPU. (?backend=webgpu uses it anyway.)',
+      };
+    }
+  } catch {
+    // The worker asks again and says what went wrong.
+  }
+  return { backend: 'auto', notice: null };
+}
+
+// What the page says of a `?backend=` it does not know (it then chooses by itself).
+function backendNotice() {
+  const asked = params.get('backend');
+  if (asked === null || BACKENDS.includes(asked)) return '';
+  return `“?backend=${asked}” is not a backend this page knows (${BACKENDS.join(' or ')}); it chose one itself.`;
 }
 
 function setStatus() {
@@ -163,7 +194,8 @@ async function boot(backend, notice = null) {
     const info = await engine.request('init', { model, backend });
     state.backend = info.backend;
     state.model = info.model;
-    if (notice || info.notice) showNotice(notice || info.notice);
+    const said = [notice || info.notice, backendNotice()].filter(Boolean).join(' ');
+    if (said) showNotice(said);
     showError(''); // what a dead worker's requests reported is answered by this restart
     $('loading').hidden = true;
     setStatus();
@@ -181,11 +213,27 @@ async function boot(backend, notice = null) {
     $('loading').hidden = true;
     $('status').textContent = 'Not running';
     showError(`Could not load the model: ${err.message}`);
+    if (params.has('model')) {
+      // A way back: the page's own model.
+      const back = new URL(location.href);
+      back.searchParams.delete('model');
+      back.hash = '';
+      const a = document.createElement('a');
+      a.id = 'default-model';
+      a.href = back.href;
+      a.textContent = 'Open the default model instead';
+      $('error').append(' ', a);
+    }
     document.body.dataset.state = 'error';
     return;
   }
-  await showGrid();
-  await followLink();
+  // A shared link's face first, in view (on a phone it is below the grid), then the grid.
+  if (location.hash && location.hash !== '#') {
+    await followLink();
+    await showGrid();
+  } else {
+    await showGrid();
+  }
   // A restart on the CPU redraws the face that was open when WebGPU failed.
   if (notice && state.current && !$('detail').hidden && !location.hash) await openFace(state.current, { focus: false });
 }
@@ -338,7 +386,11 @@ async function showGrid() {
       const canvas = document.createElement('canvas');
       canvas.width = canvas.height = state.model.resolution;
       button.append(canvas);
-      button.addEventListener('click', () => button.face && openFace(button.face));
+      button.addEventListener('click', () => {
+        if (!button.face) return;
+        showError('');
+        openFace(button.face);
+      });
       item.append(button);
       grid.append(item);
     }
@@ -367,7 +419,18 @@ async function showGrid() {
 
 // ---------------------------------------------------------------- one face
 
+// Closes the opened face and gives the keyboard focus back to what opened it.
+function closeDetail() {
+  $('detail').hidden = true;
+  const back = state.opener && state.opener.isConnected ? state.opener : $('new-faces');
+  state.opener = null;
+  back.focus();
+}
+
 async function openFace(face, { focus = true } = {}) {
+  // Keyboard focus moves into the opened face (its Close button first), and back on closing.
+  const from = document.activeElement;
+  if (focus && from && from !== document.body && !$('detail').contains(from)) state.opener = from;
   // A latent's link holds it in half precision: show the face as the link will reproduce it.
   const made = await state.engine.request('make-link', face.seed != null ? { seed: face.seed } : { latent: face.latent });
   if (face.seed == null) face = { latent: made.latent, seed: null };
@@ -377,8 +440,11 @@ async function openFace(face, { focus = true } = {}) {
   const reply = await render(face.latent);
   draw($('detail-canvas'), reply);
   history.replaceState(null, '', `#${made.link}`);
-  $('link-text').value = location.href;
-  if (focus) $('detail-title').scrollIntoView({ block: 'nearest' });
+  $('link-text').value = shareableLink(made.link);
+  if (focus) {
+    $('detail-title').scrollIntoView({ block: 'nearest' });
+    $('close-detail').focus({ preventScroll: true });
+  }
   await showStages();
 }
 
@@ -415,6 +481,15 @@ function download() {
     a.click();
     setTimeout(() => URL.revokeObjectURL(a.href), 10_000);
   }, 'image/png');
+}
+
+// The face's link for others: this page and model, without `?backend=` (which would force the
+// visitor's choice of backend on everyone who opens it).
+function shareableLink(link) {
+  const url = new URL(location.href);
+  url.searchParams.delete('backend');
+  url.hash = link;
+  return url.href;
 }
 
 async function copyLink() {
@@ -479,6 +554,8 @@ async function play() {
     state.playing = false;
     $('play').textContent = 'Play';
     $('play').setAttribute('aria-pressed', 'false');
+    // The walk drew over the blend: show the blend the slider says again.
+    if (state.a && state.b && !state.engine.dead) mix(Number($('mix').value));
   }
 }
 
@@ -546,8 +623,11 @@ const fade = latest(async (alpha) => {
 // ---------------------------------------------------------------- wiring
 
 function wire() {
-  $('new-faces').addEventListener('click', () => showGrid());
-  $('close-detail').addEventListener('click', () => { $('detail').hidden = true; });
+  $('new-faces').addEventListener('click', () => {
+    showError(''); // the visitor has moved on from whatever went wrong before
+    showGrid();
+  });
+  $('close-detail').addEventListener('click', closeDetail);
   $('download').addEventListener('click', download);
   $('copy-link').addEventListener('click', copyLink);
   $('use-a').addEventListener('click', () => setEnd('a'));
@@ -560,7 +640,7 @@ function wire() {
   $('stage-next').addEventListener('click', () => selectStage(state.stage + 1));
   $('alpha').addEventListener('input', (e) => fade(Number(e.target.value)));
   document.addEventListener('keydown', (e) => {
-    if (e.key === 'Escape' && !$('detail').hidden) $('detail').hidden = true;
+    if (e.key === 'Escape' && !$('detail').hidden) closeDetail();
   });
   window.addEventListener('hashchange', () => state.model && followLink());
 }
@@ -571,4 +651,4 @@ window.addEventListener('unhandledrejection', (event) => {
   event.preventDefault();
   report('', event.reason instanceof Error ? event.reason : new Error(String(event.reason)));
 });
-boot(params.get('backend') === 'cpu' ? 'cpu' : 'auto');
+chooseBackend().then(({ backend, notice }) => boot(backend, notice));

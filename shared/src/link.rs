@@ -85,7 +85,12 @@ pub fn parse_link(link: &str, latent_size: usize) -> Result<LinkTarget, LinkErro
                 .ok_or_else(|| LinkError::Seed(excerpt(value)))
         }
         "z" => {
-            // Bound the work before decoding: the text must be exactly as long as the model's latent.
+            // Damaged text first (“!!!” is not base64url, whatever its length), then the length,
+            // which bounds the work before decoding: exactly as long as the model's latent.
+            let alphabet = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
+            if !value.bytes().all(alphabet) {
+                return Err(LinkError::Base64);
+            }
             let want_chars = (latent_size * 2 * 4).div_ceil(3);
             if value.len() != want_chars {
                 let got = value.len() * 3 / 4 / 2;
@@ -143,6 +148,21 @@ pub fn latent_link(z: &[f32]) -> String {
 mod tests {
     use super::*;
     use crate::latent::latent_for_seed;
+
+    #[test]
+    fn characters_outside_base64url_are_named_as_such_whatever_the_length() {
+        for link in ["#z=!!!", "#z=ab+c", "#z=a b"] {
+            assert!(
+                matches!(parse_link(link, 128), Err(LinkError::Base64)),
+                "{link}: {:?}",
+                parse_link(link, 128)
+            );
+        }
+        assert!(matches!(
+            parse_link("#z=abc", 128),
+            Err(LinkError::LatentSize { want: 128, .. })
+        ));
+    }
 
     #[test]
     fn seed_links_round_trip() {

@@ -133,9 +133,8 @@ impl ScheduleSpec {
 
     /// Thousands of images at which `level` first trains at full weight (its fade-in done).
     pub fn full_weight_kimg(&self, level: usize) -> f64 {
-        (0..level)
-            .map(|q| self.stabilize(q) + self.fade(q + 1))
-            .sum()
+        // A fold from +0: an empty `sum` of floats is −0 (printed "-0.0").
+        (0..level).fold(0.0, |kimg, q| kimg + self.stabilize(q) + self.fade(q + 1))
     }
 
     /// Thousands of images at which `level` ends its stabilisation (and the next starts fading
@@ -268,6 +267,7 @@ mod tests {
     fn stage_ends() {
         let s = spec();
         assert_eq!(s.stage_end_kimg(0), 600.0);
+        assert!(s.full_weight_kimg(0).is_sign_positive(), "+0, not −0");
         assert_eq!(s.stage_end_kimg(1), 1800.0);
         assert_eq!(s.stage_end_kimg(4), 4800.0);
         assert_eq!(s.growth_kimg(), 4800.0);
