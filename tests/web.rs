@@ -642,6 +642,8 @@ fn bad_links_and_models_show_a_message() {
         .wait_for("document.body.dataset.state === 'error'", LOAD);
     page.browser
         .eval("document.getElementById('default-model').click()");
+    page.browser
+        .wait_for("!location.search.includes('nope')", LOAD);
     page.wait_ready();
     assert!(!page.visible("error"), "{}", page.text("error"));
     // A link's error goes once the visitor moves on.
