@@ -110,6 +110,23 @@ mod tests {
         assert!((rms - 1.0).abs() < 1e-5);
     }
 
+    /// Euclidean distance of two latents.
+    fn dist(a: &[f32], b: &[f32]) -> f32 {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).powi(2))
+            .sum::<f32>()
+            .sqrt()
+    }
+
+    /// How far apart two independent latents of size `n` are on the sphere.
+    fn independent_distance(n: usize) -> f32 {
+        dist(
+            &normalize_latent(&latent_for_seed(1, n)),
+            &normalize_latent(&latent_for_seed(2, n)),
+        )
+    }
+
     #[test]
     fn a_blur_wider_than_the_loop_is_capped_at_half_of_it() {
         // σ of 1,000 frames over a 6-frame loop: each frame averages the loop once (not 8,000
@@ -119,17 +136,7 @@ mod tests {
         assert_eq!(walk.len(), 6 * n);
         assert!(walk.iter().all(|v| v.is_finite()));
         let frame = |t: usize| &walk[t * n..(t + 1) * n];
-        let dist = |a: &[f32], b: &[f32]| {
-            a.iter()
-                .zip(b)
-                .map(|(x, y)| (x - y).powi(2))
-                .sum::<f32>()
-                .sqrt()
-        };
-        let independent = dist(
-            &normalize_latent(&latent_for_seed(1, n)),
-            &normalize_latent(&latent_for_seed(2, n)),
-        );
+        let independent = independent_distance(n);
         for t in 1..6 {
             assert!(dist(frame(0), frame(t)) < 0.5 * independent, "frame {t}");
         }
@@ -142,18 +149,8 @@ mod tests {
         assert_eq!(walk.len(), frames * n);
         assert_eq!(walk, smooth_walk(3, frames, 4.0, n));
         let frame = |t: usize| &walk[(t % frames) * n..(t % frames + 1) * n];
-        let dist = |a: &[f32], b: &[f32]| {
-            a.iter()
-                .zip(b)
-                .map(|(x, y)| (x - y).powi(2))
-                .sum::<f32>()
-                .sqrt()
-        };
         // Neighbouring frames (wrap included) are much closer than independent latents are.
-        let independent = dist(
-            &normalize_latent(&latent_for_seed(1, n)),
-            &normalize_latent(&latent_for_seed(2, n)),
-        );
+        let independent = independent_distance(n);
         for t in 0..frames {
             assert!(dist(frame(t), frame(t + 1)) < 0.3 * independent, "step {t}");
         }
