@@ -5,7 +5,7 @@ up / average down, fade-in) and the same step: WGAN-GP critic step with drift (t
 double backprop), generator step, EMA update, Adam(lr 1e-3, β1 0, β2 0.99, ε 1e-8).
 
     python bench/pggan_twin.py --resolution 32 --fmap-base 1024 --fmap-max 256 --latent 256 \
-        --minibatch 16 --steps 5 --threads 2
+        --minibatch 16 --steps 5 --threads 2 [--device cuda]
 
 prints img/s per resolution in the same format as `pggan bench`.
 """
@@ -125,10 +125,11 @@ class Critic(nn.Module):
 
 def train_step(G, D, G_ema, opt_g, opt_d, reals, latent, level, alpha=1.0):
     n = reals.shape[0]
-    fakes = G(torch.randn(n, latent), level, alpha).detach()
+    dev = reals.device
+    fakes = G(torch.randn(n, latent, device=dev), level, alpha).detach()
     real_scores = D(reals, level, alpha)
     fake_scores = D(fakes, level, alpha)
-    u = torch.rand(n, 1, 1, 1)
+    u = torch.rand(n, 1, 1, 1, device=dev)
     mixed = (reals + (fakes - reals) * u).requires_grad_(True)
     grad, = torch.autograd.grad(D(mixed, level, alpha).sum(), mixed, create_graph=True)
     penalty = (grad.flatten(1).norm(dim=1) - 1).square().mean() * 10.0
@@ -138,7 +139,7 @@ def train_step(G, D, G_ema, opt_g, opt_d, reals, latent, level, alpha=1.0):
     opt_d.step()
     for p in D.parameters():
         p.requires_grad_(False)
-    loss_g = -D(G(torch.randn(n, latent), level, alpha), level, alpha).mean()
+    loss_g = -D(G(torch.randn(n, latent, device=dev), level, alpha), level, alpha).mean()
     opt_g.zero_grad(set_to_none=True)
     loss_g.backward()
     opt_g.step()
@@ -161,18 +162,23 @@ def main():
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--min-resolution", type=int, default=4)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda, or auto (cuda when there is one)")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
+    if a.device == "auto":
+        a.device = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(a.device)
     torch.manual_seed(1)
     levels = int(math.log2(a.resolution)) - 1
-    G = Generator(levels, a.latent, a.fmap_base, a.fmap_max)
-    D = Critic(levels, a.fmap_base, a.fmap_max)
+    G = Generator(levels, a.latent, a.fmap_base, a.fmap_max).to(dev)
+    D = Critic(levels, a.fmap_base, a.fmap_max).to(dev)
     G_ema = copy.deepcopy(G)
     n_g = sum(p.numel() for p in G.parameters())
     n_d = sum(p.numel() for p in D.parameters())
     chans = [nf(l + 1, a.fmap_base, a.fmap_max) for l in range(levels)]
-    print(f"pytorch twin {torch.__version__}: threads {torch.get_num_threads()}, G {n_g} params, D {n_d} params, channels {chans}, latent {a.latent}, minibatch {a.minibatch}")
+    where = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU, threads {torch.get_num_threads()}"
+    print(f"pytorch twin {torch.__version__}: {where}, G {n_g} params, D {n_d} params, channels {chans}, latent {a.latent}, minibatch {a.minibatch}")
     rows = []
     for level in range(levels):
         r = 4 << level
@@ -182,10 +188,14 @@ def main():
         opt_d = torch.optim.Adam(D.parameters(), lr=1e-3, betas=(0.0, 0.99), eps=1e-8)
         n = a.minibatch
         for _ in range(2):
-            train_step(G, D, G_ema, opt_g, opt_d, torch.randn(n, 3, r, r), a.latent, level)
+            train_step(G, D, G_ema, opt_g, opt_d, torch.randn(n, 3, r, r, device=dev), a.latent, level)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
         start = time.perf_counter()
         for _ in range(a.steps):
-            train_step(G, D, G_ema, opt_g, opt_d, torch.randn(n, 3, r, r), a.latent, level)
+            train_step(G, D, G_ema, opt_g, opt_d, torch.randn(n, 3, r, r, device=dev), a.latent, level)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
         secs = time.perf_counter() - start
         row = {"resolution": r, "minibatch": n, "img_per_s": n * a.steps / secs, "ms_per_step": secs * 1000 / a.steps}
         rows.append(row)

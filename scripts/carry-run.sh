@@ -4,7 +4,8 @@
 #
 #   bash scripts/carry-run.sh out  --run RUN --data PACK --to DIR [--features wgpu] [--quality 90]
 #       DIR gets everything the other machine needs, each file under 16 MiB:
-#         pggan.gz          a stripped release build of this checkout with the GPU feature
+#         pggan.gz.NN       a stripped release build of this checkout with the GPU feature,
+#                           gzipped and cut into parts of 15 MiB
 #         train.tar.gz      the pack's training split as JPEGs (`pggan unpack`)
 #         run/              the run's checkpoint in parts, bf16, Adam restarting (`pggan compact`),
 #                           with its options and logs (its stage snapshots stay at home)
@@ -57,6 +58,9 @@ out)
     mkdir -p "$TO"
     strip -o "$TO/pggan" "$carried"
     gzip -f "$TO/pggan"
+    rm -f "$TO"/pggan.gz.[0-9][0-9]
+    split -b 15M -d "$TO/pggan.gz" "$TO/pggan.gz."
+    rm "$TO/pggan.gz"
     echo "== training images"
     said="$("$PGGAN" unpack --data "$DATA" --out "$TO/train.tar.gz" --quality "$QUALITY")"
     echo "$said"
@@ -79,7 +83,7 @@ here="\$(cd "\$(dirname "\$0")" && pwd)"
 minutes="\${1:?minutes}"; back="\${2:?back folder}"; backend="\${3:-wgpu}"
 work="\${TMPDIR:-/tmp}/pggan-carried"
 mkdir -p "\$work" "\$back"
-gunzip -c "\$here/pggan.gz" > "\$work/pggan" && chmod +x "\$work/pggan"
+cat "\$here"/pggan.gz.[0-9][0-9] | gunzip -c > "\$work/pggan" && chmod +x "\$work/pggan"
 [ -f "\$work/train.pack" ] || "\$work/pggan" prepare "\$here/train.tar.gz" --out "\$work/train.pack" --resolution $resolution --padded keep > "\$work/prepare.json"
 [ -d "\$work/run" ] || cp -r "\$here/run" "\$work/run"
 sort "\$here/run/stages-at-home.txt" > "\$work/stages-before"

@@ -5,7 +5,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/pggan-target}"
 WEB_DIST="${WEB_DIST:-$CARGO_TARGET_DIR/www-dist}"
-source scripts/setup-web.sh
 PORT="${PORT:-8080}"
-echo "== building the page (first time: about half an hour) and serving it at http://127.0.0.1:$PORT/"
-cd www && exec trunk serve --release --dist "$WEB_DIST" --address 127.0.0.1 --port "$PORT" --no-autoreload --disable-address-lookup
+# The server: Python's standard one (a static folder is all the page needs).
+if ! command -v python3 >/dev/null; then
+    echo "== installing python3 (to serve the page)"
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -q
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3
+fi
+source scripts/setup-web.sh
+echo "== building the page (first time: about a quarter of an hour)"
+build_page
+echo "== serving the page at http://127.0.0.1:$PORT/ (Ctrl-C stops)"
+exec python3 -m http.server "$PORT" --bind 127.0.0.1 --directory "$WEB_DIST"

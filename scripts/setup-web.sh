@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs what the page needs when it is missing: the wasm32 target, trunk 0.21.14 and the
-# wasm-bindgen-cli that matches Cargo.lock. Sourced by demo.sh and test.sh.
+# Installs what the page needs when it is missing — the wasm32 target and the wasm-bindgen-cli that
+# matches Cargo.lock — and defines build_page. Sourced by demo.sh and test.sh.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -9,27 +9,27 @@ if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
     echo "== installing the wasm32-unknown-unknown target"
     rustup target add wasm32-unknown-unknown
 fi
-# Tools are installed without their release profile's fat LTO and single codegen unit (trunk's): a
-# quicker build of programs whose speed does not matter here. Outside the project's build folder.
-install_tool() {
-    env -u CARGO_TARGET_DIR CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
-        cargo install "$@"
-}
-if ! trunk --version 2>/dev/null | grep -q '0\.21\.14'; then
-    echo "== installing trunk 0.21.14 (0.22 needs a newer rustc)"
-    # Without the update check (it would ask the network at every start).
-    install_tool --locked trunk --version 0.21.14 --no-default-features --features rustls
-fi
 # The CLI must be the exact version of the wasm-bindgen crate in Cargo.lock. Not --locked: its
-# lockfile pins a crate the registry no longer has.
+# lockfile pins a crate the registry no longer has. Installed outside the project's build folder,
+# without its release profile's fat LTO (a quicker build of a program whose speed does not matter).
 BINDGEN="$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/version = |"/, ""); print; exit }' Cargo.lock)"
 if ! wasm-bindgen --version 2>/dev/null | grep -q "$BINDGEN"; then
     echo "== installing wasm-bindgen-cli $BINDGEN"
-    install_tool wasm-bindgen-cli --version "$BINDGEN"
+    env -u CARGO_TARGET_DIR CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
+        cargo install wasm-bindgen-cli --version "$BINDGEN"
 fi
 
-# Builds the page into $WEB_DIST (release, no wasm-opt: Debian's breaks Burn's module).
+# Builds the page into $WEB_DIST: the worker crate for wasm32 (profile wasm-release; no wasm-opt,
+# Debian's breaks Burn's module), its JavaScript glue for a classic worker, and www/ as it is
+# (www/engine-loader.js starts the worker).
 build_page() {
-    echo "== building the page (trunk, release) into $WEB_DIST"
-    (cd www && trunk build --release --dist "$WEB_DIST")
+    local target_dir="${CARGO_TARGET_DIR:-target}"
+    echo "== building the page (wasm32, wasm-release) into $WEB_DIST"
+    cargo build -j"${JOBS:-2}" -p pggan-web --target wasm32-unknown-unknown --profile wasm-release
+    mkdir -p "$WEB_DIST"
+    wasm-bindgen --target no-modules --no-typescript --out-dir "$WEB_DIST" --out-name pggan-web \
+        "$target_dir/wasm32-unknown-unknown/wasm-release/pggan_web.wasm"
+    rm -rf "$WEB_DIST/models"
+    cp -r www/index.html www/app.js www/engine-loader.js www/style.css www/favicon.svg www/models \
+        "$WEB_DIST/"
 }

@@ -8,21 +8,31 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/pggan-target}"
 JOBS="${JOBS:-2}"
 
 export WEB_DIST="${WEB_DIST:-$CARGO_TARGET_DIR/www-dist}"
-# wasm32 target, trunk, wasm-bindgen-cli.
+# wasm32 target, wasm-bindgen-cli.
 source scripts/setup-web.sh
 
-# Chromium for the page's tests: Debian's package, version $CHROMIUM_MIN or newer (the WebGPU flags
-# of tests/common/browser.rs were measured on 148 and 156). When it is missing or older, the package
-# lists are refreshed first, so an old list never installs an old browser.
+# System packages, from Debian, installed when missing (the package lists refreshed first, so an
+# old list never installs an old browser):
+# - Chromium $CHROMIUM_MIN or newer, for the page's tests (the WebGPU flags of
+#   tests/common/browser.rs were measured on 148 and 156);
+# - the Vulkan loader, and Mesa's Vulkan and OpenGL (EGL) drivers: their software renderer,
+#   llvmpipe, runs the GPU tests on a machine without a GPU.
 CHROMIUM_MIN=148
 chromium_major() { "$1" --version 2>/dev/null | grep -oE '[0-9]+\.[0-9.]+' | head -n1 | cut -d. -f1; }
 CHROMIUM_BIN="${CHROMIUM:-$(command -v chromium || command -v chromium-browser || true)}"
+PACKAGES=()
 if [ -z "${CHROMIUM:-}" ] && { [ -z "$CHROMIUM_BIN" ] || [ "$(chromium_major "$CHROMIUM_BIN")" -lt "$CHROMIUM_MIN" ]; }; then
-    echo "== installing Debian's chromium ≥ $CHROMIUM_MIN (for the page's tests)"
+    PACKAGES+=(chromium)
+fi
+for pkg in libvulkan1 mesa-vulkan-drivers libegl1 libegl-mesa0 libgl1-mesa-dri; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || PACKAGES+=("$pkg")
+done
+if [ "${#PACKAGES[@]}" -gt 0 ]; then
+    echo "== installing ${PACKAGES[*]} (Debian)"
     SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
     $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -q
-    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
-    CHROMIUM_BIN="$(command -v chromium || true)"
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${PACKAGES[@]}"
+    [ -n "${CHROMIUM:-}" ] || CHROMIUM_BIN="$(command -v chromium || true)"
 fi
 got="$([ -n "$CHROMIUM_BIN" ] && chromium_major "$CHROMIUM_BIN" || true)"
 if [ -z "$got" ] || [ "$got" -lt "$CHROMIUM_MIN" ]; then
@@ -31,16 +41,20 @@ if [ -z "$got" ] || [ "$got" -lt "$CHROMIUM_MIN" ]; then
 fi
 echo "== $("$CHROMIUM_BIN" --version 2>/dev/null)"
 
+# One feature set for every cargo command below, so they share one build: pggan with the CPU
+# backend and the GPU ones, Vulkan and wgpu (fusion, autotuning), and the GPU tests.
+FEATURES="pggan-trainer/vulkan,pggan-trainer/wgpu,pggan-e2e/gpu"
+
 echo "== format and lint (cargo fmt --check, cargo clippy -D warnings)"
 cargo fmt --all --check
-cargo clippy --release -j"$JOBS" --workspace --all-targets -- -D warnings
+cargo clippy --release -j"$JOBS" --workspace --all-targets --features "$FEATURES" -- -D warnings
 
 # `pggan` and every test in one build: with the tests' dev-dependencies in the same feature
 # resolution, the `cargo test` below reuses it instead of building Burn a second time.
-echo "== building pggan and the tests (release)"
-cargo build --release -j"$JOBS" --workspace --all-targets
+echo "== building pggan (flex and vulkan) and the tests (release)"
+cargo build --release -j"$JOBS" --workspace --all-targets --features "$FEATURES"
 
-# The page: the model crate and the worker crate for wasm32, bundled by trunk.
+# The page: the model crate and the worker crate for wasm32, with their JavaScript glue.
 build_page
 export PGGAN_WEB_DIST="$WEB_DIST"
 export PGGAN_ARTIFACTS="${PGGAN_ARTIFACTS:-$CARGO_TARGET_DIR/test-artifacts}"
@@ -49,7 +63,7 @@ echo "== unit, model, end-to-end and browser tests (screenshots: $PGGAN_ARTIFACT
 LOG="$(mktemp)"
 trap 'rm -f "$LOG"' EXIT
 status=0
-cargo test --release -j"$JOBS" --workspace --no-fail-fast 2>&1 | tee "$LOG" || status=$?
+cargo test --release -j"$JOBS" --workspace --features "$FEATURES" --no-fail-fast 2>&1 | tee "$LOG" || status=$?
 # One closing line over every test binary.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$LOG"

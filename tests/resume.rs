@@ -265,7 +265,7 @@ fn carry_run_takes_a_run_away_and_back() {
         None,
     );
     for f in [
-        "pggan.gz",
+        "pggan.gz.00",
         "train.tar.gz",
         "train-here.sh",
         "run/checkpoint-part000.safetensors",
@@ -276,6 +276,11 @@ fn carry_run_takes_a_run_away_and_back() {
             .unwrap_or_else(|e| panic!("carry/{f}: {e}"))
             .len();
         assert!(len < 16 << 20, "carry/{f} is {len} bytes");
+    }
+    for entry in std::fs::read_dir(dir.path("carry")).unwrap() {
+        let entry = entry.unwrap();
+        let len = entry.metadata().unwrap().len();
+        assert!(len < 16 << 20, "{:?} is {len} bytes", entry.path());
     }
     assert!(
         !dir.path("carry/run/stages").exists(),

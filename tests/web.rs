@@ -817,7 +817,7 @@ fn a_lost_or_hung_gpu_falls_back_to_the_cpu() {
     let scratch = Scratch::new("web-gpu-faults");
     let root = scratch.path("dist");
     copy_tree(&web_dist(), &root);
-    let loader = root.join("pggan-web_loader.js");
+    let loader = root.join("engine-loader.js");
     let original = std::fs::read_to_string(&loader).unwrap();
     assert!(
         original.contains("importScripts("),
@@ -1004,4 +1004,74 @@ fn a_shared_face_comes_first_and_in_view_on_a_phone() {
         "the face is in view: its top at {top}"
     );
     page.shot("phone-shared-link");
+}
+
+/// Starting shows each phase with its own progress, in order: the engine's download (counted
+/// against the wasm file's size, to the end), its compilation, the model's download (to the end),
+/// and the warm-up on the backend that runs.
+#[test]
+fn the_loading_bar_shows_each_phase_of_a_start() {
+    let _one = BROWSER.lock().unwrap_or_else(|e| e.into_inner());
+    let mut page = Page::open(false, vec![]);
+    page.browser.call(
+        "Page.addScriptToEvaluateOnNewDocument",
+        serde_json::json!({"source": r#"
+            window.__phases = [];
+            new MutationObserver(() => {
+                const loading = document.getElementById('loading');
+                const bar = document.getElementById('progress');
+                if (!loading || !bar || !loading.dataset.phase) return;
+                const seen = {
+                    phase: loading.dataset.phase,
+                    value: bar.hasAttribute('value') ? bar.value : null,
+                    max: bar.max,
+                    label: document.getElementById('progress-label').textContent,
+                };
+                const last = window.__phases[window.__phases.length - 1];
+                if (!last || JSON.stringify(last) !== JSON.stringify(seen)) window.__phases.push(seen);
+            }).observe(document, { subtree: true, childList: true, attributes: true, characterData: true });
+        "#}),
+    );
+    page.goto("/?model=e2e&backend=cpu");
+    page.wait_ready();
+    let seen = page.browser.eval("window.__phases");
+    let seen = seen.as_array().expect("phases recorded");
+    let mut order: Vec<&str> = Vec::new();
+    for s in seen {
+        let phase = s["phase"].as_str().unwrap();
+        if order.last() != Some(&phase) {
+            order.push(phase);
+        }
+    }
+    assert_eq!(
+        order,
+        ["engine", "compile", "model", "warmup"],
+        "phases in order: {seen:#?}"
+    );
+    let wasm = std::fs::metadata(web_dist().join("pggan-web_bg.wasm"))
+        .unwrap()
+        .len() as f64;
+    let of = |phase: &'static str| seen.iter().filter(move |s| s["phase"] == phase);
+    assert!(
+        of("engine").all(|s| s["max"].as_f64() == Some(wasm))
+            && of("engine").any(|s| s["value"].as_f64() == Some(wasm))
+            && of("engine").any(|s| s["value"].as_f64().is_some_and(|v| v < wasm)),
+        "the engine's download counted from below to all of its {wasm} bytes: {seen:#?}"
+    );
+    let model_end = of("model").next_back().unwrap();
+    assert!(
+        model_end["value"].as_f64().is_some()
+            && model_end["value"] == model_end["max"]
+            && model_end["max"].as_f64().unwrap() > 1000.0,
+        "the model's download to its end: {seen:#?}"
+    );
+    assert!(
+        of("compile").all(|s| s["value"].is_null()) && of("warmup").all(|s| s["value"].is_null()),
+        "compiling and warming up have no measure, so the bar says none: {seen:#?}"
+    );
+    let warm = of("warmup").next_back().unwrap()["label"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(warm.contains("CPU"), "{warm}");
 }

@@ -2,7 +2,8 @@
 // `pggan-web` WebAssembly crate), so generating never blocks the page. Links are parsed by the
 // worker's Rust code, as numbers only.
 
-const WORKER_URL = 'pggan-web_loader.js';
+const WORKER_URL = 'engine-loader.js';
+const ENGINE_URL = 'pggan-web_bg.wasm';
 const GRID_FACES = 16;
 const WALK_FRAMES = 240;
 const WALK_SIGMA_FRAMES = 8;
@@ -23,6 +24,7 @@ const state = {
   playing: false,
   msPerFace: null,
   opener: null,    // the control that opened the face shown, to give focus back to
+  engineModule: null, // Promise<WebAssembly.Module>: the engine, downloaded and compiled once
 };
 
 // ---------------------------------------------------------------- messages
@@ -106,8 +108,11 @@ class Engine {
     this.dead = false;
   }
 
-  // Resolves once the worker's WebAssembly is running and listening.
-  start() {
+  // Resolves once the worker's WebAssembly is running and listening. `onPhase(what, loaded,
+  // total)` hears the engine's download and compilation.
+  async start(onPhase) {
+    const module = await compiledEngine(onPhase);
+    if (this.dead) throw stopped('the generator has stopped');
     return new Promise((resolve, reject) => {
       this.worker = new Worker(WORKER_URL);
       this.worker.onmessage = (event) => {
@@ -122,6 +127,7 @@ class Engine {
         reject(new Error(reason));
         this.die(reason);
       };
+      this.worker.postMessage({ module });
     });
   }
 
@@ -151,13 +157,65 @@ class Engine {
   die(reason) {
     if (this.dead) return;
     this.dead = true;
-    this.worker.terminate();
+    if (this.worker) this.worker.terminate();
     for (const waiter of this.pending.values()) {
       clearTimeout(waiter.timer);
       waiter.reject(stopped(reason));
     }
     this.pending.clear();
     this.onDeath(reason);
+  }
+}
+
+// The engine (the worker's WebAssembly), downloaded with progress and compiled on the page once per
+// visit: a worker restarted on the CPU reuses it. A failed attempt is forgotten, so a retry fetches
+// again.
+function compiledEngine(onPhase) {
+  if (!state.engineModule) {
+    state.engineModule = (async () => {
+      const response = await fetch(ENGINE_URL);
+      if (!response.ok) throw new Error(`the engine (${ENGINE_URL}) could not be downloaded: HTTP ${response.status}`);
+      const total = Number(response.headers.get('Content-Length')) || 0;
+      const reader = response.body.getReader();
+      const chunks = [];
+      let loaded = 0;
+      onPhase('engine', 0, total);
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        chunks.push(value);
+        loaded += value.length;
+        onPhase('engine', loaded, Math.max(total, loaded));
+      }
+      onPhase('compile', 0, 0);
+      return WebAssembly.compile(await new Blob(chunks).arrayBuffer());
+    })();
+    state.engineModule.catch(() => { state.engineModule = null; });
+  }
+  return state.engineModule;
+}
+
+// What the loading bar says: each phase of a start with its own progress (`total` 0: no measure).
+function showPhase(what, loaded, total, file = '') {
+  const bar = $('progress');
+  if (total > 0) {
+    bar.max = total;
+    bar.value = loaded;
+  } else {
+    bar.removeAttribute('value'); // indeterminate: the bar moves without a measure
+  }
+  const mb = (n) => (n / 1e6).toFixed(1);
+  const label = {
+    engine: () => `Downloading the engine: ${mb(loaded)} of ${mb(total)} MB`,
+    compile: () => 'Compiling the engine…',
+    model: () => `Downloading the model: ${mb(loaded)} of ${mb(total)} MB (${file})`,
+    warmup: () => (file === 'webgpu'
+      ? 'Warming up: the first face compiles the generator for your GPU…'
+      : 'Warming up: the first face on the CPU…'),
+  }[what];
+  if (label) {
+    $('progress-label').textContent = label();
+    $('loading').dataset.phase = what;
   }
 }
 
@@ -176,20 +234,19 @@ async function boot(backend, notice = null) {
   setControls(false);
   const engine = new Engine((reason) => onEngineDeath(engine, reason));
   state.engine = engine;
-  engine.onProgress = ({ what, loaded, total, file }) => {
+  engine.onProgress = ({ what, loaded, total, file, backend: on }) => {
     if (what === 'stages') {
       $('stages-progress').max = Math.max(total, 1);
       $('stages-progress').value = loaded;
       return;
     }
-    $('progress').max = Math.max(total, 1);
-    $('progress').value = loaded;
-    $('progress-label').textContent = `Downloading the model: ${(loaded / 1e6).toFixed(1)} of ${(total / 1e6).toFixed(1)} MB (${file})`;
+    if (what === 'warmup') showPhase('warmup', 0, 0, on);
+    else showPhase('model', loaded, Math.max(total, 1), file);
   };
   $('loading').hidden = false;
   try {
-    await engine.start();
-    $('progress-label').textContent = 'Downloading the model…';
+    await engine.start(showPhase);
+    showPhase('model', 0, 1, 'manifest.json');
     const model = modelUrl();
     const info = await engine.request('init', { model, backend });
     state.backend = info.backend;

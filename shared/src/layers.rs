@@ -244,22 +244,46 @@ pub fn mbstd_group(preferred: usize, batch: usize) -> usize {
         .unwrap_or(1)
 }
 
+/// The batch cut into the members of every minibatch-stddev group: `group` slices of `[M, C, H,
+/// W]`, slice `g` holding samples `g·M … g·M + M − 1` (`M = batch / group`), so sample `n` is
+/// member `n / M` of group `n % M`, like the official `[GMCHW]` reshape.
+///
+/// Slices rather than that reshape: on Burn 0.22.1's fused GPU backends a reduction over a
+/// reshape that splits the batch of a convolution's output gives wrong numbers (measured on
+/// wgpu/OpenGL: `conv(x).reshape([4, 2, c, h, w]).mean_dim(0)` off by up to 4.3 where flex is
+/// exact; the reshape alone, or the mean alone, is right). `trainer/src/gpu_parity.rs` keeps
+/// the whole step checked against flex.
+fn group_members(x: &Tensor<4>, group: usize) -> Vec<Tensor<4>> {
+    let m = x.dims()[0] / group;
+    (0..group).map(|g| x.clone().narrow(0, g * m, m)).collect()
+}
+
+/// The mean of equally shaped tensors.
+fn mean_of(parts: impl IntoIterator<Item = Tensor<4>>) -> Tensor<4> {
+    let mut count = 0;
+    let sum = parts
+        .into_iter()
+        .inspect(|_| count += 1)
+        .reduce(|a, b| a + b)
+        .expect("at least one part");
+    sum.div_scalar(count as f64)
+}
+
 /// Minibatch standard deviation: appends one feature map holding, for each sample's group, the
 /// average over features and pixels of the per-feature standard deviation across the group.
 ///
 /// Sample `n` belongs to group member `n / m` of group `n % m` with `m = batch / group`, like
-/// the official `[GMCHW]` reshape.
+/// the official `[GMCHW]` reshape ([`group_members`]).
 pub fn minibatch_stddev(x: Tensor<4>, group: usize) -> Tensor<4> {
-    let [n, c, h, w] = x.dims();
-    let m = n / group;
-    let y = x.clone().reshape([group, m, c, h, w]); // [G, M, C, H, W]
-    let centred = y.clone() - y.mean_dim(0); // [G, M, C, H, W]
-    let std = centred.square().mean_dim(0).add_scalar(MBSTD_EPS).sqrt(); // [1, M, C, H, W]
-    let s = std.reshape([1, m, c * h * w]).mean_dim(2); // [1, M, 1]
-    let s = s
-        .reshape([1, m, 1, 1, 1])
-        .expand([group, m, 1, h, w])
-        .reshape([n, 1, h, w]); // [N, 1, H, W]
+    let [_, _, h, w] = x.dims();
+    let members = group_members(&x, group); // G × [M, C, H, W]
+    let mean = mean_of(members.iter().cloned()); // [M, C, H, W]
+    let var = mean_of(members.into_iter().map(|y| (y - mean.clone()).square())); // [M, C, H, W]
+    let std = var.add_scalar(MBSTD_EPS).sqrt(); // [M, C, H, W]
+    let s = std.mean_dim(1).mean_dim(2).mean_dim(3); // [M, 1, 1, 1]
+    let [m, ..] = s.dims();
+    let s = s.expand([m, 1, h, w]); // [M, 1, H, W]
+    let s = Tensor::cat(vec![s; group], 0); // [N, 1, H, W]
     Tensor::cat(vec![x, s], 1) // [N, C + 1, H, W]
 }
 
@@ -269,23 +293,24 @@ pub fn minibatch_stddev(x: Tensor<4>, group: usize) -> Tensor<4> {
 /// `s_m = mean_{c,h,w}(σ)`, and `∂s_m/∂x_g = d_g / (G·σ·C·H·W)` (the mean's own term sums to
 /// zero). `grad_out` is `[N, C + 1, H, W]`; the result is `[N, C, H, W]`.
 pub fn minibatch_stddev_vjp(x: Tensor<4>, group: usize, grad_out: Tensor<4>) -> Tensor<4> {
-    let [n, c, h, w] = x.dims();
-    let m = n / group;
+    let [_, c, h, w] = x.dims();
     let grad_x = grad_out.clone().narrow(1, 0, c); // [N, C, H, W]
     let grad_s = grad_out.narrow(1, c, 1); // [N, 1, H, W]
-    let grad_s = grad_s.reshape([group, m, h * w]).sum_dim(2).sum_dim(0); // [1, M, 1]
-    let y = x.reshape([group, m, c, h, w]); // [G, M, C, H, W]
-    let centred = y.clone() - y.mean_dim(0); // [G, M, C, H, W]
-    let std = centred
-        .clone()
-        .square()
-        .mean_dim(0)
+    let grad_s = group_members(&grad_s, group)
+        .into_iter()
+        .reduce(|a, b| a + b)
+        .expect("at least one member")
+        .sum_dim(2)
+        .sum_dim(3); // [M, 1, 1, 1]
+    let members = group_members(&x, group); // G × [M, C, H, W]
+    let mean = mean_of(members.iter().cloned()); // [M, C, H, W]
+    let centred: Vec<Tensor<4>> = members.into_iter().map(|y| y - mean.clone()).collect();
+    let std = mean_of(centred.iter().map(|d| d.clone().square()))
         .add_scalar(MBSTD_EPS)
-        .sqrt(); // [1, M, C, H, W]
-    let coef = grad_s
-        .reshape([1, m, 1, 1, 1])
-        .div_scalar((group * c * h * w) as f64); // [1, M, 1, 1, 1]
-    let grad_from_s = (centred / std * coef).reshape([n, c, h, w]); // [N, C, H, W]
+        .sqrt(); // [M, C, H, W]
+    let coef = grad_s.div_scalar((group * c * h * w) as f64); // [M, 1, 1, 1]
+    let scale = coef / std; // [M, C, H, W]
+    let grad_from_s = Tensor::cat(centred.into_iter().map(|d| d * scale.clone()).collect(), 0); // [N, C, H, W]
     grad_x + grad_from_s
 }
 

@@ -86,8 +86,10 @@ fn check_input_gradient(level: usize, alpha: f64, batch: usize) {
     let (scores, tape) = c.forward_taped(x.detach(), level, alpha);
     let hand = to_f64(c.input_gradient(&tape, scores.ones_like()));
     let err = max_rel_err(&hand, &autodiff);
+    // f64: rounding alone stays near 1e-10 (the stddev's groups are sums of slices); a wrong term
+    // would be off by far more than 1e-9.
     assert!(
-        err < 1e-10,
+        err < 1e-9,
         "level {level} alpha {alpha} batch {batch}: relative error {err:e}"
     );
     assert!(

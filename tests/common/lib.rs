@@ -123,14 +123,14 @@ impl Lcg {
     }
 }
 
-/// The built page: `$PGGAN_WEB_DIST`, else `www/dist` (the test command builds it with trunk).
+/// The built page: `$PGGAN_WEB_DIST`, else `www/dist` (the test command builds it).
 pub fn web_dist() -> PathBuf {
     let dist = std::env::var_os("PGGAN_WEB_DIST")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../www/dist"));
     assert!(
         dist.join("index.html").exists(),
-        "the page is not built at {}: run `bash scripts/test.sh`, or `cd www && trunk build --release`",
+        "the page is not built at {}: run `bash scripts/test.sh`, or `source scripts/setup-web.sh; WEB_DIST=www/dist build_page`",
         dist.display()
     );
     dist

@@ -5,20 +5,33 @@ use burn::tensor::Device;
 use clap::ValueEnum;
 use serde::{Deserialize, Serialize};
 
-/// Environment variable that lets `--backend wgpu` run on a software adapter (llvmpipe, SwiftShader).
-#[cfg_attr(not(feature = "wgpu"), allow(dead_code))]
+/// Environment variable that lets a GPU backend run on a software adapter (llvmpipe, SwiftShader).
+#[cfg_attr(not(any(feature = "vulkan", feature = "wgpu")), allow(dead_code))]
 pub const ALLOW_SOFTWARE_GPU: &str = "PGGAN_ALLOW_SOFTWARE_GPU";
+
+/// Environment variable naming the folder of the GPU kernel caches (autotune results, compiled
+/// kernels); `~/.cache/cubecl` when unset.
+#[cfg_attr(not(feature = "gpu-speed"), allow(dead_code))]
+pub const GPU_CACHE: &str = "PGGAN_GPU_CACHE";
+
+/// Environment variable pinning the graphics API of `--backend wgpu`: `vulkan`, `metal`, `dx12` or
+/// `gl` (OpenGL); unset or `auto`, wgpu chooses.
+#[cfg_attr(not(feature = "wgpu"), allow(dead_code))]
+pub const WGPU_API: &str = "PGGAN_WGPU_API";
 
 /// A Burn backend selectable at run time (each needs its cargo feature).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BackendKind {
-    /// The fastest this build and machine have: CUDA, else a wgpu GPU (not a software renderer),
-    /// else flex.
+    /// The fastest this build and machine have: CUDA, else Vulkan, else wgpu (a GPU, not a
+    /// software renderer), else flex.
     Auto,
     /// Burn's pure-Rust CPU backend with SIMD and rayon (feature `flex`, in the default build).
     Flex,
-    /// wgpu: Vulkan, Metal or DX12 (feature `wgpu`).
+    /// A GPU through Vulkan with SPIR-V kernels (feature `vulkan`): NVIDIA and AMD on Linux and
+    /// Windows.
+    Vulkan,
+    /// A GPU through wgpu's own choice of Metal, DX12 or Vulkan, with WGSL kernels (feature `wgpu`).
     Wgpu,
     /// NVIDIA CUDA (feature `cuda`).
     Cuda,
@@ -31,6 +44,9 @@ impl BackendKind {
         if cfg!(feature = "flex") {
             v.push("flex");
         }
+        if cfg!(feature = "vulkan") {
+            v.push("vulkan");
+        }
         if cfg!(feature = "wgpu") {
             v.push("wgpu");
         }
@@ -40,11 +56,17 @@ impl BackendKind {
         v
     }
 
-    /// What the device is, for the run's records: the adapter's own name on a GPU backend.
+    /// What the device is, for the run's records: the adapter's own name, and whether it is a GPU
+    /// or a software renderer, on a GPU backend.
     pub fn adapter_name(device: &Device) -> Option<String> {
-        #[cfg(any(feature = "wgpu", feature = "cuda"))]
+        #[cfg(feature = "gpu-speed")]
         if let Some(identity) = device.identity() {
-            return Some(identity.name);
+            let kind = if identity.physical.is_some() {
+                "GPU"
+            } else {
+                "software renderer"
+            };
+            return Some(format!("{} ({kind})", identity.name));
         }
         let _ = device;
         None
@@ -62,14 +84,16 @@ impl BackendKind {
         {
             return BackendKind::Cuda;
         }
+        #[cfg(feature = "vulkan")]
+        if hardware_adapter(burn::tensor::DeviceType::Vulkan, || {
+            Device::vulkan(burn::tensor::DeviceKind::DefaultDevice)
+        }) {
+            return BackendKind::Vulkan;
+        }
         #[cfg(feature = "wgpu")]
-        if !Device::enumerate(burn::tensor::DeviceType::Wgpu)
-            .into_vec()
-            .is_empty()
-            && Device::wgpu(burn::tensor::DeviceKind::DefaultDevice)
-                .identity()
-                .is_some_and(|i| i.physical.is_some())
-        {
+        if hardware_adapter(burn::tensor::DeviceType::Wgpu, || {
+            Device::wgpu(burn::tensor::DeviceKind::DefaultDevice)
+        }) {
             return BackendKind::Wgpu;
         }
         BackendKind::Flex
@@ -81,39 +105,27 @@ impl BackendKind {
             BackendKind::Auto => self.resolve().device(),
             #[cfg(feature = "flex")]
             BackendKind::Flex => Ok(Device::flex()),
+            #[cfg(feature = "vulkan")]
+            BackendKind::Vulkan => gpu_device(self, burn::tensor::DeviceType::Vulkan, || {
+                Device::vulkan(burn::tensor::DeviceKind::DefaultDevice)
+            }),
             #[cfg(feature = "wgpu")]
             BackendKind::Wgpu => {
-                // Refuse up front rather than fail at the first tensor.
-                if Device::enumerate(burn::tensor::DeviceType::Wgpu)
-                    .into_vec()
-                    .is_empty()
-                {
-                    bail!(
-                        "--backend wgpu: no GPU adapter found (is a Vulkan, Metal or DX12 driver installed? on Linux, VK_ICD_FILENAMES may need to point at its ICD); use --backend flex for the CPU"
-                    );
-                }
-                let device = Device::wgpu(burn::tensor::DeviceKind::DefaultDevice);
-                // A software rasteriser (llvmpipe, SwiftShader) is an adapter too, but no card:
-                // training on it is several times slower than flex, so say so instead.
-                if let Some(identity) = device.identity()
-                    && identity.physical.is_none()
-                    && std::env::var_os(ALLOW_SOFTWARE_GPU).is_none()
-                {
-                    bail!(
-                        "--backend wgpu: no GPU; the best adapter found is `{}`, a software renderer on the CPU; \
-                         use --backend flex (faster on a CPU), or set {ALLOW_SOFTWARE_GPU}=1 to use it anyway",
-                        identity.name
-                    );
-                }
-                Ok(device)
+                let api = wgpu_api()?;
+                gpu_device(self, burn::tensor::DeviceType::Wgpu, || {
+                    Device::new(burn::cubecl::wgpu::WgpuDevice::default().on(api))
+                })
             }
             #[cfg(feature = "cuda")]
             BackendKind::Cuda => {
+                keep_gpu_caches();
                 if Device::enumerate(burn::tensor::DeviceType::Cuda)
                     .into_vec()
                     .is_empty()
                 {
-                    bail!("--backend cuda: no CUDA device found; use --backend wgpu or flex");
+                    bail!(
+                        "--backend cuda: no CUDA device found; use --backend vulkan, wgpu or flex"
+                    );
                 }
                 Ok(Device::cuda(0))
             }
@@ -132,10 +144,89 @@ impl BackendKind {
         match self {
             BackendKind::Auto => "auto",
             BackendKind::Flex => "flex",
+            BackendKind::Vulkan => "vulkan",
             BackendKind::Wgpu => "wgpu",
             BackendKind::Cuda => "cuda",
         }
     }
+}
+
+/// Whether `device_type` has an adapter that is a real GPU (not a software renderer).
+#[cfg(any(feature = "vulkan", feature = "wgpu"))]
+fn hardware_adapter(device_type: burn::tensor::DeviceType, open: impl Fn() -> Device) -> bool {
+    !Device::enumerate(device_type).into_vec().is_empty()
+        && open().identity().is_some_and(|i| i.physical.is_some())
+}
+
+/// A wgpu device (Vulkan or wgpu's choice of API), refused up front when there is no adapter, or
+/// only a software renderer (unless [`ALLOW_SOFTWARE_GPU`] is set).
+#[cfg(any(feature = "vulkan", feature = "wgpu"))]
+fn gpu_device(
+    kind: BackendKind,
+    device_type: burn::tensor::DeviceType,
+    open: impl Fn() -> Device,
+) -> Result<Device> {
+    keep_gpu_caches();
+    let name = kind.name();
+    if Device::enumerate(device_type).into_vec().is_empty() {
+        bail!(
+            "--backend {name}: no GPU adapter found (is a {} driver installed? on Linux, VK_ICD_FILENAMES may need to point at its ICD); use --backend flex for the CPU",
+            if kind == BackendKind::Vulkan {
+                "Vulkan"
+            } else {
+                "Vulkan, Metal or DX12"
+            }
+        );
+    }
+    let device = open();
+    // A software rasteriser (llvmpipe, SwiftShader) is an adapter too, but no card: training on
+    // it is several times slower than flex, so say so instead.
+    if let Some(identity) = device.identity()
+        && identity.physical.is_none()
+        && std::env::var_os(ALLOW_SOFTWARE_GPU).is_none()
+    {
+        bail!(
+            "--backend {name}: no GPU; the best adapter found is `{}`, a software renderer on the CPU; \
+             use --backend flex (faster on a CPU), or set {ALLOW_SOFTWARE_GPU}=1 to use it anyway",
+            identity.name
+        );
+    }
+    Ok(device)
+}
+
+/// The graphics API `--backend wgpu` runs on: [`WGPU_API`], else wgpu's choice.
+#[cfg(feature = "wgpu")]
+pub fn wgpu_api() -> Result<burn::cubecl::wgpu::WgpuBackend> {
+    use burn::cubecl::wgpu::WgpuBackend;
+    let asked = std::env::var(WGPU_API).unwrap_or_default();
+    Ok(match asked.to_ascii_lowercase().as_str() {
+        "" | "auto" => WgpuBackend::Auto,
+        "vulkan" => WgpuBackend::Vulkan,
+        "metal" => WgpuBackend::Metal,
+        "dx12" => WgpuBackend::Dx12,
+        "gl" | "opengl" => WgpuBackend::Gl,
+        other => {
+            bail!("{WGPU_API}={other} is not a graphics API: use vulkan, metal, dx12, gl or auto")
+        }
+    })
+}
+
+/// Keeps CubeCL's caches (autotune results, compiled kernels) in one folder per user, so the
+/// second run on a machine does not tune again wherever it is started from: [`GPU_CACHE`], else
+/// `~/.cache/cubecl`. A `cubecl.toml` that names another place wins. Call before the first GPU
+/// device opens; later calls change nothing.
+#[cfg(feature = "gpu-speed")]
+pub fn keep_gpu_caches() {
+    use burn::cubecl::config::{CubeClRuntimeConfig, RuntimeConfig, cache::CacheConfig};
+    let mut config = CubeClRuntimeConfig::from_current_dir().override_from_env();
+    if matches!(config.environment.path, CacheConfig::Target) {
+        config.environment.path = match std::env::var_os(GPU_CACHE) {
+            Some(dir) => CacheConfig::Directory(dir.into()),
+            None => CacheConfig::Global,
+        };
+    }
+    // Already set (a second device in one process): the first choice stands.
+    let _ = CubeClRuntimeConfig::try_set(config);
 }
 
 #[cfg(test)]
@@ -153,6 +244,12 @@ mod tests {
         // A build without GPU features has only the CPU to choose.
         if !cfg!(any(feature = "wgpu", feature = "cuda")) {
             assert_eq!(chosen, BackendKind::Flex);
+        }
+        // A GPU backend is chosen only for a real card, never for a software renderer.
+        #[cfg(feature = "gpu-speed")]
+        if chosen != BackendKind::Flex {
+            let identity = chosen.device().unwrap().identity().unwrap();
+            assert!(identity.physical.is_some(), "{}", identity.name);
         }
         // A backend left out of the build is refused, naming the feature to build with.
         if !cfg!(feature = "cuda") {

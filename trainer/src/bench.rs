@@ -50,6 +50,10 @@ pub struct BenchOptions {
     /// Print one JSON line with all rows as well.
     #[arg(long)]
     pub json: bool,
+    /// Then train three steps of a small model on this backend and on flex from the same
+    /// weights and inputs, and print how far apart they end (a GPU backend only).
+    #[arg(long)]
+    pub check: bool,
 }
 
 /// One measured level.
@@ -100,6 +104,11 @@ pub fn bench(o: &BenchOptions) -> Result<Vec<BenchRow>> {
         bail!("--minibatch and --steps must be at least 1");
     }
     let backend = o.backend.resolve();
+    if o.check && backend == BackendKind::Flex {
+        bail!(
+            "--check compares a GPU backend with flex, and this run is on flex; name a GPU --backend"
+        );
+    }
     let plain = backend.device()?;
     let device = plain.clone().autodiff();
     let mut sampler = match &o.data {
@@ -193,6 +202,13 @@ pub fn bench(o: &BenchOptions) -> Result<Vec<BenchRow>> {
     }
     if o.json {
         println!("{}", serde_json::to_string(&rows)?);
+    }
+    if o.check {
+        let parity = crate::parity::standard_check(&plain, &BackendKind::Flex.device()?);
+        println!("check against flex: {}", parity.describe());
+        if !parity.agrees() {
+            bail!("{} and flex disagree beyond the bounds", backend.name());
+        }
     }
     Ok(rows)
 }

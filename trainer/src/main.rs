@@ -11,6 +11,8 @@ mod eval;
 mod export;
 mod fsutil;
 mod generate;
+#[cfg(all(test, feature = "wgpu"))]
+mod gpu_parity;
 mod images;
 #[cfg(test)]
 mod ingest_fuzz;
@@ -19,6 +21,7 @@ mod loss;
 mod metrics;
 mod options;
 mod pack;
+mod parity;
 mod prepare;
 mod report;
 mod schedule;

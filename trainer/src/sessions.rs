@@ -6,7 +6,8 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-/// The machine this process runs on, for a backend: `"flex (CPU): AMD EPYC 7B13, 2 threads"`.
+/// The machine this process runs on, for a backend: `"flex (CPU): AMD EPYC 7B13, 2 threads"`, or
+/// `"vulkan: NVIDIA H200 (GPU, kernels: …), host …"` with the adapter's own description.
 pub fn hardware_description(backend: &str, adapter: Option<&str>) -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -23,8 +24,8 @@ pub fn hardware_description(backend: &str, adapter: Option<&str>) -> String {
     match backend {
         "flex" => format!("flex (CPU): {cpu}, {threads} threads"),
         gpu => match adapter {
-            Some(name) => format!("{gpu} (GPU): {name}, host {cpu}"),
-            None => format!("{gpu} (GPU), host {cpu}"),
+            Some(adapter) => format!("{gpu}: {adapter}, host {cpu}"),
+            None => format!("{gpu}, host {cpu}"),
         },
     }
 }
@@ -74,17 +75,17 @@ mod tests {
         assert!(used(&dir, 100.0, "hardware").is_empty());
         record_session(&dir, 0.0, "flex", None).unwrap();
         record_session(&dir, 10.0, "flex", None).unwrap();
-        record_session(&dir, 20.0, "wgpu", Some("NVIDIA H100 80GB HBM3")).unwrap();
+        record_session(&dir, 20.0, "vulkan", Some("NVIDIA H100 80GB HBM3 (GPU)")).unwrap();
         let hardware = used(&dir, 100.0, "hardware");
         assert_eq!(hardware.len(), 2, "{hardware:?}");
         assert_eq!(
             used(&dir, 15.0, "hardware").len(),
             1,
-            "the wgpu session started at 20 kimg"
+            "the vulkan session started at 20 kimg"
         );
         assert!(
             hardware[0].starts_with("flex (CPU): ")
-                && hardware[1].starts_with("wgpu (GPU): NVIDIA H100 80GB HBM3, host "),
+                && hardware[1].starts_with("vulkan: NVIDIA H100 80GB HBM3 (GPU), host "),
             "{hardware:?}"
         );
         std::fs::remove_dir_all(&dir).unwrap();

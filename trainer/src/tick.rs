@@ -7,6 +7,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Result, bail};
+use burn::module::Module;
 use burn::tensor::Tensor;
 use pggan_model::latent::latents_for_seeds;
 use pggan_model::tensor::tensor_to_f32;
@@ -151,6 +152,18 @@ impl Ticker<'_> {
             "wasserstein": wdist, "penalty": penalty, "drift": drift,
             "train_seconds": state.train_seconds,
         });
+        if let Some(mib) = resident_mib() {
+            // The process's memory: on a CPU backend, and on a software GPU driver, this is also
+            // the device's; it must stay flat from tick to tick.
+            line["rss_mib"] = json!(mib);
+        }
+        // The GPU's own memory, where the backend reports it: what the allocator has reserved
+        // and what live tensors use.
+        if let Some(usage) = ema.devices().first().and_then(|d| d.memory_pool_usage()) {
+            const MIB: f64 = 1024.0 * 1024.0;
+            line["device_reserved_mib"] = json!(usage.bytes_reserved as f64 / MIB);
+            line["device_in_use_mib"] = json!(usage.bytes_in_use as f64 / MIB);
+        }
         let due = self.metrics_kimg > 0.0
             && (kimg / self.metrics_kimg).floor() as u64 > state.metrics_done;
         if due {
@@ -234,4 +247,18 @@ impl Ticker<'_> {
         }
         Ok(Some(serde_json::to_value(&report)?))
     }
+}
+
+/// The process's resident memory in MiB (`VmRSS` of `/proc/self/status`; Linux only).
+pub fn resident_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib / 1024.0)
 }

@@ -8,8 +8,9 @@
 //! The page posts `{id, request: {<op>: {…fields}}}`, decoded into [`Request`] (serde, through
 //! `serde-wasm-bindgen`); every reply is `{op: "reply", id, …}` with the same `id` and either its
 //! results or `error` (a sentence for the visitor). Besides replies the worker posts
-//! `{op: "progress", what, loaded, total, file}` while downloading (`what`: `model` or `stages`),
-//! `{op: "alive"}` once started, and `{op: "panic", message}` if it dies, after which the page
+//! `{op: "progress", what, loaded, total, file}` while downloading (`what`: `model` or `stages`)
+//! and `{op: "progress", what: "warmup", backend}` as the first generation starts (it compiles the
+//! GPU kernels), `{op: "alive"}` once started, and `{op: "panic", message}` if it dies, after which the page
 //! starts a fresh worker on the CPU.
 //!
 //! | request | fields | reply |
@@ -260,6 +261,11 @@ async fn init(base: String, backend: &str, reply: &Object) -> Result<(), String>
     };
 
     // Warm-up: the first pass compiles the GPU kernels (or faults in the CPU code).
+    let warming = Object::new();
+    set(&warming, "op", "progress");
+    set(&warming, "what", "warmup");
+    set(&warming, "backend", engine.backend);
+    post(&warming, None);
     let started = now_ms();
     let warm = latent_for_seed(0, engine.manifest.latent_size);
     engine.generate(-1, warm, None).await?;
