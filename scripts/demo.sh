@@ -14,7 +14,7 @@ if ! command -v python3 >/dev/null; then
     $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3
 fi
 source scripts/setup-web.sh
-echo "== building the page (first time: about a quarter of an hour)"
+echo "== building the page (the first time: about 8 minutes on 2 cores)"
 build_page
 echo "== serving the page at http://127.0.0.1:$PORT/ (Ctrl-C stops)"
 exec python3 -m http.server "$PORT" --bind 127.0.0.1 --directory "$WEB_DIST"

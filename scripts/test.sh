@@ -51,7 +51,7 @@ cargo clippy --release -j"$JOBS" --workspace --all-targets --features "$FEATURES
 
 # `pggan` and every test in one build: with the tests' dev-dependencies in the same feature
 # resolution, the `cargo test` below reuses it instead of building Burn a second time.
-echo "== building pggan (flex and vulkan) and the tests (release)"
+echo "== building pggan (flex, vulkan, wgpu) and the tests (release)"
 cargo build --release -j"$JOBS" --workspace --all-targets --features "$FEATURES"
 
 # The page: the model crate and the worker crate for wasm32, with their JavaScript glue.

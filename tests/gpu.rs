@@ -30,34 +30,6 @@ fn ok(out: Output, what: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn tiny_pack(dir: &Scratch) {
-    std::fs::create_dir_all(dir.path("images")).unwrap();
-    let mut rng = pggan_e2e::Lcg(5);
-    for i in 0..24 {
-        let img = image::RgbImage::from_fn(8, 8, |x, _| {
-            image::Rgb([
-                (rng.next_f64() * 255.0) as u8,
-                (x * 30) as u8,
-                (rng.next_f64() * 128.0) as u8,
-            ])
-        });
-        img.save(dir.path(&format!("images/{i}.png"))).unwrap();
-    }
-    ok(
-        pggan(&[
-            "prepare",
-            &dir.arg("images"),
-            "--out",
-            &dir.arg("p.pack"),
-            "--resolution",
-            "8",
-        ])
-        .output()
-        .unwrap(),
-        "prepare",
-    );
-}
-
 /// 4×4 for 0.032 kimg, the fade to 8×8 over 0.032, 8×8 to 0.16: 20 steps of 8, a tick per step.
 fn train_args<'a>(data: &'a str, run: &'a str) -> Vec<&'a str> {
     vec![
@@ -94,7 +66,7 @@ fn train_args<'a>(data: &'a str, run: &'a str) -> Vec<&'a str> {
 #[test]
 fn train_resume_export_and_generate_on_the_gpu() {
     let dir = Scratch::new("gpu");
-    tiny_pack(&dir);
+    pggan_e2e::tiny_pack(&dir, 5);
     let (data, run) = (dir.arg("p.pack"), dir.arg("run"));
 
     // Into the fade and stopped there, then resumed to the end.

@@ -4,29 +4,6 @@
 use pggan_e2e::{Scratch, pggan_ok};
 use pggan_model::weights::decode;
 
-fn tiny_pack(dir: &Scratch) {
-    std::fs::create_dir_all(dir.path("images")).unwrap();
-    let mut rng = pggan_e2e::Lcg(3);
-    for i in 0..24 {
-        let img = image::RgbImage::from_fn(8, 8, |_, _| {
-            image::Rgb([
-                (rng.next_f64() * 255.0) as u8,
-                (rng.next_f64() * 255.0) as u8,
-                128,
-            ])
-        });
-        img.save(dir.path(&format!("images/{i}.png"))).unwrap();
-    }
-    pggan_ok(&[
-        "prepare",
-        &dir.arg("images"),
-        "--out",
-        &dir.arg("p.pack"),
-        "--resolution",
-        "8",
-    ]);
-}
-
 /// The smallest model, and one big enough that its checkpoint splits into several 0.5 MiB parts.
 const TINY: [&str; 6] = ["--latent", "8", "--fmap-base", "32", "--fmap-max", "8"];
 const WIDE: [&str; 6] = ["--latent", "32", "--fmap-base", "256", "--fmap-max", "64"];
@@ -68,7 +45,7 @@ fn train_wide(dir: &Scratch, run: &str, stop: Option<&str>, resume: bool) {
 #[test]
 fn stop_and_resume_mid_fade_equals_one_straight_run() {
     let dir = Scratch::new("resume");
-    tiny_pack(&dir);
+    pggan_e2e::tiny_pack(&dir, 3);
     train(&dir, "straight", None, false);
     // Paused at 0.304 kimg, inside the fade (0.2 … 0.4).
     train(&dir, "halves", Some("0.3"), false);
@@ -124,7 +101,7 @@ fn stop_and_resume_mid_fade_equals_one_straight_run() {
 #[test]
 fn a_compacted_run_carries_in_small_files_and_resumes() {
     let dir = Scratch::new("compact");
-    tiny_pack(&dir);
+    pggan_e2e::tiny_pack(&dir, 3);
     train_wide(&dir, "straight", None, false);
     train_wide(&dir, "first", Some("0.3"), false);
 
@@ -231,7 +208,7 @@ fn a_compacted_run_carries_in_small_files_and_resumes() {
 #[test]
 fn carry_run_takes_a_run_away_and_back() {
     let dir = Scratch::new("carry-run");
-    tiny_pack(&dir);
+    pggan_e2e::tiny_pack(&dir, 3);
     train(&dir, "home", Some("0.3"), false);
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/carry-run.sh");
     let sh = |args: &[&str], tmp: Option<&str>| {
@@ -351,7 +328,7 @@ fn carry_run_takes_a_run_away_and_back() {
 #[test]
 fn a_run_rewinds_to_the_end_of_a_level() {
     let dir = Scratch::new("rewind");
-    tiny_pack(&dir);
+    pggan_e2e::tiny_pack(&dir, 3);
     train(&dir, "straight", None, false);
     let kept = dir.path("straight/checkpoints/level0-4x4.safetensors");
     let (_, meta) = decode(&std::fs::read(&kept).unwrap()).unwrap();

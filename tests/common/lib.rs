@@ -135,3 +135,28 @@ pub fn web_dist() -> PathBuf {
     );
     dist
 }
+
+/// `dir/p.pack`: 24 random 8×8 images (red and green from `seed`, blue 128) made into a pack, for
+/// the smallest runs.
+pub fn tiny_pack(dir: &Scratch, seed: u64) {
+    std::fs::create_dir_all(dir.path("images")).unwrap();
+    let mut rng = Lcg(seed);
+    for i in 0..24 {
+        let img = image::RgbImage::from_fn(8, 8, |_, _| {
+            image::Rgb([
+                (rng.next_f64() * 255.0) as u8,
+                (rng.next_f64() * 255.0) as u8,
+                128,
+            ])
+        });
+        img.save(dir.path(&format!("images/{i}.png"))).unwrap();
+    }
+    pggan_ok(&[
+        "prepare",
+        &dir.arg("images"),
+        "--out",
+        &dir.arg("p.pack"),
+        "--resolution",
+        "8",
+    ]);
+}

@@ -31,7 +31,8 @@ pub enum BackendKind {
     /// A GPU through Vulkan with SPIR-V kernels (feature `vulkan`): NVIDIA and AMD on Linux and
     /// Windows.
     Vulkan,
-    /// A GPU through wgpu's own choice of Metal, DX12 or Vulkan, with WGSL kernels (feature `wgpu`).
+    /// A GPU through wgpu's own choice of Metal, DX12, Vulkan or OpenGL (feature `wgpu`;
+    /// [`WGPU_API`] pins one), with WGSL kernels — SPIR-V on Vulkan when `vulkan` is built too.
     Wgpu,
     /// NVIDIA CUDA (feature `cuda`).
     Cuda,
@@ -77,6 +78,9 @@ impl BackendKind {
         if self != BackendKind::Auto {
             return self;
         }
+        // Before the first device opens: looking at the adapters opens them.
+        #[cfg(feature = "gpu-speed")]
+        keep_gpu_caches();
         #[cfg(feature = "cuda")]
         if !Device::enumerate(burn::tensor::DeviceType::Cuda)
             .into_vec()
