@@ -64,10 +64,12 @@ run() {
     local paper=(--latent 512 --fmap-base 8192 --fmap-max 512 --resolution 256 --minibatch 16 --steps 5)
     local demo=(--latent 128 --fmap-base 2048 --fmap-max 128 --resolution 128 --minibatch 32 --steps 5)
     local train_minutes=2 t_bench=150 t_twin=60 t_train=170 backend=vulkan
+    local net=(--latent 128 --fmap-base 2048 --fmap-max 128 --minibatch-max 32)
     if [ "${GPU_CHECK_SCALE:-}" = tiny ]; then
         backend=wgpu
+        net=(--latent 32 --fmap-base 256 --fmap-max 32 --minibatch-max 8)
         export PGGAN_WGPU_API=gl
-        paper=(--latent 64 --fmap-base 1024 --fmap-max 64 --resolution 8 --minibatch 8 --steps 1)
+        paper=(--latent 16 --fmap-base 256 --fmap-max 16 --resolution 8 --minibatch 8 --steps 1)
         demo=(--latent 32 --fmap-base 256 --fmap-max 32 --resolution 8 --minibatch 8 --steps 1)
         train_minutes=0.5 t_bench=240 t_twin=60 t_train=180
         export PGGAN_ALLOW_SOFTWARE_GPU=1
@@ -91,7 +93,7 @@ run() {
     part "$t_twin" "$py" -W ignore bench/pggan_twin.py --device auto "${demo[@]}"
     echo "== training for $train_minutes minutes, the demo's network at 64×64 on generated faces, $backend"
     part "$t_train" "$pggan" train --backend "$backend" --data "$KIT/faces.pack" --run "$scratch/run" \
-        --latent 128 --fmap-base 2048 --fmap-max 128 --minibatch-max 32 \
+        "${net[@]}" \
         --stabilize-kimg 4 --fade-kimg 4 --tick-kimg 1 --metrics-kimg 0 --max-minutes "$train_minutes"
     rm -rf "$scratch"
 }
