@@ -8,26 +8,7 @@ use std::time::{Duration, Instant};
 use pggan_e2e::{Scratch, describe, metrics, pggan, pggan_ok};
 
 fn pack(dir: &Scratch) -> String {
-    std::fs::create_dir_all(dir.path("images")).unwrap();
-    let mut rng = pggan_e2e::Lcg(11);
-    for i in 0..16 {
-        let img = image::RgbImage::from_fn(8, 8, |_, _| {
-            image::Rgb([
-                (rng.next_f64() * 255.0) as u8,
-                60,
-                (rng.next_f64() * 255.0) as u8,
-            ])
-        });
-        img.save(dir.path(&format!("images/{i}.png"))).unwrap();
-    }
-    pggan_ok(&[
-        "prepare",
-        &dir.arg("images"),
-        "--out",
-        &dir.arg("p.pack"),
-        "--resolution",
-        "8",
-    ]);
+    pggan_e2e::tiny_pack(dir, 11);
     dir.arg("p.pack")
 }
 
