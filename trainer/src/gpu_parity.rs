@@ -12,7 +12,7 @@ use burn::tensor::{Device, DeviceType, Tensor};
 use pggan_model::tensor::{tensor_from_f32, tensor_to_f32};
 use pggan_model::{Critic, ModelConfig, SplitMix64};
 
-use crate::parity::standard_check;
+use crate::parity::{max_diff, small_config, standard_check};
 
 /// The GPU device of these tests (any adapter, software renderers included), or a clear failure:
 /// wgpu on the graphics API of `PGGAN_WGPU_API`, OpenGL when it is unset.
@@ -35,11 +35,7 @@ fn gpu() -> Device {
 /// wrong).
 #[test]
 fn forward_passes_on_the_gpu_equal_flex() {
-    let config = ModelConfig::new()
-        .with_resolution(16)
-        .with_latent_size(16)
-        .with_fmap_base(64)
-        .with_fmap_max(16);
+    let config = small_config();
     for (level, alpha) in [(0, 1.0), (1, 1.0), (2, 0.5)] {
         let mut outs = Vec::new();
         for device in [gpu(), Device::flex()] {
@@ -50,12 +46,7 @@ fn forward_passes_on_the_gpu_equal_flex() {
             let scores = d.forward(images.clone(), level, alpha); // [8, 1]
             outs.push((tensor_to_f32(images), tensor_to_f32(scores)));
         }
-        let diff = |a: &[f32], b: &[f32]| {
-            a.iter()
-                .zip(b)
-                .map(|(x, y)| (x - y).abs())
-                .fold(0.0, f32::max)
-        };
+        let diff = max_diff;
         let (gi, gs) = &outs[0];
         let (ci, cs) = &outs[1];
         assert!(
@@ -83,11 +74,7 @@ fn training_steps_on_the_gpu_equal_the_steps_on_flex() {
 #[test]
 fn the_critic_input_gradient_matches_autodiff_on_the_gpu() {
     let device = gpu().autodiff();
-    let config = ModelConfig::new()
-        .with_resolution(16)
-        .with_latent_size(16)
-        .with_fmap_base(64)
-        .with_fmap_max(16);
+    let config = small_config();
     let critic = Critic::new(&config, &mut SplitMix64::new(5), &device);
     for (level, alpha) in [(0, 1.0), (1, 0.3), (2, 0.75), (2, 1.0)] {
         let r = ModelConfig::level_resolution(level);
@@ -100,11 +87,7 @@ fn the_critic_input_gradient_matches_autodiff_on_the_gpu() {
         let (scores, tape) = critic.forward_taped(x.detach(), level, alpha);
         let hand = tensor_to_f32(critic.input_gradient(&tape, scores.ones_like()));
         let scale = autodiff.iter().map(|v| v.abs()).fold(0.0, f32::max);
-        let diff = hand
-            .iter()
-            .zip(&autodiff)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0, f32::max);
+        let diff = max_diff(&hand, &autodiff);
         assert!(scale > 1e-6, "level {level}: the gradient is zero");
         assert!(
             diff <= 1e-4 * scale,

@@ -66,7 +66,7 @@ fn train_steps(
 }
 
 /// Largest absolute difference between two equally long slices.
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+pub fn max_diff(a: &[f32], b: &[f32]) -> f32 {
     a.iter()
         .zip(b)
         .map(|(x, y)| (x - y).abs())
@@ -130,12 +130,16 @@ pub fn compare_steps(
 /// The check `pggan bench --check` and the GPU tests run: three steps of a small three-level
 /// model, minibatch 8 — one stable at 8×8, two fading in 16×16.
 pub fn standard_check(device: &Device, reference: &Device) -> StepParity {
-    let config = ModelConfig::new()
+    compare_steps(device, reference, &small_config(), 8, &STANDARD_STEPS)
+}
+
+/// The small model of the checks: three levels (to 16×16), 16 channels, latent 16.
+pub fn small_config() -> ModelConfig {
+    ModelConfig::new()
         .with_resolution(16)
         .with_latent_size(16)
         .with_fmap_base(64)
-        .with_fmap_max(16);
-    compare_steps(device, reference, &config, 8, &STANDARD_STEPS)
+        .with_fmap_max(16)
 }
 
 /// The (level, alpha) of [`standard_check`]'s steps.
