@@ -421,6 +421,8 @@ fn stages_and_blending_change_the_picture() {
         serde_json::from_str(&std::fs::read_to_string(fading.join("manifest.json")).unwrap())
             .unwrap();
     m["alpha"] = serde_json::json!(0.4);
+    // …and as exported before the trainer kept fade-in snapshots.
+    m.as_object_mut().unwrap().remove("fades");
     std::fs::write(fading.join("manifest.json"), m.to_string()).unwrap();
     let mut page = Page::open(true, vec![("/models/fading/".into(), fading)]);
     page.goto("/?model=fading");
@@ -439,6 +441,21 @@ fn stages_and_blending_change_the_picture() {
     assert!(
         lede.starts_with("A generator grown from 4×4 pixels to 16×16, as in"),
         "{lede}"
+    );
+    // Without fade-in snapshots there is nothing true to replay: no slider, and a note why.
+    page.browser
+        .eval("document.getElementById('load-stages').click()");
+    page.browser.wait_for(
+        "document.getElementById('stage-canvas').dataset.shows === 'stage 2 alpha 1.00'",
+        LOAD,
+    );
+    assert!(!page.visible("fade-controls"));
+    assert!(page.visible("fade-note"));
+    assert!(
+        page.text("fade-note")
+            .contains("exported without snapshots from its fade-ins"),
+        "{}",
+        page.text("fade-note")
     );
 
     page.goto("/?model=e2e#seed=77");
@@ -472,11 +489,18 @@ fn stages_and_blending_change_the_picture() {
         "document.getElementById('detail-canvas').dataset.rendered",
         LOAD,
     );
-    page.browser
-        .eval("document.getElementById('load-stages').click()");
+    page.browser.eval(
+        "(() => { const b = document.getElementById('load-stages'); b.focus(); b.click(); })()",
+    );
     page.browser.wait_for(
         "document.getElementById('stage-canvas').dataset.shows === 'stage 2 alpha 1.00'",
         LOAD,
+    );
+    // Focus went to the chosen stage, not to the page's body.
+    assert_eq!(
+        page.browser
+            .eval("document.activeElement.getAttribute('aria-label')"),
+        "Stage 3: 16×16"
     );
     let stages = page
         .browser
@@ -493,7 +517,7 @@ fn stages_and_blending_change_the_picture() {
     assert_eq!(last.len(), 16 * 16 * 3);
     let prev = page.redraw_to(
         "#stage-canvas",
-        "document.getElementById('stage-prev').click()",
+        "(() => { const b = document.getElementById('stage-prev'); b.focus(); b.click(); })()",
         "stage 1 alpha 1.00",
     );
     assert_eq!(prev.len(), 8 * 8 * 3);
@@ -502,26 +526,76 @@ fn stages_and_blending_change_the_picture() {
         "{}",
         page.text("stage-label")
     );
+    // ◀ at the first stage disables itself and hands focus to ▶.
+    page.redraw_to(
+        "#stage-canvas",
+        "document.getElementById('stage-prev').click()",
+        "stage 0 alpha 1.00",
+    );
+    assert_eq!(page.browser.eval("document.activeElement.id"), "stage-next");
+    assert!(page.visible("fade-note"), "4×4 has no fade-in");
+    page.redraw_to(
+        "#stage-canvas",
+        "document.getElementById('stage-next').click()",
+        "stage 1 alpha 1.00",
+    );
     page.redraw_to(
         "#stage-canvas",
         "document.getElementById('stage-next').click()",
         "stage 2 alpha 1.00",
     );
-    // Fading: α = 0 is the upsampled coarse picture, unlike α = 1.
-    let faded = page.redraw_to("#stage-canvas", "(() => { const a = document.getElementById('alpha'); a.value = '0'; a.dispatchEvent(new Event('input')); })()", "stage 2 alpha 0.00");
-    assert_eq!(faded.len(), last.len());
-    assert!(mean_abs_diff(&faded, &last) > 1.0, "α = 0 looks like α = 1");
-    // At α = 0 every 2×2 block is one colour (nearest upsampling of the 8×8 image).
-    for y in (0..16).step_by(2) {
-        for x in (0..16).step_by(2) {
-            let at = |xx: usize, yy: usize| &faded[(yy * 16 + xx) * 3..(yy * 16 + xx) * 3 + 3];
-            assert_eq!(at(x, y), at(x + 1, y + 1), "2×2 block at {x},{y}");
+    // The fade-in replay: the trainer's snapshots of the 16×16 fade (α 0 … 1), then the stage.
+    let fades: Vec<f64> = m["fades"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["level"] == 2)
+        .map(|f| f["alpha"].as_f64().unwrap())
+        .collect();
+    assert_eq!(fades.len(), 5, "{}", m["fades"]);
+    assert!(page.visible("fade-controls") && !page.visible("fade-note"));
+    assert_eq!(
+        page.browser.eval("document.getElementById('alpha').max"),
+        "5"
+    );
+    let set_fade = |at: usize| {
+        format!(
+            "(() => {{ const a = document.getElementById('alpha'); a.value = '{at}'; a.dispatchEvent(new Event('input')); }})()"
+        )
+    };
+    let at0 = page.redraw_to("#stage-canvas", &set_fade(0), "stage 2 fade 0.00");
+    assert_eq!(at0.len(), last.len());
+    // At α = 0 the network draws the previous stage's picture, upsampled: every 2×2 block is
+    // the 8×8 stage's pixel (the stage ended at the step the fade started).
+    let mut worst = 0u8;
+    for y in 0..16 {
+        for x in 0..16 {
+            for c in 0..3 {
+                let d = at0[(y * 16 + x) * 3 + c].abs_diff(prev[((y / 2) * 8 + x / 2) * 3 + c]);
+                worst = worst.max(d);
+            }
         }
     }
+    assert!(
+        worst <= 2,
+        "α = 0 is {worst}/255 away from the 8×8 stage upsampled"
+    );
+    assert!(
+        mean_abs_diff(&at0, &last) > 1.0,
+        "α = 0 looks like the finished stage"
+    );
     assert!(
         page.text("stage-label").contains("fading in"),
         "{}",
         page.text("stage-label")
+    );
+    let mid_shows = format!("stage 2 fade {:.2}", fades[2]);
+    let mid = page.redraw_to("#stage-canvas", &set_fade(2), &mid_shows);
+    assert!(mean_abs_diff(&mid, &at0) > 0.5, "the fade moves");
+    let done = page.redraw_to("#stage-canvas", &set_fade(5), "stage 2 alpha 1.00");
+    assert!(
+        max_abs_diff(&done, &last) <= 1,
+        "the last position is the stage"
     );
     page.shot("stages-fade");
 

@@ -21,6 +21,7 @@ const state = {
   b: null,
   mixLatent: null,
   stage: 0,
+  fadesLoaded: new Set(), // levels whose fade-in snapshots the worker holds
   playing: false,
   msPerFace: null,
   opener: null,    // the control that opened the face shown, to give focus back to
@@ -235,7 +236,7 @@ async function boot(backend, notice = null) {
   const engine = new Engine((reason) => onEngineDeath(engine, reason));
   state.engine = engine;
   engine.onProgress = ({ what, loaded, total, file, backend: on }) => {
-    if (what === 'stages') {
+    if (what === 'stages' || what === 'fades') {
       $('stages-progress').max = Math.max(total, 1);
       $('stages-progress').value = loaded;
       return;
@@ -258,6 +259,7 @@ async function boot(backend, notice = null) {
     setStatus();
     describeModel(info.model);
     state.stagesLoaded = false;
+    state.fadesLoaded = new Set();
     $('stages').replaceChildren();
     $('stages-load').hidden = false;
     $('stage-view').hidden = true;
@@ -309,6 +311,9 @@ async function loadStages() {
     const first = document.querySelector('#grid button');
     if (!state.current && first && first.face) state.current = first.face;
     await showStages();
+    // Focus stays with the visitor's place: the chosen stage, where the button was.
+    const chosen = $('stages').querySelector('button[aria-current="true"]');
+    if (chosen) chosen.focus();
   } catch (err) {
     report('Could not load the growth stages: ', err);
     $('load-stages').disabled = false;
@@ -365,9 +370,10 @@ let renderCount = 0;
 const GPU_DEADLINE_MIN_MS = 20000;
 const GPU_DEADLINE_FACTOR = 50;
 
-async function render(latents, stage = -1, alpha = undefined) {
-  const fields = { latents, stage };
-  if (alpha !== undefined) fields.alpha = alpha;
+// Draws `latents` with the final generator (stage −1), a growth stage, or — with `fade` — a
+// snapshot taken while a level faded in; each runs at the fade weight it was taken at.
+async function render(latents, stage = -1, fade = undefined) {
+  const fields = fade === undefined ? { latents, stage } : { latents, fade };
   const faces = Math.max(1, Math.round(latents.length / state.model.latentSize));
   const deadline = state.backend === 'webgpu'
     ? Math.max(GPU_DEADLINE_MIN_MS, GPU_DEADLINE_FACTOR * (state.msPerFace || 1000) * faces)
@@ -649,9 +655,14 @@ async function showStages() {
   if (!state.stagesLoaded || !state.current || !stages.length) return;
   const buttons = $('stages').querySelectorAll('button');
   for (const [i, s] of stages.entries()) {
-    draw(buttons[i].firstChild, await render(state.current.latent, s.index, s.alpha));
+    draw(buttons[i].firstChild, await render(state.current.latent, s.index));
   }
   await selectStage(state.stage);
+}
+
+// The fade-in snapshots of the level a stage belongs to, in order of α.
+function fadesOf(s) {
+  return (state.model.fades || []).filter((f) => f.level === s.level);
 }
 
 async function selectStage(index) {
@@ -660,21 +671,55 @@ async function selectStage(index) {
   state.stage = Math.max(0, Math.min(stages.length - 1, index));
   const s = stages[state.stage];
   $('stages').querySelectorAll('button').forEach((b, i) => b.setAttribute('aria-current', String(i === state.stage)));
-  $('stage-prev').disabled = state.stage === 0;
-  $('stage-next').disabled = state.stage === stages.length - 1;
-  $('alpha').disabled = s.level === 0 || !state.current;
-  $('alpha').value = String(s.alpha);
-  await fade(s.alpha);
+  // A stepper button that disables itself hands focus to its twin instead of dropping it.
+  for (const [id, twin, end] of [['stage-prev', 'stage-next', state.stage === 0], ['stage-next', 'stage-prev', state.stage === stages.length - 1]]) {
+    const had = document.activeElement === $(id);
+    $(id).disabled = end;
+    if (had && end && !$(twin).disabled) $(twin).focus();
+  }
+  // The slider steps through the snapshots kept while this level faded in, then the stage itself.
+  const fades = fadesOf(s);
+  const slider = $('alpha');
+  slider.max = String(fades.length);
+  slider.value = String(fades.length);
+  slider.disabled = !fades.length || !state.current;
+  $('fade-controls').hidden = !fades.length;
+  const note = $('fade-note');
+  note.hidden = fades.length > 0;
+  note.textContent = s.level === 0
+    ? 'Training starts at 4×4: nothing fades in here.'
+    : 'This model was exported without snapshots from its fade-ins (it was trained before the trainer kept them), so its fade-in cannot be replayed.';
+  await fade(fades.length);
 }
 
-const fade = latest(async (alpha) => {
+// Shows position `at` of the chosen stage's slider: a fade-in snapshot, or (last) the stage.
+const fade = latest(async (at) => {
   const s = state.model.stages[state.stage];
   if (!s) return;
-  const from = s.level > 0 ? `, fading in from ${s.resolution / 2}×${s.resolution / 2}` : '';
-  $('alpha-value').textContent = alpha.toFixed(2);
-  $('stage-label').textContent = `Stage ${state.stage + 1} of ${state.model.stages.length}: ${s.resolution}×${s.resolution} after ${Math.round(s.kimg)} kimg${alpha < 1 ? from : ''}`;
+  const fades = fadesOf(s);
+  const f = at < fades.length ? fades[at] : null;
+  const alpha = f ? f.alpha : s.alpha;
+  $('alpha-value').textContent = f ? `α ${alpha.toFixed(2)}` : (s.alpha < 1 ? `α ${alpha.toFixed(2)}` : 'done');
+  $('alpha').setAttribute('aria-valuetext', f ? `fading in, α ${alpha.toFixed(2)}, after ${f.kimg.toFixed(1)} kimg` : 'the finished stage');
+  const label = `Stage ${state.stage + 1} of ${state.model.stages.length}: ${s.resolution}×${s.resolution}`;
+  $('stage-label').textContent = f
+    ? `${label} fading in over ${s.resolution / 2}×${s.resolution / 2}, α ${alpha.toFixed(2)} after ${f.kimg.toFixed(1)} kimg`
+    : `${label} after ${Math.round(s.kimg)} kimg${s.alpha < 1 ? `, still fading in (α ${s.alpha.toFixed(2)})` : ''}`;
   if (!state.current) return;
-  draw($('stage-canvas'), await render(state.current.latent, s.index, alpha), 0, `stage ${state.stage} alpha ${alpha.toFixed(2)}`);
+  if (f && !state.fadesLoaded.has(s.level)) {
+    $('stages-progress').hidden = false;
+    try {
+      await state.engine.request('load-fades', { level: s.level });
+      state.fadesLoaded.add(s.level);
+    } catch (err) {
+      report('Could not load the fade-in snapshots: ', err);
+      return;
+    } finally {
+      $('stages-progress').hidden = true;
+    }
+  }
+  const pixels = f ? await render(state.current.latent, undefined, f.index) : await render(state.current.latent, s.index);
+  draw($('stage-canvas'), pixels, 0, f ? `stage ${state.stage} fade ${alpha.toFixed(2)}` : `stage ${state.stage} alpha ${alpha.toFixed(2)}`);
 });
 
 // ---------------------------------------------------------------- wiring

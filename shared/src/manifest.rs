@@ -30,6 +30,25 @@ pub struct StageEntry {
     pub bytes: Option<u64>,
 }
 
+/// A snapshot of the generator taken while a level faded in: the network as it was at that
+/// point of training, run at the fade weight it had then.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FadeEntry {
+    /// The level fading in (≥ 1).
+    pub level: usize,
+    /// Resolution in pixels (`4·2^level`).
+    pub resolution: usize,
+    /// The fade weight when it was taken (0: the previous stage's picture, 1: the fade's end).
+    pub alpha: f64,
+    /// Thousands of images shown when it was taken.
+    pub kimg: f64,
+    /// File name, relative to the manifest.
+    pub file: String,
+    /// Size of the file in bytes (for the page's progress bar).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+}
+
 /// `manifest.json` of an exported model.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Manifest {
@@ -56,6 +75,10 @@ pub struct Manifest {
     pub generator_bytes: Option<u64>,
     /// Snapshots at the end of each level, by level.
     pub stages: Vec<StageEntry>,
+    /// Snapshots taken through the fade-ins, by level and then α (none in exports made before
+    /// the trainer kept them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fades: Vec<FadeEntry>,
     /// Training figures (images shown, time, hardware, options, metrics).
     pub training: serde_json::Value,
 }
@@ -142,7 +165,10 @@ impl Manifest {
                 self.channels, want
             ));
         }
-        for name in std::iter::once(&self.generator).chain(self.stages.iter().map(|s| &s.file)) {
+        for name in std::iter::once(&self.generator)
+            .chain(self.stages.iter().map(|s| &s.file))
+            .chain(self.fades.iter().map(|f| &f.file))
+        {
             if !is_safe_file_name(name) {
                 return Err(ManifestError::FileName(name.chars().take(60).collect()));
             }
@@ -156,6 +182,21 @@ impl Manifest {
             }
             if i > 0 && self.stages[i - 1].level >= s.level {
                 return bad("stages are not in increasing level order".into());
+            }
+        }
+        for (i, f) in self.fades.iter().enumerate() {
+            if f.level == 0
+                || f.level > self.level
+                || f.resolution != ModelConfig::level_resolution(f.level)
+                || !(0.0..=1.0).contains(&f.alpha)
+            {
+                return bad(format!(
+                    "fade snapshot {i} has level {}, resolution {} and α {}",
+                    f.level, f.resolution, f.alpha
+                ));
+            }
+            if i > 0 && (self.fades[i - 1].level, self.fades[i - 1].alpha) >= (f.level, f.alpha) {
+                return bad("fade snapshots are not in order of level and α".into());
             }
         }
         Ok(())
@@ -190,6 +231,20 @@ mod tests {
                     file: format!("stages/level{l}.safetensors"),
                     kimg: l as f64,
                     bytes: None,
+                })
+                .collect(),
+            fades: [(1, 0.0), (1, 0.5), (1, 1.0), (2, 0.0), (2, 1.0)]
+                .into_iter()
+                .map(|(level, alpha)| FadeEntry {
+                    level,
+                    resolution: 4 << level,
+                    alpha,
+                    kimg: level as f64 + alpha,
+                    file: format!(
+                        "fades/level{level}-a{:03}.safetensors",
+                        (alpha * 100.0) as u32
+                    ),
+                    bytes: Some(900),
                 })
                 .collect(),
             training: serde_json::json!({"kimg": 3.0}),
@@ -236,6 +291,31 @@ mod tests {
             Err(ManifestError::Inconsistent(_))
         ));
         let mut m = sample();
+        m.fades.swap(0, 1);
+        assert!(matches!(
+            Manifest::parse(&text(&m)),
+            Err(ManifestError::Inconsistent(e)) if e.contains("fade snapshots are not in order")
+        ));
+        let mut m = sample();
+        m.fades[0].level = 0;
+        m.fades[0].resolution = 4;
+        assert!(matches!(
+            Manifest::parse(&text(&m)),
+            Err(ManifestError::Inconsistent(e)) if e.contains("fade snapshot 0 has level 0")
+        ));
+        let mut m = sample();
+        m.fades[4].alpha = 1.5;
+        assert!(matches!(
+            Manifest::parse(&text(&m)),
+            Err(ManifestError::Inconsistent(_))
+        ));
+        let mut m = sample();
+        m.fades[2].file = "../x".into();
+        assert!(matches!(
+            Manifest::parse(&text(&m)),
+            Err(ManifestError::FileName(_))
+        ));
+        let mut m = sample();
         m.stages.swap(0, 1);
         assert!(matches!(
             Manifest::parse(&text(&m)),
@@ -267,7 +347,12 @@ mod tests {
     fn older_manifests_without_sizes_still_parse() {
         let mut v = serde_json::to_value(sample()).unwrap();
         v.as_object_mut().unwrap().remove("generator_bytes");
+        v.as_object_mut().unwrap().remove("fades");
         let m = Manifest::parse(&v.to_string()).unwrap();
         assert_eq!(m.generator_bytes, None);
+        assert!(
+            m.fades.is_empty(),
+            "no fade snapshots before the trainer kept them"
+        );
     }
 }

@@ -233,6 +233,33 @@ pub fn keep_gpu_caches() {
     let _ = CubeClRuntimeConfig::try_set(config);
 }
 
+/// Gives Mesa's EGL a runtime folder on a machine without a login session (a server, a
+/// container, CI), where `XDG_RUNTIME_DIR` is unset and every adapter probe otherwise prints
+/// "error: XDG_RUNTIME_DIR is invalid or not set in the environment": a private folder of this
+/// user's under the temporary folder, as `pam_systemd` would make. Runs first in `main`, before
+/// any other thread; an existing setting is kept.
+pub fn private_runtime_dir() {
+    #[cfg(all(target_os = "linux", feature = "wgpu"))]
+    {
+        use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+        if std::env::var_os("XDG_RUNTIME_DIR").is_some() {
+            return;
+        }
+        // The process's own entry in /proc belongs to its user.
+        let Ok(uid) = std::fs::metadata("/proc/self").map(|m| m.uid()) else {
+            return;
+        };
+        let dir = std::env::temp_dir().join(format!("pggan-runtime-{uid}"));
+        let _ = std::fs::DirBuilder::new().mode(0o700).create(&dir);
+        let private = std::fs::symlink_metadata(&dir)
+            .is_ok_and(|m| m.is_dir() && m.uid() == uid && m.permissions().mode() & 0o777 == 0o700);
+        if private {
+            // SAFETY: called first in `main`, before any other thread exists.
+            unsafe { std::env::set_var("XDG_RUNTIME_DIR", &dir) };
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

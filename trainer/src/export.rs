@@ -13,7 +13,7 @@ use pggan_model::{Generator, ModelConfig, SplitMix64};
 use crate::checkpoint;
 use crate::fsutil::write_atomic;
 
-pub use pggan_model::manifest::{MANIFEST_FORMAT, Manifest, StageEntry};
+pub use pggan_model::manifest::{FadeEntry, MANIFEST_FORMAT, Manifest, StageEntry};
 
 /// The lines of the run's `metrics.jsonl` logged at or before `kimg` (within `slack`), in order.
 fn logged_until(run: &Path, kimg: f64, slack: f64) -> Vec<serde_json::Value> {
@@ -51,11 +51,13 @@ fn train_seconds_at(run: &Path, kimg: f64) -> f64 {
 /// Writes the EMA generator and its stage snapshots as f16 safetensors with a manifest: the
 /// generator as it stands now, or with `at_stage = Some(level)` as it stood at the end of that
 /// level's stabilisation (its stage snapshot) — to ship the last finished level while the next
-/// one is still fading in.
+/// one is still fading in. The snapshots the trainer kept through each fade-in (`fades/`) go
+/// with it, up to the exported generator and for the nominal α in `fade_alphas` only.
 pub fn export(
     run: &Path,
     out: &Path,
     at_stage: Option<usize>,
+    fade_alphas: &[f64],
     device: &Device,
 ) -> Result<Manifest> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(run.join("stages"))
@@ -162,6 +164,7 @@ pub fn export(
         });
     }
     stages.sort_by_key(|s| s.level);
+    let fades = export_fades(run, out, level, kimg, fade_alphas, device)?;
     let (_, options) = checkpoint::read_meta(run)?;
     let manifest = Manifest {
         format: MANIFEST_FORMAT.into(),
@@ -178,6 +181,7 @@ pub fn export(
         generator: "generator.safetensors".into(),
         generator_bytes: Some(bytes.len() as u64),
         stages,
+        fades,
         training: serde_json::json!({
             "kimg": kimg,
             "backend": crate::sessions::used(run, kimg, "backend").join(", "),
@@ -193,6 +197,80 @@ pub fn export(
         serde_json::to_string_pretty(&manifest)?.as_bytes(),
     )?;
     Ok(manifest)
+}
+
+/// The nominal α of a fade snapshot's file name (`level3-32x32-a050.safetensors` → 0.5).
+fn nominal_fade_alpha(path: &Path) -> Option<f64> {
+    let stem = path.file_stem()?.to_str()?;
+    let hundredths: u32 = stem.rsplit_once("-a")?.1.parse().ok()?;
+    Some(f64::from(hundredths) / 100.0)
+}
+
+/// Writes the run's fade snapshots taken up to the exported generator (`level`, `kimg`) whose
+/// nominal α is in `wanted`, as f16 `fades/levelL-aNNN.safetensors`, and lists them.
+fn export_fades(
+    run: &Path,
+    out: &Path,
+    level: usize,
+    kimg: f64,
+    wanted: &[f64],
+    device: &Device,
+) -> Result<Vec<FadeEntry>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(run.join("fades"))
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    files.retain(|p| p.extension().is_some_and(|e| e == "safetensors"));
+    let mut fades = Vec::new();
+    for path in files {
+        let Some(nominal) = nominal_fade_alpha(&path) else {
+            continue; // not a file the trainer wrote
+        };
+        if !wanted.iter().any(|w| (w - nominal).abs() < 1e-6) {
+            continue;
+        }
+        let (tensors, meta) = decode(&std::fs::read(&path)?)
+            .with_context(|| format!("reading fade snapshot {}", path.display()))?;
+        let config = config_from_metadata(&meta, "generator")
+            .with_context(|| format!("in {}", path.display()))?;
+        drop(
+            apply_tensors(
+                Generator::new(&config, &mut SplitMix64::new(0), device),
+                tensors.clone(),
+            )
+            .with_context(|| format!("loading {}", path.display()))?,
+        );
+        let number = |key: &str| -> Result<f64> {
+            meta.get(key)
+                .and_then(|v| v.parse().ok())
+                .with_context(|| format!("{} has no {key} in its metadata", path.display()))
+        };
+        let (fade_level, alpha, fade_kimg) =
+            (config.num_levels() - 1, number("alpha")?, number("kimg")?);
+        if fade_level > level || fade_kimg > kimg + 1e-9 {
+            continue; // taken after the exported generator (a run exported mid-fade, or rewound)
+        }
+        let file = format!(
+            "fades/level{fade_level}-a{:03}.safetensors",
+            (nominal * 100.0).round() as u32
+        );
+        let bytes = encode(&tensors, WeightDtype::F16, &meta)?;
+        std::fs::create_dir_all(out.join("fades"))?;
+        write_atomic(&out.join(&file), &bytes)?;
+        fades.push(FadeEntry {
+            level: fade_level,
+            resolution: config.resolution,
+            alpha,
+            kimg: fade_kimg,
+            file,
+            bytes: Some(bytes.len() as u64),
+        });
+    }
+    fades.sort_by(|a, b| {
+        (a.level, a.alpha)
+            .partial_cmp(&(b.level, b.alpha))
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
+    Ok(fades)
 }
 
 /// Evaluates an exported model against the held-out split of `reference` (a pack) with `count`

@@ -128,6 +128,18 @@ enum Command {
         /// snapshot) instead of as it stands now.
         #[arg(long)]
         stage: Option<usize>,
+        /// Which of the snapshots kept through each fade-in to ship, by nominal α (the trainer
+        /// keeps 0, 0.25, 0.5, 0.75 and 1): the page replays a fade from them.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "0,0.25,0.5,0.75,1",
+            conflicts_with = "no_fades"
+        )]
+        fade_alphas: Vec<f64>,
+        /// Ship no fade snapshots.
+        #[arg(long)]
+        no_fades: bool,
     },
     /// Write a run's checkpoint as parts of at most --max-file-mib each (half-precision weights,
     /// Adam's moments only with --keep-optimizer), with options.json and metrics.jsonl: a small
@@ -235,6 +247,7 @@ enum StoreDtype {
 
 fn main() {
     keep_freed_memory();
+    backend::private_runtime_dir();
     if let Err(e) = run() {
         eprintln!("error: {e:#}");
         std::process::exit(1);
@@ -326,16 +339,20 @@ fn run() -> Result<()> {
             reference,
             eval_count,
             stage,
+            fade_alphas,
+            no_fades,
         } => {
             let device = BackendKind::Flex.device()?;
-            let m = export::export(&run, &out, stage, &device)?;
+            let fade_alphas = if no_fades { Vec::new() } else { fade_alphas };
+            let m = export::export(&run, &out, stage, &fade_alphas, &device)?;
             println!(
-                "exported {}×{} generator (level {}, alpha {}) and {} stage(s) to {}",
+                "exported {}×{} generator (level {}, alpha {}), {} stage(s) and {} fade snapshot(s) to {}",
                 m.resolution,
                 m.resolution,
                 m.level,
                 m.alpha,
                 m.stages.len(),
+                m.fades.len(),
                 out.display()
             );
             if let (Some(reference), Some(count)) = (reference, eval_count) {

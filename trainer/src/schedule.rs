@@ -160,6 +160,44 @@ impl ScheduleSpec {
     }
 }
 
+/// The fade weights at which the trainer keeps a snapshot of the generator while a level fades
+/// in (`fades/` in the run): its start, three points between, its end. At α = 0 the picture is
+/// the previous stage's, upsampled; the page replays a fade from these.
+pub const FADE_SNAPSHOT_ALPHAS: [f64; 5] = [0.0, 0.25, 0.5, 0.75, 1.0];
+
+/// One point of a fade-in at which a snapshot is kept.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FadePoint {
+    /// The level fading in (≥ 1).
+    pub level: usize,
+    /// Its nominal fade weight, one of [`FADE_SNAPSHOT_ALPHAS`].
+    pub alpha: f64,
+    /// Images shown when the snapshot is due: the first step that reaches this count takes it.
+    pub nimg: u64,
+}
+
+impl ScheduleSpec {
+    /// Every fade snapshot of the run, in order of images shown: for each level from 1 up, the
+    /// points [`FADE_SNAPSHOT_ALPHAS`] of its fade. A level without a fade (length 0) has none.
+    pub fn fade_points(&self) -> Vec<FadePoint> {
+        let mut points = Vec::new();
+        for level in 1..self.num_levels {
+            let (start, length) = (self.stage_end_kimg(level - 1), self.fade(level));
+            if length <= 0.0 {
+                continue;
+            }
+            for alpha in FADE_SNAPSHOT_ALPHAS {
+                points.push(FadePoint {
+                    level,
+                    alpha,
+                    nimg: ((start + alpha * length) * 1000.0).round() as u64,
+                });
+            }
+        }
+        points
+    }
+}
+
 /// The phase at `kimg` thousand images shown.
 pub fn schedule(kimg: f64, spec: &ScheduleSpec) -> Phase {
     let top = spec.num_levels.saturating_sub(1);
@@ -274,6 +312,46 @@ mod tests {
         // Just before a stage end the level is still stable and the next has not started.
         assert_eq!(schedule(1799.0, &s).level, 1);
         assert!(schedule(1801.0, &s).fading());
+    }
+
+    #[test]
+    fn fade_snapshots_span_each_fade() {
+        let s = spec();
+        let points = s.fade_points();
+        assert_eq!(points.len(), 4 * 5, "levels 1–4, five points each");
+        // Level 2 fades in over 1800→2400 kimg.
+        let level2: Vec<(f64, u64)> = points
+            .iter()
+            .filter(|p| p.level == 2)
+            .map(|p| (p.alpha, p.nimg))
+            .collect();
+        assert_eq!(
+            level2,
+            vec![
+                (0.0, 1_800_000),
+                (0.25, 1_950_000),
+                (0.5, 2_100_000),
+                (0.75, 2_250_000),
+                (1.0, 2_400_000)
+            ]
+        );
+        // Each point's α is the schedule's there, and the start is the previous stage's end.
+        for p in &points {
+            let phase = schedule(p.nimg as f64 / 1000.0, &s);
+            if p.alpha < 1.0 {
+                assert_eq!(phase.level, p.level);
+                assert!((phase.alpha - p.alpha).abs() < 1e-9, "{p:?} {phase:?}");
+            } else {
+                assert_eq!((phase.level, phase.alpha), (p.level, 1.0));
+            }
+        }
+        assert_eq!(points[0].nimg as f64, s.stage_end_kimg(0) * 1000.0);
+        // No fade, no snapshots.
+        let none = ScheduleSpec {
+            fade_kimg: "0.0".parse().unwrap(),
+            ..spec()
+        };
+        assert!(none.fade_points().is_empty());
     }
 
     #[test]

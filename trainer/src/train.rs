@@ -19,7 +19,7 @@ use crate::data::RealSampler;
 use crate::fsutil::write_atomic;
 use crate::options::{RunOptions, SessionArgs, resume_options};
 use crate::pack::{Pack, Split};
-use crate::schedule::{ScheduleSpec, schedule};
+use crate::schedule::{FadePoint, ScheduleSpec, schedule};
 use crate::step::{Networks, StepRandom};
 use crate::tick::{TickStats, Ticker};
 
@@ -179,6 +179,12 @@ pub fn train(
         pack: Pack::open(&session.data)?,
     };
     let mut next_tick = (state.nimg / tick_nimg + 1) * tick_nimg;
+    let fade_points = spec.fade_points();
+    // A run resumed exactly at a fade point (a level's kept checkpoint is the next fade's start)
+    // takes that snapshot now: the steps below only see points they pass.
+    for point in fade_points.iter().filter(|p| p.nimg == state.nimg) {
+        write_fade_snapshot(run, &nets.ema, &config, point, state.nimg, &spec)?;
+    }
     // Levels whose end the next checkpoint will be kept for (`checkpoints/`).
     let mut levels_to_keep: Vec<usize> = Vec::new();
     let mut tick_stats = TickStats::new();
@@ -271,6 +277,14 @@ pub fn train(
             }
         }
 
+        // Snapshots through each fade-in, for the page's replay of it.
+        for point in &fade_points {
+            if before < point.nimg && state.nimg >= point.nimg {
+                write_fade_snapshot(run, &nets.ema, &config, point, state.nimg, &spec)
+                    .with_context(|| format!("writing the {}×{} fade-in snapshot at α {} (if a weight is NaN, training diverged; the last checkpoint is intact)", ModelConfig::level_resolution(point.level), ModelConfig::level_resolution(point.level), point.alpha))?;
+            }
+        }
+
         // Maintenance once per tick.
         if state.nimg >= next_tick || state.nimg >= total_nimg || state.nimg >= stop_nimg {
             next_tick = (state.nimg / tick_nimg + 1) * tick_nimg;
@@ -337,6 +351,45 @@ fn write_stage(
         &dir.join(format!("level{level}-{res}x{res}.safetensors")),
         &bytes,
     )?;
+    Ok(())
+}
+
+/// Writes the EMA generator at `point` of a fade-in, cut down to the fading level, as
+/// `fades/levelL-RxR-aNNN.safetensors` (NNN: the nominal α in hundredths); its metadata holds the
+/// exact α at `nimg`, the images shown when it was taken. A resumed run that passes the point
+/// again writes the same file again (training replays exactly).
+fn write_fade_snapshot(
+    run: &Path,
+    ema: &Generator,
+    config: &ModelConfig,
+    point: &FadePoint,
+    nimg: u64,
+    spec: &ScheduleSpec,
+) -> Result<()> {
+    let dir = run.join("fades");
+    std::fs::create_dir_all(&dir)?;
+    let phase = schedule(nimg as f64 / 1000.0, spec);
+    let alpha = match phase.level.cmp(&point.level) {
+        std::cmp::Ordering::Equal => phase.alpha,
+        std::cmp::Ordering::Greater => 1.0,
+        std::cmp::Ordering::Less => 0.0,
+    };
+    let res = ModelConfig::level_resolution(point.level);
+    let bytes = snapshot_to_bytes(
+        ema,
+        config,
+        point.level,
+        alpha,
+        nimg as f64 / 1000.0,
+        WeightDtype::F32,
+        &[],
+    )?;
+    let name = format!(
+        "level{}-{res}x{res}-a{:03}.safetensors",
+        point.level,
+        (point.alpha * 100.0).round() as u32
+    );
+    write_atomic(&dir.join(name), &bytes)?;
     Ok(())
 }
 

@@ -137,6 +137,19 @@ pub struct Engine {
     pub final_slot: Rc<Slot>,
     /// The stages of `manifest.stages`, by index, as they are loaded.
     pub stages: RefCell<Vec<Option<Rc<Slot>>>>,
+    /// The fade-in snapshots of `manifest.fades`, by index, as they are loaded.
+    pub fades: RefCell<Vec<Option<Rc<Slot>>>>,
+}
+
+/// Which generator to draw with.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Which {
+    /// The final generator.
+    Final,
+    /// The manifest's stage of this index.
+    Stage(usize),
+    /// The manifest's fade-in snapshot of this index.
+    Fade(usize),
 }
 
 /// Loads one weight file and checks it against what the manifest says it is.
@@ -174,29 +187,29 @@ pub fn load_slot(
 }
 
 impl Engine {
-    /// The generator of `stage`: −1 (any negative) for the final one, else the manifest's stage
-    /// of that index.
-    pub fn slot(&self, stage: i64) -> Result<Rc<Slot>, String> {
-        if stage < 0 {
-            return Ok(self.final_slot.clone());
-        }
-        let stages = self.stages.borrow();
-        match stages.get(stage as usize) {
+    /// The generator to draw with, once loaded.
+    pub fn slot(&self, which: Which) -> Result<Rc<Slot>, String> {
+        let (list, index, what) = match which {
+            Which::Final => return Ok(self.final_slot.clone()),
+            Which::Stage(i) => (&self.stages, i, "stage"),
+            Which::Fade(i) => (&self.fades, i, "fade-in snapshot"),
+        };
+        match list.borrow().get(index) {
             Some(Some(slot)) => Ok(slot.clone()),
-            Some(None) => Err(format!("stage {stage} is not loaded yet")),
-            None => Err(format!("there is no stage {stage}")),
+            Some(None) => Err(format!("{what} {index} is not loaded yet")),
+            None => Err(format!("there is no {what} {index}")),
         }
     }
 
-    /// Images from `latents` (`[n, latent]`, row after row) through `stage` (see [`Self::slot`]) at its level with
-    /// fade weight `alpha` (the slot's own when `None`): RGBA bytes `[n, r, r, 4]` and `r`.
+    /// Images from `latents` (`[n, latent]`, row after row) through the generator `which`, at
+    /// its level and with the fade weight it had when it was taken: RGBA bytes `[n, r, r, 4]` and
+    /// `r`.
     pub async fn generate(
         &self,
-        stage: i64,
+        which: Which,
         latents: Vec<f32>,
-        alpha: Option<f64>,
     ) -> Result<(Vec<u8>, usize), String> {
-        let slot = self.slot(stage)?;
+        let slot = self.slot(which)?;
         let latent = self.manifest.latent_size;
         if latents.is_empty() || latents.len() % latent != 0 || latents.len() / latent > 256 {
             return Err(format!(
@@ -208,7 +221,7 @@ impl Engine {
             return Err("a latent holds a value that is not a finite number".into());
         }
         let n = latents.len() / latent;
-        let alpha = alpha.unwrap_or(slot.alpha).clamp(0.0, 1.0);
+        let alpha = slot.alpha.clamp(0.0, 1.0);
         let z = tensor_from_f32(latents, [n, latent], &self.device); // [n, latent]
         let img = slot.generator.forward(z, slot.level, alpha); // [n, 3, r, r] in [-1, 1]
         let r = img.dims()[2];

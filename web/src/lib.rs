@@ -8,7 +8,8 @@
 //! The page posts `{id, request: {<op>: {…fields}}}`, decoded into [`Request`] (serde, through
 //! `serde-wasm-bindgen`); every reply is `{op: "reply", id, …}` with the same `id` and either its
 //! results or `error` (a sentence for the visitor). Besides replies the worker posts
-//! `{op: "progress", what, loaded, total, file}` while downloading (`what`: `model` or `stages`)
+//! `{op: "progress", what, loaded, total, file}` while downloading (`what`: `model`, `stages` or
+//! `fades`)
 //! and `{op: "progress", what: "warmup", backend}` as the first generation starts (it compiles the
 //! GPU kernels), `{op: "alive"}` once started, and `{op: "panic", message}` if it dies, after which the page
 //! starts a fresh worker on the CPU.
@@ -17,7 +18,8 @@
 //! |---|---|---|
 //! | `init` | `model` (folder URL), `backend` (`"auto"`/`"cpu"`) | `backend`, `notice`, `warmupMs`, `model` (summary) |
 //! | `load-stages` | — | (the growth stages, from the model's folder, are loaded) |
-//! | `generate` | `stage` (index into the manifest's stages, −1 = final), `latents` (Float32Array), `alpha`? | `pixels`, `count`, `size`, `ms` |
+//! | `load-fades` | `level` | (that level's fade-in snapshots are loaded) |
+//! | `generate` | `stage` (index into the manifest's stages, −1 = final) or `fade` (index into its fade-in snapshots), `latents` (Float32Array) | `pixels`, `count`, `size`, `ms` |
 //! | `latents` | `seeds` (decimal strings) | `latents` |
 //! | `parse-link` | `hash` | `kind` (`empty`/`seed`/`latent`), `seed`, `latent` |
 //! | `make-link` | `seed` or `latent` | `link`, and `latent` as the link stores it |
@@ -40,7 +42,7 @@ use serde::Deserialize;
 use wasm_bindgen::prelude::*;
 use web_sys::{DedicatedWorkerGlobalScope, MessageEvent};
 
-use engine::{BackendChoice, Engine, choose_device, load_slot};
+use engine::{BackendChoice, Engine, Which, choose_device, load_slot};
 use fetch::fetch_bytes;
 
 thread_local! {
@@ -65,12 +67,15 @@ enum Request {
     },
     /// Load the growth stages.
     LoadStages {},
-    /// Draw `latents` (`[count, latent]`) with stage `stage` (−1: the final generator).
+    /// Load the snapshots taken while `level` faded in.
+    LoadFades { level: usize },
+    /// Draw `latents` (`[count, latent]`) with stage `stage` (−1: the final generator), or with
+    /// the fade-in snapshot `fade`; each at the fade weight it was taken at.
     Generate {
         #[serde(default = "final_stage")]
         stage: i64,
+        fade: Option<usize>,
         latents: Vec<f32>,
-        alpha: Option<f64>,
     },
     /// The latents of `seeds` (decimal strings).
     Latents { seeds: Vec<String> },
@@ -162,13 +167,22 @@ async fn handle(data: JsValue) {
         Ok(Message { request }) => match request {
             Request::Init { model, backend } => init(model, &backend, &reply).await,
             Request::LoadStages {} => load_stages().await,
+            Request::LoadFades { level } => load_fades(level).await,
             Request::Generate {
                 stage,
+                fade,
                 latents,
-                alpha,
-            } => generate(stage, latents, alpha, &reply)
-                .await
-                .map(|buffer| transfer = Some(buffer)),
+            } => generate(
+                match (fade, stage) {
+                    (Some(i), _) => Which::Fade(i),
+                    (None, s) if s < 0 => Which::Final,
+                    (None, s) => Which::Stage(s as usize),
+                },
+                latents,
+                &reply,
+            )
+            .await
+            .map(|buffer| transfer = Some(buffer)),
             Request::Latents { seeds } => latents(&seeds, &reply),
             Request::ParseLink { hash } => link_parse(&hash, &reply),
             Request::MakeLink { seed, latent } => link_make(seed, latent, &reply),
@@ -251,6 +265,7 @@ async fn init(base: String, backend: &str, reply: &Object) -> Result<(), String>
         &chosen.device,
     )?;
     let stages = RefCell::new(vec![None; manifest.stages.len()]);
+    let fades = RefCell::new(vec![None; manifest.fades.len()]);
     let engine = Engine {
         device: chosen.device,
         backend: chosen.backend,
@@ -258,6 +273,7 @@ async fn init(base: String, backend: &str, reply: &Object) -> Result<(), String>
         manifest,
         final_slot: Rc::new(final_slot),
         stages,
+        fades,
     };
 
     // Warm-up: the first pass compiles the GPU kernels (or faults in the CPU code).
@@ -268,7 +284,7 @@ async fn init(base: String, backend: &str, reply: &Object) -> Result<(), String>
     post(&warming, None);
     let started = now_ms();
     let warm = latent_for_seed(0, engine.manifest.latent_size);
-    engine.generate(-1, warm, None).await?;
+    engine.generate(Which::Final, warm).await?;
     let warmup_ms = now_ms() - started;
 
     set(reply, "backend", engine.backend);
@@ -310,6 +326,24 @@ async fn load_stages() -> Result<(), String> {
     Ok(())
 }
 
+async fn load_fades(level: usize) -> Result<(), String> {
+    let engine = engine()?;
+    let (base, m) = (&engine.base, &engine.manifest);
+    let todo: Vec<usize> = (0..m.fades.len())
+        .filter(|&i| m.fades[i].level == level && engine.fades.borrow()[i].is_none())
+        .collect();
+    let mut total: u64 = todo.iter().map(|&i| m.fades[i].bytes.unwrap_or(0)).sum();
+    let mut done = 0;
+    for i in todo {
+        let f = &m.fades[i];
+        let bytes = download(base, &f.file, "fades", done, &mut total, f.bytes).await?;
+        done += bytes.len() as u64;
+        let slot = load_slot(&bytes, &f.file, m, f.level, f.alpha, &engine.device)?;
+        engine.fades.borrow_mut()[i] = Some(Rc::new(slot));
+    }
+    Ok(())
+}
+
 fn model_summary(engine: &Engine) -> Result<JsValue, String> {
     let m = &engine.manifest;
     let mut stages: Vec<serde_json::Value> = m
@@ -342,21 +376,22 @@ fn model_summary(engine: &Engine) -> Result<JsValue, String> {
         "channels": m.channels,
         "stages": stages,
         "stageBytes": stage_bytes,
+        "fades": m
+            .fades
+            .iter()
+            .enumerate()
+            .map(|(index, f)| serde_json::json!({"index": index, "level": f.level, "resolution": f.resolution, "alpha": f.alpha, "kimg": f.kimg, "bytes": f.bytes.unwrap_or(0)}))
+            .collect::<Vec<_>>(),
         "training": m.training,
     });
     JsValue::from_serde(&summary).map_err(|e| e.to_string())
 }
 
-async fn generate(
-    stage: i64,
-    latents: Vec<f32>,
-    alpha: Option<f64>,
-    reply: &Object,
-) -> Result<JsValue, String> {
+async fn generate(which: Which, latents: Vec<f32>, reply: &Object) -> Result<JsValue, String> {
     let engine = engine()?;
     let count = latents.len() / engine.manifest.latent_size.max(1);
     let started = now_ms();
-    let (rgba, size) = engine.generate(stage, latents, alpha).await?;
+    let (rgba, size) = engine.generate(which, latents).await?;
     let ms = now_ms() - started;
     let pixels = Uint8ClampedArray::new_with_length(rgba.len() as u32);
     pixels.copy_from(&rgba);
