@@ -6,6 +6,13 @@ cd "$(dirname "$0")/.."
 # A persistent build folder outside the clone: the next run on this machine reuses it.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/pggan-target}"
 JOBS="${JOBS:-2}"
+# Without a login session Mesa's EGL prints "XDG_RUNTIME_DIR is invalid or not set" at every
+# adapter probe of the GPU unit tests; give it a private folder (pggan itself does the same).
+if [ -z "${XDG_RUNTIME_DIR:-}" ]; then
+    XDG_RUNTIME_DIR="${TMPDIR:-/tmp}/pggan-runtime-$(id -u)"
+    mkdir -p -m 700 "$XDG_RUNTIME_DIR"
+    export XDG_RUNTIME_DIR
+fi
 
 export WEB_DIST="${WEB_DIST:-$CARGO_TARGET_DIR/www-dist}"
 # wasm32 target, wasm-bindgen-cli.

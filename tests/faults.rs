@@ -92,6 +92,58 @@ fn ctrl_c_saves_a_checkpoint_and_resume_finishes() {
 }
 
 #[test]
+fn a_pack_truncated_under_a_running_trainer_stops_it_and_keeps_the_checkpoint() {
+    let dir = Scratch::new("truncated");
+    let data = pack(&dir);
+    let whole = std::fs::read(&data).unwrap();
+    let run = dir.arg("run");
+    let args = small_train(&data, &run, &["--stabilize-kimg", "100"]);
+    let child = pggan(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while metrics(&dir.path("run")).len() < 2 {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no tick within a minute"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Cut the images off, keeping the header: the pack opened fine, the next batch cannot be read.
+    let header = 16 + u64::from_le_bytes(whole[8..16].try_into().unwrap());
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&data)
+        .unwrap()
+        .set_len(header)
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("the last checkpoint is intact")
+            && stderr.contains(&data)
+            && stderr.contains("truncated or changed after it was opened"),
+        "{stderr}"
+    );
+    // The checkpoint is whole, and with the pack back the run goes on.
+    let ck = std::fs::read(dir.path("run/checkpoint.safetensors")).unwrap();
+    pggan_model::weights::decode(&ck).expect("checkpoint is whole");
+    std::fs::write(&data, &whole).unwrap();
+    let stopped_at = metrics(&dir.path("run")).last().unwrap()["kimg"]
+        .as_f64()
+        .unwrap();
+    let further = format!("{:.3}", stopped_at + 0.1);
+    pggan_ok(&small_train(
+        &data,
+        &run,
+        &["--resume", "--stop-kimg", &further],
+    ));
+}
+
+#[test]
 fn a_nan_stops_the_run_and_keeps_the_last_good_checkpoint() {
     let dir = Scratch::new("nan");
     let data = pack(&dir);

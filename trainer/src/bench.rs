@@ -128,7 +128,7 @@ pub fn bench(o: &BenchOptions) -> Result<Vec<BenchRow>> {
                 DataCursor::default(),
                 SplitMix64::new(3),
                 true,
-            ))
+            )?)
         }
         None => None,
     };
@@ -168,7 +168,11 @@ pub fn bench(o: &BenchOptions) -> Result<Vec<BenchRow>> {
             let mut nets = nets;
             for _ in 0..steps {
                 let reals: Tensor<4> = match sampler.as_mut() {
-                    Some(s) => s.next_batch(n, r, 1.0, &device)?,
+                    Some(s) => {
+                        let batch = s.next_batch(n, r, 1.0, &device)?;
+                        s.prefetch(n, r)?;
+                        batch
+                    }
                     None => {
                         tensor_from_f32(reals_rng.normals_f32(n * 3 * r * r), [n, 3, r, r], &device)
                     }

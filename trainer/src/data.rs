@@ -1,7 +1,9 @@
 //! Minibatches of reals: epoch-wise shuffled order, mirror augmentation, and the cross-fade that
 //! matches the generator's output while a level fades in.
 
-use anyhow::Result;
+use std::sync::mpsc;
+
+use anyhow::{Context, Result};
 use burn::tensor::{Device, Tensor};
 use pggan_model::SplitMix64;
 use pggan_model::layers::{downsample2x, upsample2x};
@@ -20,19 +22,118 @@ pub struct DataCursor {
     pub position: usize,
 }
 
-/// Draws minibatches of training images from a pack.
+/// Draws minibatches of training images from a pack, reading only the images each needs. The
+/// order and the mirror flips are decided here, on the training thread; a loader thread reads
+/// and converts the images, one batch ahead when told what comes next ([`Self::prefetch`]).
 pub struct RealSampler {
-    pack: Pack,
     seed: u64,
-    /// Where the next batch starts.
+    count: usize,
+    /// Where the next batch handed out starts (what a checkpoint saves).
     pub cursor: DataCursor,
-    /// Random horizontal flips.
+    /// Random horizontal flips, as of the next batch handed out.
     pub mirror_rng: SplitMix64,
     mirror: bool,
     order: Vec<u32>,
     order_epoch: Option<u64>,
-    level_res: usize,
-    level_bytes: Vec<u8>,
+    loader: Loader,
+    /// The batch the loader is preparing, if any.
+    pending: Option<Planned>,
+}
+
+/// A batch decided but not yet handed out: its shape and the position after it.
+struct Planned {
+    n: usize,
+    resolution: usize,
+    cursor_after: DataCursor,
+    mirror_after: SplitMix64,
+}
+
+/// What the loader thread is asked to make: training images `indices` at `resolution`, each
+/// mirrored where `flips` says.
+struct Job {
+    resolution: usize,
+    indices: Vec<usize>,
+    flips: Vec<bool>,
+}
+
+/// The loader thread and its two channels.
+struct Loader {
+    jobs: Option<mpsc::Sender<Job>>,
+    batches: mpsc::Receiver<Result<Vec<f32>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Loader {
+    fn start(pack: Pack) -> Result<Self> {
+        let mut reader = pack.reader()?;
+        let (jobs, job_rx) = mpsc::channel::<Job>();
+        let (batch_tx, batches) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("pggan-reals".into())
+            .spawn(move || {
+                let mut image = Vec::new();
+                for job in job_rx {
+                    let made = make_batch(&pack, &mut reader, &job, &mut image);
+                    if batch_tx.send(made).is_err() {
+                        break;
+                    }
+                }
+            })
+            .context("starting the data loader thread")?;
+        Ok(Self {
+            jobs: Some(jobs),
+            batches,
+            thread: Some(thread),
+        })
+    }
+
+    fn send(&self, job: Job) -> Result<()> {
+        self.jobs
+            .as_ref()
+            .and_then(|j| j.send(job).ok())
+            .context("the data loader thread has stopped")
+    }
+
+    fn receive(&self) -> Result<Vec<f32>> {
+        self.batches
+            .recv()
+            .context("the data loader thread has stopped")?
+    }
+}
+
+impl Drop for Loader {
+    fn drop(&mut self) {
+        self.jobs = None; // ends the thread's loop
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Reads and converts one batch: `[n, 3, r, r]` values in `[-1, 1]`.
+fn make_batch(
+    pack: &Pack,
+    reader: &mut crate::pack::PackReader,
+    job: &Job,
+    image: &mut Vec<u8>,
+) -> Result<Vec<f32>> {
+    let r = job.resolution;
+    let level = pack.level(Split::Train, r)?;
+    image.resize(r * r * 3, 0);
+    let mut values = vec![0f32; job.indices.len() * 3 * r * r];
+    for (b, (&i, &flip)) in job.indices.iter().zip(&job.flips).enumerate() {
+        reader.read_image(level, i, image)?; // [r, r, 3]
+        let out = &mut values[b * 3 * r * r..(b + 1) * 3 * r * r]; // [3, r, r]
+        for y in 0..r {
+            for x in 0..r {
+                let sx = if flip { r - 1 - x } else { x };
+                for c in 0..3 {
+                    out[c * r * r + y * r + x] = image[(y * r + sx) * 3 + c] as f32 / 127.5 - 1.0;
+                }
+            }
+        }
+    }
+    Ok(values)
 }
 
 impl RealSampler {
@@ -43,53 +144,94 @@ impl RealSampler {
         cursor: DataCursor,
         mirror_rng: SplitMix64,
         mirror: bool,
-    ) -> Self {
-        Self {
-            pack,
+    ) -> Result<Self> {
+        Ok(Self {
             seed,
+            count: pack.count(Split::Train),
             cursor,
             mirror_rng,
             mirror,
             order: Vec::new(),
             order_epoch: None,
-            level_res: 0,
-            level_bytes: Vec::new(),
-        }
+            loader: Loader::start(pack)?,
+            pending: None,
+        })
     }
 
     /// Number of training images.
     pub fn len(&self) -> usize {
-        self.pack.count(Split::Train)
+        self.count
     }
 
-    fn ensure_order(&mut self) {
-        if self.order_epoch != Some(self.cursor.epoch) {
-            self.order = (0..self.len() as u32).collect();
+    fn ensure_order(&mut self, epoch: u64) {
+        if self.order_epoch != Some(epoch) {
+            self.order = (0..self.count as u32).collect();
             SplitMix64::derive(
-                self.seed ^ self.cursor.epoch.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+                self.seed ^ epoch.wrapping_mul(0x9e37_79b9_7f4a_7c15),
                 "epoch",
             )
             .shuffle(&mut self.order);
-            self.order_epoch = Some(self.cursor.epoch);
+            self.order_epoch = Some(epoch);
         }
     }
 
-    /// Indices of the next `n` images (crossing into the next epoch as needed).
-    pub fn next_indices(&mut self, n: usize) -> Vec<usize> {
+    /// Indices of `n` images from `cursor` on (crossing into the next epoch as needed), moving it.
+    fn indices_from(&mut self, cursor: &mut DataCursor, n: usize) -> Vec<usize> {
         let mut out = Vec::with_capacity(n);
         while out.len() < n {
-            self.ensure_order();
-            if self.cursor.position >= self.order.len() {
-                self.cursor = DataCursor {
-                    epoch: self.cursor.epoch + 1,
+            self.ensure_order(cursor.epoch);
+            if cursor.position >= self.order.len() {
+                *cursor = DataCursor {
+                    epoch: cursor.epoch + 1,
                     position: 0,
                 };
                 continue;
             }
-            out.push(self.order[self.cursor.position] as usize);
-            self.cursor.position += 1;
+            out.push(self.order[cursor.position] as usize);
+            cursor.position += 1;
         }
         out
+    }
+
+    /// Indices of the next `n` images, moving the cursor (no images are read).
+    #[cfg(test)]
+    pub fn next_indices(&mut self, n: usize) -> Vec<usize> {
+        let mut cursor = self.cursor;
+        let out = self.indices_from(&mut cursor, n);
+        self.cursor = cursor;
+        out
+    }
+
+    /// Decides the batch after the current position and hands it to the loader.
+    fn plan(&mut self, n: usize, resolution: usize) -> Result<()> {
+        let mut cursor = self.cursor;
+        let indices = self.indices_from(&mut cursor, n);
+        let mut mirror_after = self.mirror_rng.clone();
+        let flips = (0..n)
+            .map(|_| self.mirror && mirror_after.below(2) == 1)
+            .collect();
+        self.loader.send(Job {
+            resolution,
+            indices,
+            flips,
+        })?;
+        self.pending = Some(Planned {
+            n,
+            resolution,
+            cursor_after: cursor,
+            mirror_after,
+        });
+        Ok(())
+    }
+
+    /// Starts reading the next batch (`n` images at `resolution`) while the caller trains on the
+    /// current one. A different request at the next [`Self::next_batch`] discards it: the data
+    /// order depends only on the batches handed out.
+    pub fn prefetch(&mut self, n: usize, resolution: usize) -> Result<()> {
+        if self.pending.is_none() {
+            self.plan(n, resolution)?;
+        }
+        Ok(())
     }
 
     /// The next `n` reals at `resolution`, `[n, 3, r, r]` in `[-1, 1]`, mirrored at random, and
@@ -101,27 +243,21 @@ impl RealSampler {
         alpha: f64,
         device: &Device,
     ) -> Result<Tensor<4>> {
-        if self.level_res != resolution {
-            self.level_bytes = self.pack.read_level(Split::Train, resolution)?;
-            self.level_res = resolution;
+        if let Some(p) = &self.pending
+            && (p.n, p.resolution) != (n, resolution)
+        {
+            self.pending = None;
+            self.loader.receive()?; // made for another shape: dropped
         }
-        let idx = self.next_indices(n);
-        let r = resolution;
-        let mut values = vec![0f32; n * 3 * r * r];
-        for (b, &i) in idx.iter().enumerate() {
-            let img = &self.level_bytes[i * r * r * 3..(i + 1) * r * r * 3]; // [r, r, 3]
-            let flip = self.mirror && self.mirror_rng.below(2) == 1;
-            let out = &mut values[b * 3 * r * r..(b + 1) * 3 * r * r]; // [3, r, r]
-            for y in 0..r {
-                for x in 0..r {
-                    let sx = if flip { r - 1 - x } else { x };
-                    for c in 0..3 {
-                        out[c * r * r + y * r + x] = img[(y * r + sx) * 3 + c] as f32 / 127.5 - 1.0;
-                    }
-                }
-            }
+        if self.pending.is_none() {
+            self.plan(n, resolution)?;
         }
-        let reals = tensor_from_f32(values, [n, 3, r, r], device);
+        let values = self.loader.receive();
+        let planned = self.pending.take().expect("planned above");
+        let values = values?;
+        self.cursor = planned.cursor_after;
+        self.mirror_rng = planned.mirror_after;
+        let reals = tensor_from_f32(values, [n, 3, resolution, resolution], device);
         Ok(fade_reals(reals, alpha))
     }
 }
@@ -158,7 +294,7 @@ mod tests {
         write_pack(&path, 8, &imgs, &[], serde_json::json!({})).unwrap();
         let pack = Pack::open(&path).unwrap();
         (
-            RealSampler::new(pack, 1, DataCursor::default(), SplitMix64::new(2), mirror),
+            RealSampler::new(pack, 1, DataCursor::default(), SplitMix64::new(2), mirror).unwrap(),
             dir,
         )
     }

@@ -94,13 +94,20 @@ pub fn load_images(
         } else {
             split
         };
-        let data = pack.read_level(split, r)?;
+        // Only the images drawn are read: a level of a large set need not fit in memory.
+        let level = pack.level(split, r)?;
+        let mut reader = pack.reader()?;
+        let size = r * r * 3;
+        let chosen = ImageSet::sample_indices(pack.count(split), count, seed);
+        let mut data = vec![0u8; chosen.len() * size];
+        for (image, &i) in data.chunks_exact_mut(size).zip(&chosen) {
+            reader.read_image(level, i, image)?;
+        }
         return Ok((
             ImageSet {
                 resolution: r,
                 data,
-            }
-            .sample(count, seed),
+            },
             0,
         ));
     }

@@ -18,6 +18,7 @@ mod images;
 mod ingest_fuzz;
 mod loader;
 mod loss;
+mod memory;
 mod metrics;
 mod options;
 mod pack;
@@ -282,6 +283,9 @@ fn run() -> Result<()> {
                 report.holdout,
                 r = options.resolution
             );
+            if let Some(peak) = memory::peak_resident_mib() {
+                println!("peak memory {peak:.0} MiB");
+            }
         }
         Command::Train(args) => {
             let options::TrainArgs { mut session, run } = *args;

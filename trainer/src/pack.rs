@@ -71,7 +71,34 @@ pub fn box_down(img: &[u8], res: usize) -> Vec<u8> {
     out
 }
 
+/// Where each level of a split of `count` images goes, bottom level first, from `offset` on;
+/// returns the entry and the offset after it.
+fn split_layout(resolution: usize, count: usize, mut offset: u64) -> (SplitEntry, u64) {
+    let levels = resolution.trailing_zeros() as usize - 1;
+    let entries = (0..levels)
+        .map(|level| {
+            let r = 4usize << level;
+            let bytes = (count * r * r * 3) as u64;
+            let entry = LevelEntry {
+                resolution: r,
+                offset,
+                bytes,
+            };
+            offset += bytes;
+            entry
+        })
+        .collect();
+    (
+        SplitEntry {
+            count,
+            levels: entries,
+        },
+        offset,
+    )
+}
+
 /// Writes a pack from top-resolution images (`[r, r, 3]` each) split into train and holdout.
+#[cfg(test)]
 pub fn write_pack(
     path: &Path,
     resolution: usize,
@@ -79,62 +106,97 @@ pub fn write_pack(
     holdout: &[Vec<u8>],
     report: serde_json::Value,
 ) -> Result<()> {
-    let levels = resolution.trailing_zeros() as usize - 1;
-    let mut data: Vec<Vec<u8>> = Vec::new(); // level blobs, train then holdout
-    let mut offset = 0u64;
-    let mut make_split = |images: &[Vec<u8>], data: &mut Vec<Vec<u8>>| -> SplitEntry {
-        // Build from the top down, then store bottom-up.
-        let mut per_level: Vec<Vec<Vec<u8>>> = vec![images.to_vec()];
-        let mut res = resolution;
-        for _ in 1..levels {
-            let next: Vec<Vec<u8>> = per_level
-                .last()
-                .unwrap()
-                .iter()
-                .map(|im| box_down(im, res))
-                .collect();
-            per_level.push(next);
-            res /= 2;
-        }
-        per_level.reverse();
-        let mut entries = Vec::new();
-        for (level, imgs) in per_level.into_iter().enumerate() {
-            let blob: Vec<u8> = imgs.concat();
-            entries.push(LevelEntry {
-                resolution: 4 << level,
-                offset,
-                bytes: blob.len() as u64,
-            });
-            offset += blob.len() as u64;
-            data.push(blob);
-        }
-        SplitEntry {
-            count: images.len(),
-            levels: entries,
-        }
-    };
-    let train_entry = make_split(train, &mut data);
-    let holdout_entry = make_split(holdout, &mut data);
+    write_pack_with(
+        path,
+        resolution,
+        [train.len(), holdout.len()],
+        report,
+        |split, i| {
+            Ok(match split {
+                Split::Train => train[i].clone(),
+                Split::Holdout => holdout[i].clone(),
+            })
+        },
+        |_| {},
+    )
+}
+
+/// Writes a pack image by image, never holding more than one: `image(split, i)` gives the `i`-th
+/// top-resolution image (`[r, r, 3]`) of a split with `counts = [train, holdout]` images; each is
+/// box-filtered down once and every level's copy written to its place. `written(n)` is told the
+/// images written so far. The file appears whole or not at all.
+pub fn write_pack_with(
+    path: &Path,
+    resolution: usize,
+    counts: [usize; 2],
+    report: serde_json::Value,
+    mut image: impl FnMut(Split, usize) -> Result<Vec<u8>>,
+    mut written: impl FnMut(usize),
+) -> Result<()> {
+    let (train, end) = split_layout(resolution, counts[0], 0);
+    let (holdout, _) = split_layout(resolution, counts[1], end);
     let header = PackHeader {
         version: 1,
         resolution,
-        train: train_entry,
-        holdout: holdout_entry,
+        train,
+        holdout,
         report,
     };
     let json = serde_json::to_vec(&header)?;
-    let write = || -> std::io::Result<()> {
+    let data_start = 16 + json.len() as u64;
+    let mut write = || -> Result<()> {
         let mut f = AtomicFile::create(path)?;
         f.write_all(MAGIC)?;
         f.write_all(&(json.len() as u64).to_le_bytes())?;
         f.write_all(&json)?;
-        for blob in &data {
-            f.write_all(blob)?;
+        f.flush()?;
+        let tmp = crate::fsutil::temp_path(path);
+        let mut done = 0;
+        for (split, entry) in [
+            (Split::Train, &header.train),
+            (Split::Holdout, &header.holdout),
+        ] {
+            // One writer per level, each at its level's place: one pass over the images.
+            let mut levels = entry
+                .levels
+                .iter()
+                .map(|level| -> std::io::Result<_> {
+                    let mut file = std::fs::OpenOptions::new().write(true).open(&tmp)?;
+                    file.seek(SeekFrom::Start(data_start + level.offset))?;
+                    Ok(std::io::BufWriter::with_capacity(1 << 20, file))
+                })
+                .collect::<std::io::Result<Vec<_>>>()?;
+            for i in 0..entry.count {
+                let mut img = image(split, i)?;
+                if img.len() != resolution * resolution * 3 {
+                    bail!(
+                        "image {i} has {} bytes; a {resolution}×{resolution} RGB image has {}",
+                        img.len(),
+                        resolution * resolution * 3
+                    );
+                }
+                let mut r = resolution;
+                for level in levels.iter_mut().rev() {
+                    if r < resolution {
+                        img = box_down(&img, r * 2);
+                    }
+                    level.write_all(&img)?;
+                    r /= 2;
+                }
+                done += 1;
+                written(done);
+            }
+            for level in levels {
+                level
+                    .into_inner()
+                    .map_err(|e| e.into_error())?
+                    .sync_data()?;
+            }
         }
-        f.commit()
+        f.commit()?;
+        Ok(())
     };
-    write().with_context(|| format!("writing the pack {}", path.display()))?;
-    Ok(())
+    write().with_context(|| format!("writing the pack {}", path.display()))
 }
 
 /// An open pack: its header and where its data starts.
@@ -225,10 +287,9 @@ impl Pack {
         }
     }
 
-    /// All images of a split at `resolution`, as one `[n, r, r, 3]` byte array.
-    pub fn read_level(&self, split: Split, resolution: usize) -> Result<Vec<u8>> {
-        let entry = self
-            .split(split)
+    /// The place of `split`'s images at `resolution`.
+    pub fn level(&self, split: Split, resolution: usize) -> Result<&LevelEntry> {
+        self.split(split)
             .levels
             .iter()
             .find(|l| l.resolution == resolution)
@@ -238,13 +299,79 @@ impl Pack {
                     self.path.display(),
                     self.header.resolution
                 )
-            })?;
-        let mut f = File::open(&self.path)?;
-        f.seek(SeekFrom::Start(self.data_start + entry.offset))?;
-        let mut buf = vec![0u8; entry.bytes as usize];
-        f.read_exact(&mut buf)
-            .with_context(|| format!("reading {}", self.path.display()))?;
+            })
+    }
+
+    /// All images of a split at `resolution`, as one `[n, r, r, 3]` byte array.
+    #[cfg(test)]
+    pub fn read_level(&self, split: Split, resolution: usize) -> Result<Vec<u8>> {
+        self.read_images(split, resolution, 0, self.count(split))
+    }
+
+    /// Images `first .. first + count` of a split at `resolution` (`[count, r, r, 3]`): a
+    /// metric's sample without reading the whole level.
+    pub fn read_images(
+        &self,
+        split: Split,
+        resolution: usize,
+        first: usize,
+        count: usize,
+    ) -> Result<Vec<u8>> {
+        let entry = self.level(split, resolution)?;
+        let size = resolution * resolution * 3;
+        if first + count > self.count(split) {
+            bail!(
+                "{} has {} images in that split; asked for {first}..{}",
+                self.path.display(),
+                self.count(split),
+                first + count
+            );
+        }
+        let mut reader = self.reader()?;
+        let mut buf = vec![0u8; count * size];
+        reader.read_at(entry.offset + (first * size) as u64, &mut buf)?;
         Ok(buf)
+    }
+
+    /// A reader of the pack's images for one thread.
+    pub fn reader(&self) -> Result<PackReader> {
+        Ok(PackReader {
+            file: File::open(&self.path)
+                .with_context(|| format!("opening dataset pack {}", self.path.display()))?,
+            path: self.path.clone(),
+            data_start: self.data_start,
+        })
+    }
+}
+
+/// Reads image data from a pack's file by position, a few images at a time: nothing is kept.
+pub struct PackReader {
+    file: File,
+    path: PathBuf,
+    data_start: u64,
+}
+
+impl PackReader {
+    /// Fills `buf` from `offset` bytes into the data section. A file that has become shorter
+    /// (replaced or truncated under a running trainer) is an error naming it.
+    pub fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        self.file
+            .seek(SeekFrom::Start(self.data_start + offset))
+            .and_then(|_| self.file.read_exact(buf))
+            .with_context(|| {
+                format!(
+                    "reading {} bytes at {} of the dataset pack {}: it was truncated or changed after it was opened",
+                    buf.len(),
+                    self.data_start + offset,
+                    self.path.display()
+                )
+            })
+    }
+
+    /// Image `index` of `level` (`[r, r, 3]`) into `buf`.
+    pub fn read_image(&mut self, level: &LevelEntry, index: usize, buf: &mut [u8]) -> Result<()> {
+        let size = level.resolution * level.resolution * 3;
+        self.read_at(level.offset + (index * size) as u64, &mut buf[..size])
     }
 }
 

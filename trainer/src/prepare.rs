@@ -6,7 +6,7 @@
 //! none stops the run.
 
 use std::collections::BTreeMap;
-use std::io::{Cursor, Read};
+use std::io::{Cursor, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -17,7 +17,9 @@ use pggan_model::SplitMix64;
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::pack::write_pack;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::pack::{Split, write_pack_with};
 
 /// What to do with an image that has a flat padded strip along one edge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
@@ -298,13 +300,20 @@ fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     Ok(())
 }
 
-/// Runs the ingest and writes the pack; returns what happened.
+/// Runs the ingest and writes the pack; returns what happened. It streams: each decoded image
+/// goes to a spool file beside the pack (`OUT.spool`, removed at the end), so memory holds a
+/// chunk of files at a time, whatever the size of the input; then the pack is written from the
+/// spool in the stored order, each image once.
 pub fn prepare(input: &Path, out: &Path, opts: &PrepareOptions) -> Result<PrepareReport> {
     if opts.resolution < 4 || !opts.resolution.is_power_of_two() {
         bail!("--resolution {} is not a power of two ≥ 4", opts.resolution);
     }
+    let size = opts.resolution * opts.resolution * 3;
+    let spool = Spool::create(out)?;
+    let mut writer = std::io::BufWriter::with_capacity(1 << 20, spool.file()?);
     let mut report = PrepareReport::default();
-    let mut images: Vec<Vec<u8>> = Vec::new();
+    let mut accepted = 0usize;
+    let bar = progress_bar(count_files(input), "decoding");
     for_each_chunk(input, 256, |entries| {
         report.read += entries.len();
         let outcomes: Vec<Outcome> = entries
@@ -322,7 +331,10 @@ pub fn prepare(input: &Path, out: &Path, opts: &PrepareOptions) -> Result<Prepar
                     report.greyscale_converted += grey as usize;
                     report.padded_found += padded as usize;
                     report.padded_cropped += cropped as usize;
-                    images.push(rgb);
+                    writer
+                        .write_all(&rgb)
+                        .with_context(|| format!("writing {}", spool.path.display()))?;
+                    accepted += 1;
                 }
                 Outcome::Skip(reason) => {
                     if reason == SkipReason::Padded {
@@ -336,9 +348,16 @@ pub fn prepare(input: &Path, out: &Path, opts: &PrepareOptions) -> Result<Prepar
                 }
             }
         }
+        bar.set_position(report.read as u64);
+        bar.set_message(format!("{accepted} usable"));
         Ok(())
     })?;
-    if images.is_empty() {
+    bar.finish_and_clear();
+    writer
+        .flush()
+        .with_context(|| format!("writing {}", spool.path.display()))?;
+    drop(writer);
+    if accepted == 0 {
         bail!(
             "{} holds no usable image ({} files read, skipped: {:?})",
             input.display(),
@@ -346,32 +365,97 @@ pub fn prepare(input: &Path, out: &Path, opts: &PrepareOptions) -> Result<Prepar
             report.skipped
         );
     }
-    if opts.holdout >= images.len() {
+    if opts.holdout >= accepted {
         bail!(
-            "--holdout {} leaves no training images ({} usable)",
-            opts.holdout,
-            images.len()
+            "--holdout {} leaves no training images ({accepted} usable)",
+            opts.holdout
         );
     }
     // Stored in a seeded random order, so that any prefix of either split is a fair sample
     // (file names often sort by label: UTKFace's start with the age).
-    let mut order: Vec<usize> = (0..images.len()).collect();
+    let mut order: Vec<usize> = (0..accepted).collect();
     SplitMix64::derive(opts.seed, "holdout").shuffle(&mut order);
-    let mut slots: Vec<Option<Vec<u8>>> = images.into_iter().map(Some).collect();
-    let mut take = |i: usize| slots[i].take().expect("each image once");
-    let holdout: Vec<Vec<u8>> = order[..opts.holdout].iter().map(|&i| take(i)).collect();
-    let train: Vec<Vec<u8>> = order[opts.holdout..].iter().map(|&i| take(i)).collect();
-    report.written = train.len() + holdout.len();
+    let (holdout, train) = order.split_at(opts.holdout);
+    report.written = accepted;
     report.train = train.len();
     report.holdout = holdout.len();
-    write_pack(
+    let mut source = spool.file()?;
+    let bar = progress_bar(Some(accepted), "writing the levels");
+    write_pack_with(
         out,
         opts.resolution,
-        &train,
-        &holdout,
+        [train.len(), holdout.len()],
         serde_json::to_value(&report)?,
+        |split, i| {
+            let at = match split {
+                Split::Train => train[i],
+                Split::Holdout => holdout[i],
+            };
+            let mut img = vec![0u8; size];
+            source
+                .seek(SeekFrom::Start((at * size) as u64))
+                .and_then(|_| source.read_exact(&mut img))
+                .with_context(|| format!("reading {}", spool.path.display()))?;
+            Ok(img)
+        },
+        |done| bar.set_position(done as u64),
     )?;
+    bar.finish_and_clear();
     Ok(report)
+}
+
+/// The decoded images of a `prepare`, at the top resolution one after another, beside the pack
+/// it becomes; removed when dropped (at the end, or when anything fails).
+struct Spool {
+    path: PathBuf,
+}
+
+impl Spool {
+    fn create(out: &Path) -> Result<Self> {
+        let mut path = out.as_os_str().to_owned();
+        path.push(".spool");
+        let path = PathBuf::from(path);
+        std::fs::File::create(&path)
+            .with_context(|| format!("creating the spool file {}", path.display()))?;
+        Ok(Self { path })
+    }
+
+    fn file(&self) -> Result<std::fs::File> {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&self.path)
+            .with_context(|| format!("opening {}", self.path.display()))
+    }
+}
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// The number of files under a folder (for the progress bar); `None` for an archive, whose
+/// count is known only once it is read.
+fn count_files(input: &Path) -> Option<usize> {
+    let mut files = Vec::new();
+    (input.is_dir() && collect_files(input, &mut files).is_ok()).then_some(files.len())
+}
+
+/// A bar over `total` items on stderr (a spinner when the total is unknown), drawn only on a
+/// terminal.
+fn progress_bar(total: Option<usize>, what: &str) -> ProgressBar {
+    let bar = match total {
+        Some(n) => ProgressBar::new(n as u64).with_style(
+            ProgressStyle::with_template("{prefix} {bar:40} {pos}/{len} {msg} ETA {eta}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ),
+        None => ProgressBar::new_spinner().with_style(
+            ProgressStyle::with_template("{prefix} {spinner} {pos} files {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        ),
+    };
+    bar.with_prefix(what.to_string())
 }
 
 #[cfg(test)]

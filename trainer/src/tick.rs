@@ -152,7 +152,7 @@ impl Ticker<'_> {
             "wasserstein": wdist, "penalty": penalty, "drift": drift,
             "train_seconds": state.train_seconds,
         });
-        if let Some(mib) = resident_mib() {
+        if let Some(mib) = crate::memory::resident_mib() {
             // The process's memory: on a CPU backend, and on a software GPU driver, this is also
             // the device's; it must stay flat from tick to tick.
             line["rss_mib"] = json!(mib);
@@ -202,9 +202,8 @@ impl Ticker<'_> {
         let n = self.metrics_count.min(held);
         let reference = ImageSet {
             resolution: r,
-            data: self.pack.read_level(Split::Holdout, r)?,
-        }
-        .take(n);
+            data: self.pack.read_images(Split::Holdout, r, 0, n)?,
+        };
         let latents = latents_for_seeds(METRICS_SEED, n, self.config.latent_size);
         let fakes = ImageSet {
             resolution: r,
@@ -247,18 +246,4 @@ impl Ticker<'_> {
         }
         Ok(Some(serde_json::to_value(&report)?))
     }
-}
-
-/// The process's resident memory in MiB (`VmRSS` of `/proc/self/status`; Linux only).
-pub fn resident_mib() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kib / 1024.0)
 }

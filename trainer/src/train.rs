@@ -121,7 +121,7 @@ pub fn train(
         state.cursor,
         state.mirror_rng.clone(),
         !opts.no_mirror,
-    );
+    )?;
     let top = config.num_levels() - 1;
     let saver = Saver {
         run,
@@ -242,7 +242,12 @@ pub fn train(
         }
 
         // Run the training step.
-        let mut reals = sampler.next_batch(n, phase.resolution(), alpha, &device)?; // [n, 3, r, r]
+        let mut reals = sampler
+            .next_batch(n, phase.resolution(), alpha, &device) // [n, 3, r, r]
+            .context("the training images could not be read; the last checkpoint is intact")?;
+        // The loader reads the next step's images while this one trains.
+        let next = schedule((state.nimg + n as u64) as f64 / 1000.0, &spec);
+        sampler.prefetch(next.minibatch, next.resolution())?;
         if session
             .debug_nan_at_kimg
             .is_some_and(|k| state.nimg as f64 / 1000.0 >= k)

@@ -90,35 +90,30 @@ pub fn unpack(o: &UnpackOptions) -> Result<UnpackReport> {
         .out
         .clone()
         .unwrap_or_else(|| default_out(&o.data, o.split, resolution));
+    pack.level(o.split, resolution)?;
     let count = pack.count(o.split);
     if count == 0 {
         bail!("{} has no {} images", o.data.display(), split_name(o.split));
     }
-    let pixels = pack.read_level(o.split, resolution)?; // [count, r, r, 3]
-    let per = resolution * resolution * 3;
     let extension = match format {
         UnpackFormat::Jpeg(_) => "jpg",
         UnpackFormat::Png => "png",
     };
-    let files: Vec<Vec<u8>> = pixels
-        .par_chunks(per)
-        .map(|rgb| encode(rgb, resolution, format))
-        .collect::<Result<_>>()?;
 
     // Gzip when the name asks for it: it removes the tar's padding and the tables every JPEG repeats.
     let gzip = out
         .to_str()
         .is_some_and(|n| n.ends_with(".gz") || n.ends_with(".tgz"));
-    let names = (0..files.len()).map(|i| format!("{}/{i:06}.{extension}", split_name(o.split)));
-    let entries: Vec<(String, &[u8])> = names.zip(files.iter().map(Vec::as_slice)).collect();
-    let write = || -> std::io::Result<()> {
+    let write = || -> Result<()> {
         let file = AtomicFile::create(&out)?;
         let file = if gzip {
-            write_tar(GzEncoder::new(file, Compression::default()), &entries)?.finish()?
+            let gz = GzEncoder::new(file, Compression::default());
+            write_tar(gz, &pack, o.split, resolution, format, extension)?.finish()?
         } else {
-            write_tar(file, &entries)?
+            write_tar(file, &pack, o.split, resolution, format, extension)?
         };
-        file.commit()
+        file.commit()?;
+        Ok(())
     };
     write().with_context(|| format!("writing {}", out.display()))?;
     let bytes = std::fs::metadata(&out)?.len();
@@ -130,18 +125,38 @@ pub fn unpack(o: &UnpackOptions) -> Result<UnpackReport> {
     })
 }
 
-/// A tar of `(name, bytes)` files written into `sink`, which is returned.
-fn write_tar<W: Write>(sink: W, entries: &[(String, &[u8])]) -> std::io::Result<W> {
+/// A tar of one split's images at `resolution`, encoded as `extension` files, written into
+/// `sink`, which is returned. A chunk of images at a time: read, encoded on every core, appended.
+fn write_tar<W: Write>(
+    sink: W,
+    pack: &Pack,
+    split: Split,
+    resolution: usize,
+    format: UnpackFormat,
+    extension: &str,
+) -> Result<W> {
+    const CHUNK: usize = 256;
+    let per = resolution * resolution * 3;
+    let count = pack.count(split);
     let mut tar = tar::Builder::new(sink);
-    for (name, bytes) in entries {
-        let mut header = tar::Header::new_gnu();
-        header.set_size(bytes.len() as u64);
-        header.set_mode(0o644);
-        header.set_mtime(0); // the same pack gives the same tar
-        header.set_cksum();
-        tar.append_data(&mut header, name, *bytes)?;
+    for first in (0..count).step_by(CHUNK) {
+        let n = CHUNK.min(count - first);
+        let pixels = pack.read_images(split, resolution, first, n)?; // [n, r, r, 3]
+        let files: Vec<Vec<u8>> = pixels
+            .par_chunks(per)
+            .map(|rgb| encode(rgb, resolution, format))
+            .collect::<Result<_>>()?;
+        for (k, bytes) in files.iter().enumerate() {
+            let name = format!("{}/{:06}.{extension}", split_name(split), first + k);
+            let mut header = tar::Header::new_gnu();
+            header.set_size(bytes.len() as u64);
+            header.set_mode(0o644);
+            header.set_mtime(0); // the same pack gives the same tar
+            header.set_cksum();
+            tar.append_data(&mut header, name, bytes.as_slice())?;
+        }
     }
-    tar.into_inner()
+    Ok(tar.into_inner()?)
 }
 
 fn split_name(split: Split) -> &'static str {

@@ -34,14 +34,23 @@ impl ImageSet {
         self
     }
 
+    /// Which of `len` images [`Self::sample`] draws: `n` without replacement (seeded), or all of
+    /// them in order if there are no more than `n`.
+    pub fn sample_indices(len: usize, n: usize, seed: u64) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..len).collect();
+        if n < len {
+            pggan_model::SplitMix64::derive(seed, "sample").shuffle(&mut order);
+            order.truncate(n);
+        }
+        order
+    }
+
     /// `n` images drawn without replacement (seeded), or all of them if there are fewer.
     pub fn sample(self, n: usize, seed: u64) -> Self {
         if n >= self.len() {
             return self;
         }
-        let mut order: Vec<usize> = (0..self.len()).collect();
-        pggan_model::SplitMix64::derive(seed, "sample").shuffle(&mut order);
-        let data = order[..n]
+        let data = Self::sample_indices(self.len(), n, seed)
             .iter()
             .flat_map(|&i| self.image(i).to_vec())
             .collect();
