@@ -91,6 +91,17 @@ run() {
     part "$t_bench" "$pggan" bench --backend "$backend" "${demo[@]}"
     echo "== PyTorch twin, the demo's network"
     part "$t_twin" "$py" -W ignore bench/pggan_twin.py --device auto "${demo[@]}"
+    # Several GPUs: the demo's network data-parallel over all of them (`--devices`), for the
+    # speed-up against the one-device figures above.
+    local gpus
+    gpus=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true)
+    if [ "${gpus:-0}" -gt 1 ]; then
+        echo "== pggan bench, the demo's network, $backend, data-parallel over $gpus GPUs"
+        local wide=(--latent 128 --fmap-base 2048 --fmap-max 128 --resolution 128 --steps 5 --minibatch $((8 * gpus)))
+        part "$t_bench" "$pggan" bench --backend "$backend" "${wide[@]}" --devices "$gpus"
+        echo "== the same on one GPU"
+        part "$t_bench" "$pggan" bench --backend "$backend" "${wide[@]}"
+    fi
     echo "== training for $train_minutes minutes, the demo's network at 64×64 on generated faces, $backend"
     part "$t_train" "$pggan" train --backend "$backend" --data "$KIT/faces.pack" --run "$scratch/run" \
         "${net[@]}" \

@@ -359,3 +359,77 @@ fn a_run_rewinds_to_the_end_of_a_level() {
         "the log was trimmed to the kept checkpoint: {ticks:?}"
     );
 }
+
+/// `--devices 2` (data-parallel; on the CPU backend the two shards take turns) trains across a
+/// fade, checkpoints, and the run resumes on one device; a minibatch that cannot be split into
+/// whole minibatch-stddev groups is refused up front.
+#[test]
+fn a_run_trains_on_two_devices_and_resumes_on_one() {
+    let dir = Scratch::new("devices");
+    pggan_e2e::tiny_pack(&dir, 5);
+    let data = dir.arg("p.pack");
+    let run = dir.arg("run");
+    let mut args = vec!["train", "--data", &data, "--run", &run, "--minibatch", "8"];
+    args.extend(TINY);
+    args.extend([
+        "--stabilize-kimg",
+        "0.2",
+        "--fade-kimg",
+        "0.2",
+        "--tick-kimg",
+        "0.1",
+        "--grid",
+        "2",
+        "--total-kimg",
+        "0.6",
+    ]);
+    let two = [args.clone(), vec!["--devices", "2", "--stop-kimg", "0.3"]].concat();
+    pggan_ok(&two);
+    let half = pggan_e2e::metrics(&dir.path("run"));
+    assert!(
+        half.iter().any(|l| l["alpha"].as_f64().unwrap() < 1.0),
+        "trained into the fade"
+    );
+    let resumed = [args.clone(), vec!["--resume"]].concat();
+    pggan_ok(&resumed);
+    let all = pggan_e2e::metrics(&dir.path("run"));
+    let last = all.last().unwrap();
+    assert!(
+        (last["kimg"].as_f64().unwrap() - 0.6).abs() < 1e-9,
+        "{last}"
+    );
+    assert!(
+        all.iter()
+            .all(|l| l["loss_d"].as_f64().unwrap().is_finite())
+    );
+    let sessions = std::fs::read_to_string(dir.path("run/sessions.jsonl")).unwrap();
+    let devices: Vec<u64> = sessions
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["devices"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(devices, vec![2, 1], "{sessions}");
+    // The data-parallel steps are the whole minibatch's steps (`parity::tests`): the run lands
+    // near one trained on one device throughout.
+    let (a, _) = decode(&std::fs::read(dir.path("run/checkpoint.safetensors")).unwrap()).unwrap();
+    train(&dir, "single", None, false);
+    let (b, _) =
+        decode(&std::fs::read(dir.path("single/checkpoint.safetensors")).unwrap()).unwrap();
+    let worst = a
+        .iter()
+        .zip(&b)
+        .filter(|(x, _)| x.name.starts_with("g.") || x.name.starts_with("ema."))
+        .flat_map(|(x, y)| x.values.iter().zip(&y.values).map(|(p, q)| (p - q).abs()))
+        .fold(0f32, f32::max);
+    println!("two devices then one vs one throughout: generator weights within {worst:.2e}");
+    assert!(worst < 1e-3, "{worst}");
+    // 8 images do not split into 3 shards of whole groups of 4.
+    let three = [args, vec!["--devices", "3", "--resume"]].concat();
+    let out = pggan_e2e::pggan(&three).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("multiple of 12"), "{stderr}");
+}

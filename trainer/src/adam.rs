@@ -31,10 +31,22 @@ pub struct Adam {
     moments: HashMap<String, (Tensor<1>, Tensor<1>)>,
 }
 
+/// Gradients by parameter path, each flattened to `[n]`, on the parameters' (plain) device: the
+/// sum of several shards' gradients (see `step.rs`).
+pub type GradMap = HashMap<String, Tensor<1>>;
+
+/// Where a step takes each parameter's gradient from.
+pub enum GradSource<'a> {
+    /// A backward pass's gradients.
+    Autodiff(&'a mut Gradients),
+    /// Gradients already gathered by path.
+    ByPath(&'a mut GradMap),
+}
+
 struct Stepper<'a> {
     params: AdamParams,
     step: u64,
-    grads: &'a mut Gradients,
+    grads: GradSource<'a>,
     moments: &'a mut HashMap<String, (Tensor<1>, Tensor<1>)>,
     path: Vec<String>,
 }
@@ -47,13 +59,17 @@ impl ModuleMapper for Stepper<'_> {
         self.path.pop();
     }
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let Some(grad) = param.val().grad_remove(self.grads) else {
+        let name = self.path.join(".");
+        let grad = match &mut self.grads {
+            GradSource::Autodiff(grads) => param.val().grad_remove(grads).map(|grad| {
+                let n: usize = grad.dims().iter().product();
+                grad.reshape([n]) // [n]
+            }),
+            GradSource::ByPath(grads) => grads.remove(&name),
+        };
+        let Some(g) = grad else {
             return param; // off the loss's path this step
         };
-        let dims = grad.dims();
-        let n: usize = dims.iter().product();
-        let g = grad.reshape([n]); // [n]
-        let name = self.path.join(".");
         let moments = self.moments.remove(&name);
         let (step, params) = (self.step, self.params);
         param.map(|w| {
@@ -187,6 +203,16 @@ impl Adam {
     /// Applies one Adam update to every parameter of `module` that has a gradient in `grads`
     /// (taking those gradients out of `grads`).
     pub fn step<M: Module>(&mut self, module: M, grads: &mut Gradients, params: AdamParams) -> M {
+        self.step_from(module, GradSource::Autodiff(grads), params)
+    }
+
+    /// [`Self::step`] with the gradients from `grads`.
+    pub fn step_from<M: Module>(
+        &mut self,
+        module: M,
+        grads: GradSource<'_>,
+        params: AdamParams,
+    ) -> M {
         self.step += 1;
         let mut stepper = Stepper {
             params,

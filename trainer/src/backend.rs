@@ -143,6 +143,40 @@ impl BackendKind {
         }
     }
 
+    /// `count` devices of this backend for data-parallel training, the first being
+    /// [`Self::device`]'s: on a GPU backend the first `count` adapters it lists (refused when it
+    /// has fewer); on the CPU backend the one CPU `count` times (the shards take turns).
+    pub fn devices(self, count: usize) -> Result<Vec<Device>> {
+        let first = self.device()?;
+        if count <= 1 {
+            return Ok(vec![first]);
+        }
+        let device_type = match self.resolve() {
+            BackendKind::Flex => return Ok(vec![first; count]),
+            #[cfg(feature = "vulkan")]
+            BackendKind::Vulkan => burn::tensor::DeviceType::Vulkan,
+            #[cfg(feature = "wgpu")]
+            BackendKind::Wgpu => burn::tensor::DeviceType::Wgpu,
+            #[cfg(feature = "cuda")]
+            BackendKind::Cuda => burn::tensor::DeviceType::Cuda,
+            other => bail!("--devices: backend `{}` is not compiled in", other.name()),
+        };
+        #[allow(unreachable_code)]
+        {
+            let mut all: Vec<Device> = Device::enumerate(device_type).into_vec();
+            if all.len() < count {
+                bail!(
+                    "--devices {count}: backend `{}` has {} device(s) here",
+                    self.resolve().name(),
+                    all.len()
+                );
+            }
+            // The first device first, then the others in the order listed.
+            all.retain(|d| *d != first);
+            Ok(std::iter::once(first).chain(all).take(count).collect())
+        }
+    }
+
     /// Lower-case name.
     pub fn name(self) -> &'static str {
         match self {

@@ -54,6 +54,9 @@ pub struct BenchOptions {
     /// weights and inputs, and print how far apart they end (a GPU backend only).
     #[arg(long)]
     pub check: bool,
+    /// Data-parallel over this many devices of the backend, as `train --devices`.
+    #[arg(long, default_value_t = 1)]
+    pub devices: usize,
 }
 
 /// One measured level.
@@ -110,6 +113,8 @@ pub fn bench(o: &BenchOptions) -> Result<Vec<BenchRow>> {
         );
     }
     let plain = backend.device()?;
+    let devices = backend.devices(o.devices.max(1))?;
+    crate::step::shard_group(config.mbstd_group_size, o.minibatch, devices.len())?;
     let device = plain.clone().autodiff();
     let mut sampler = match &o.data {
         Some(path) => {
@@ -141,7 +146,12 @@ pub fn bench(o: &BenchOptions) -> Result<Vec<BenchRow>> {
         BackendKind::adapter_name(&plain).as_deref(),
     );
     println!(
-        "pggan bench: {hardware}, {}; G {} params, D {} params, channels {:?}, latent {}, minibatch {}, reals {}",
+        "pggan bench: {hardware}{}, {}; G {} params, D {} params, channels {:?}, latent {}, minibatch {}, reals {}",
+        if devices.len() > 1 {
+            format!(" ×{} devices", devices.len())
+        } else {
+            String::new()
+        },
         instruction_set(),
         nets.g.num_params(),
         nets.d.num_params(),
@@ -182,7 +192,8 @@ pub fn bench(o: &BenchOptions) -> Result<Vec<BenchRow>> {
                     mix: &mut mix_rng,
                 };
                 let losses;
-                (nets, losses) = nets.step(reals, level, 1.0, random, &settings);
+                (nets, losses) =
+                    nets.step_sharded(reals, level, 1.0, random, &settings, &devices)?;
                 // Reading a value waits for every queued kernel.
                 let _ = tensor_to_f32(losses.critic);
             }

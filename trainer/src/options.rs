@@ -46,6 +46,12 @@ pub struct SessionArgs {
     /// Compute backend.
     #[arg(long, value_enum, default_value = "auto")]
     pub backend: BackendKind,
+    /// Train data-parallel on this many devices of the backend (GPUs; on the CPU backend the
+    /// shards run one after another): each takes an equal share of every minibatch, whole
+    /// minibatch-stddev groups, so the minibatch must be a multiple of 4 × this. A run may
+    /// change it on --resume.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub devices: u32,
     /// End this session at this many kimg with a checkpoint (continue later with --resume).
     #[arg(long)]
     pub stop_kimg: Option<f64>,

@@ -31,8 +31,14 @@ pub fn hardware_description(backend: &str, adapter: Option<&str>) -> String {
 }
 
 /// Appends this session's line.
-pub fn record_session(run: &Path, kimg: f64, backend: &str, adapter: Option<&str>) -> Result<()> {
-    let line = serde_json::json!({"start_kimg": kimg, "backend": backend, "hardware": hardware_description(backend, adapter)});
+pub fn record_session(
+    run: &Path,
+    kimg: f64,
+    backend: &str,
+    adapter: Option<&str>,
+    devices: usize,
+) -> Result<()> {
+    let line = serde_json::json!({"start_kimg": kimg, "backend": backend, "devices": devices, "hardware": hardware_description(backend, adapter)});
     let path = run.join("sessions.jsonl");
     let mut f = std::fs::OpenOptions::new()
         .create(true)
@@ -73,9 +79,9 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("pggan-sessions-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         assert!(used(&dir, 100.0, "hardware").is_empty());
-        record_session(&dir, 0.0, "flex", None).unwrap();
-        record_session(&dir, 10.0, "flex", None).unwrap();
-        record_session(&dir, 20.0, "vulkan", Some("NVIDIA H100 80GB HBM3 (GPU)")).unwrap();
+        record_session(&dir, 0.0, "flex", None, 1).unwrap();
+        record_session(&dir, 10.0, "flex", None, 1).unwrap();
+        record_session(&dir, 20.0, "vulkan", Some("NVIDIA H100 80GB HBM3 (GPU)"), 2).unwrap();
         let hardware = used(&dir, 100.0, "hardware");
         assert_eq!(hardware.len(), 2, "{hardware:?}");
         assert_eq!(

@@ -100,14 +100,33 @@ pub fn train(
         )
     })?;
     let adapter = crate::backend::BackendKind::adapter_name(&plain);
+    let devices = session.backend.devices(session.devices as usize)?;
+
+    let spec = opts.schedule_spec(&config);
+    // Every level's minibatch must split over the devices; say so now, not at the level.
+    if devices.len() > 1 {
+        for level in 0..config.num_levels() {
+            crate::step::shard_group(
+                config.mbstd_group_size,
+                spec.minibatch(level),
+                devices.len(),
+            )
+            .with_context(|| {
+                format!(
+                    "--devices {} at {r}×{r}",
+                    devices.len(),
+                    r = ModelConfig::level_resolution(level)
+                )
+            })?;
+        }
+    }
     crate::sessions::record_session(
         run,
         state.nimg as f64 / 1000.0,
         session.backend.name(),
         adapter.as_deref(),
+        devices.len(),
     )?;
-
-    let spec = opts.schedule_spec(&config);
     let settings = opts.step_settings();
     let total_kimg = opts.total_kimg(&spec);
     let total_nimg = (total_kimg * 1000.0).round() as u64;
@@ -259,7 +278,7 @@ pub fn train(
             mix: &mut state.mix_rng,
         };
         let losses;
-        (nets, losses) = nets.step(reals, level, alpha, random, &settings);
+        (nets, losses) = nets.step_sharded(reals, level, alpha, random, &settings, &devices)?;
         let before = state.nimg;
         state.nimg += n as u64;
         unsaved = true;
