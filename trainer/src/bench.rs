@@ -70,6 +70,9 @@ pub struct BenchRow {
     pub img_per_s: f64,
     /// Milliseconds per step.
     pub ms_per_step: f64,
+    /// The process's peak resident memory so far, in MiB (Linux): with the levels measured
+    /// from the bottom up, that of this level's steps (weights, Adam, activations).
+    pub peak_mib: Option<f64>,
 }
 
 /// The vector instruction set this CPU gives the CPU kernels, for the first line.
@@ -208,10 +211,17 @@ pub fn bench(o: &BenchOptions) -> Result<Vec<BenchRow>> {
             minibatch: n,
             img_per_s: (n * o.steps) as f64 / secs,
             ms_per_step: secs * 1000.0 / o.steps as f64,
+            peak_mib: crate::memory::peak_resident_mib(),
         };
         println!(
-            "{:>4}×{:<4} minibatch {:>3}  {:>8.2} img/s  {:>9.1} ms/step",
-            r, r, n, row.img_per_s, row.ms_per_step
+            "{:>4}×{:<4} minibatch {:>3}  {:>8.2} img/s  {:>9.1} ms/step  peak {}",
+            r,
+            r,
+            n,
+            row.img_per_s,
+            row.ms_per_step,
+            row.peak_mib
+                .map_or("?".to_string(), |m| format!("{m:.0} MiB"))
         );
         rows.push(row);
     }
