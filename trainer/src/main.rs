@@ -2,6 +2,7 @@
 
 mod adam;
 mod animation;
+mod attributes;
 mod backend;
 mod bench;
 mod checkpoint;
@@ -16,6 +17,7 @@ mod gpu_parity;
 mod images;
 #[cfg(test)]
 mod ingest_fuzz;
+mod labels;
 mod loader;
 mod loss;
 mod memory;
@@ -62,6 +64,14 @@ use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::backend::BackendKind;
+
+/// `pggan attributes …`.
+#[derive(Subcommand)]
+enum AttributesCommand {
+    /// Train a small CNN on a labelled pack's training images (age regression, gender
+    /// classification) and measure it on its held-out images beside the trivial baselines.
+    Train(attributes::AttributeOptions),
+}
 
 /// Progressive Growing of GANs (Karras et al., 2018) in Rust on Burn.
 #[derive(Parser)]
@@ -165,6 +175,11 @@ enum Command {
     /// One split of a pack, at one resolution, as a tar of JPEG (or PNG) files: a small file to
     /// carry the images to another machine, where `pggan prepare --padded keep` packs them again.
     Unpack(unpack::UnpackOptions),
+    /// An age and gender predictor for face edits, from a labelled pack.
+    Attributes {
+        #[command(subcommand)]
+        command: AttributesCommand,
+    },
     /// The paper's metrics: multi-scale SWD and MS-SSIM against real images.
     Eval {
         /// Exported model folder, run folder or generator file to sample from (seeds --seed…).
@@ -259,6 +274,21 @@ fn run() -> Result<()> {
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     match cli.command {
+        Command::Attributes {
+            command: AttributesCommand::Train(options),
+        } => {
+            let r = attributes::train(&options, &|line| eprintln!("{line}"))?;
+            println!("{}", serde_json::to_string_pretty(&r)?);
+            println!(
+                "held out ({} images): age within {:.1} years on average (always the mean age: {:.1}), gender {:.1}% right (always the majority: {:.1}%); written to {}",
+                r.holdout_images,
+                r.age_mae_years,
+                r.age_mae_baseline_years,
+                100.0 * r.gender_accuracy,
+                100.0 * r.gender_accuracy_baseline,
+                options.out.display()
+            );
+        }
         Command::Unpack(options) => {
             let report = unpack::unpack(&options)?;
             println!(

@@ -13,6 +13,7 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::fsutil::AtomicFile;
+use crate::labels::{PackLabels, SplitLabels};
 
 /// Magic bytes at the start of every pack.
 pub const MAGIC: &[u8; 8] = b"PGGANPK1";
@@ -50,6 +51,10 @@ pub struct PackHeader {
     pub holdout: SplitEntry,
     /// What `prepare` did: counts by outcome.
     pub report: serde_json::Value,
+    /// Labels read from the file names, by image of each split (packs made before labels were
+    /// kept, and sets without them, have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<PackLabels>,
 }
 
 /// A box-filtered 2× reduction of an `[r, r, 3]` image.
@@ -111,6 +116,7 @@ pub fn write_pack(
         resolution,
         [train.len(), holdout.len()],
         report,
+        None,
         |split, i| {
             Ok(match split {
                 Split::Train => train[i].clone(),
@@ -130,6 +136,7 @@ pub fn write_pack_with(
     resolution: usize,
     counts: [usize; 2],
     report: serde_json::Value,
+    labels: Option<PackLabels>,
     mut image: impl FnMut(Split, usize) -> Result<Vec<u8>>,
     mut written: impl FnMut(usize),
 ) -> Result<()> {
@@ -141,6 +148,7 @@ pub fn write_pack_with(
         train,
         holdout,
         report,
+        labels,
     };
     let json = serde_json::to_vec(&header)?;
     let data_start = 16 + json.len() as u64;
@@ -252,6 +260,20 @@ impl Pack {
                 header.version
             );
         }
+        if let Some(labels) = &header.labels {
+            for (name, l, count) in [
+                ("train", &labels.train, header.train.count),
+                ("holdout", &labels.holdout, header.holdout.count),
+            ] {
+                if [l.age.len(), l.gender.len(), l.race.len()] != [count; 3] {
+                    bail!(
+                        "{} has a damaged header: labels for {} {name} images, but {count} images",
+                        path.display(),
+                        l.len()
+                    );
+                }
+            }
+        }
         let data_start = 16 + len;
         for split in [&header.train, &header.holdout] {
             for level in &split.levels {
@@ -285,6 +307,15 @@ impl Pack {
             Split::Train => &self.header.train,
             Split::Holdout => &self.header.holdout,
         }
+    }
+
+    /// The labels of `split`'s images, by stored index, if the pack has any.
+    pub fn labels(&self, split: Split) -> Option<&SplitLabels> {
+        let labels = self.header.labels.as_ref()?;
+        Some(match split {
+            Split::Train => &labels.train,
+            Split::Holdout => &labels.holdout,
+        })
     }
 
     /// The place of `split`'s images at `resolution`.

@@ -19,6 +19,7 @@ use serde::Serialize;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::labels::{ImageLabels, LabelCounts, PackLabels, SplitLabels};
 use crate::pack::{Split, write_pack_with};
 
 /// What to do with an image that has a flat padded strip along one edge.
@@ -87,6 +88,8 @@ pub struct PrepareReport {
     pub padded_found: usize,
     /// Of them, cropped.
     pub padded_cropped: usize,
+    /// Images written whose file names gave each label (UTKFace's `age_gender_race_date`).
+    pub labels: LabelCounts,
 }
 
 pub(crate) enum Outcome {
@@ -225,8 +228,9 @@ pub(crate) fn process(bytes: &[u8], opts: &PrepareOptions) -> Outcome {
     }
 }
 
-/// One file of the input: its name and bytes.
+/// One file of the input: its name (its path inside the folder or archive) and bytes.
 pub(crate) struct Entry {
+    pub(crate) name: String,
     pub(crate) bytes: Vec<u8>,
 }
 
@@ -244,7 +248,14 @@ pub(crate) fn for_each_chunk(
         for names in files.chunks(chunk) {
             let entries = names
                 .iter()
-                .filter_map(|p| std::fs::read(p).ok().map(|bytes| Entry { bytes }))
+                .filter_map(|p| {
+                    let name = p
+                        .strip_prefix(input)
+                        .unwrap_or(p)
+                        .to_string_lossy()
+                        .into_owned();
+                    std::fs::read(p).ok().map(|bytes| Entry { name, bytes })
+                })
                 .collect();
             f(entries)?;
         }
@@ -272,11 +283,15 @@ pub(crate) fn for_each_chunk(
         if !entry.header().entry_type().is_file() {
             continue; // directories, links, devices: never followed, never written
         }
+        let name = entry
+            .path()
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let mut bytes = Vec::with_capacity(entry.size().min(64 << 20) as usize);
         if entry.read_to_end(&mut bytes).is_err() {
             bytes.clear(); // counted as undecodable below
         }
-        batch.push(Entry { bytes });
+        batch.push(Entry { name, bytes });
         if batch.len() == chunk {
             f(std::mem::take(&mut batch))?;
         }
@@ -313,6 +328,7 @@ pub fn prepare(input: &Path, out: &Path, opts: &PrepareOptions) -> Result<Prepar
     let mut writer = std::io::BufWriter::with_capacity(1 << 20, spool.file()?);
     let mut report = PrepareReport::default();
     let mut accepted = 0usize;
+    let mut labels: Vec<ImageLabels> = Vec::new(); // by accepted image
     let bar = progress_bar(count_files(input), "decoding");
     for_each_chunk(input, 256, |entries| {
         report.read += entries.len();
@@ -320,7 +336,7 @@ pub fn prepare(input: &Path, out: &Path, opts: &PrepareOptions) -> Result<Prepar
             .par_iter()
             .map(|e| process(&e.bytes, opts))
             .collect();
-        for o in outcomes {
+        for (o, entry) in outcomes.into_iter().zip(&entries) {
             match o {
                 Outcome::Image {
                     rgb,
@@ -334,6 +350,7 @@ pub fn prepare(input: &Path, out: &Path, opts: &PrepareOptions) -> Result<Prepar
                     writer
                         .write_all(&rgb)
                         .with_context(|| format!("writing {}", spool.path.display()))?;
+                    labels.push(ImageLabels::from_file_name(&entry.name));
                     accepted += 1;
                 }
                 Outcome::Skip(reason) => {
@@ -379,6 +396,11 @@ pub fn prepare(input: &Path, out: &Path, opts: &PrepareOptions) -> Result<Prepar
     report.written = accepted;
     report.train = train.len();
     report.holdout = holdout.len();
+    report.labels = LabelCounts::count(&labels);
+    let pack_labels = labels.iter().any(ImageLabels::any).then(|| PackLabels {
+        train: SplitLabels::of(train.iter().map(|&i| labels[i])),
+        holdout: SplitLabels::of(holdout.iter().map(|&i| labels[i])),
+    });
     let mut source = spool.file()?;
     let bar = progress_bar(Some(accepted), "writing the levels");
     write_pack_with(
@@ -386,6 +408,7 @@ pub fn prepare(input: &Path, out: &Path, opts: &PrepareOptions) -> Result<Prepar
         opts.resolution,
         [train.len(), holdout.len()],
         serde_json::to_value(&report)?,
+        pack_labels,
         |split, i| {
             let at = match split {
                 Split::Train => train[i],
@@ -583,5 +606,104 @@ mod tests {
             [0, 0, 0, 0],
             "a flat image is not padded"
         );
+    }
+
+    /// Labels in the file names go into the pack by stored image, for both splits, with their
+    /// counts in the report; images follow their labels through the shuffle; a pack without
+    /// labels (as every pack made before) opens with none.
+    #[test]
+    fn labels_from_file_names_go_into_the_pack() {
+        let dir = std::env::temp_dir().join(format!("pggan-labels-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("in/sub")).unwrap();
+        // Each image's colour encodes its file: image k is flat grey 20·k.
+        let names = [
+            "30_1_2_20170109.jpg.chip.png",
+            "sub/39_1_20170116174525125.png",
+            "plain.png",
+            "4_0_0_2017.png",
+            "71_0_4_2017.png",
+        ];
+        let want = [
+            ImageLabels {
+                age: Some(30),
+                gender: Some(1),
+                race: Some(2),
+            },
+            ImageLabels {
+                age: Some(39),
+                gender: Some(1),
+                race: None,
+            },
+            ImageLabels::default(),
+            ImageLabels {
+                age: Some(4),
+                gender: Some(0),
+                race: Some(0),
+            },
+            ImageLabels {
+                age: Some(71),
+                gender: Some(0),
+                race: Some(4),
+            },
+        ];
+        for (k, name) in names.iter().enumerate() {
+            let v = 20 * k as u8 + 10;
+            std::fs::write(
+                dir.join("in").join(name),
+                png(&RgbImage::from_pixel(8, 8, image::Rgb([v, v, v]))),
+            )
+            .unwrap();
+        }
+        let out = dir.join("l.pack");
+        let report = prepare(
+            &dir.join("in"),
+            &out,
+            &PrepareOptions {
+                holdout: 2,
+                ..opts()
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            report.labels,
+            LabelCounts {
+                age: 4,
+                gender: 4,
+                race: 3,
+                none: 1
+            }
+        );
+        let pack = crate::pack::Pack::open(&out).unwrap();
+        for split in [Split::Train, Split::Holdout] {
+            let labels = pack.labels(split).expect("labelled");
+            let images = pack.read_images(split, 8, 0, pack.count(split)).unwrap();
+            assert_eq!(labels.len(), pack.count(split));
+            for i in 0..pack.count(split) {
+                let k = ((images[i * 8 * 8 * 3] - 10) / 20) as usize;
+                assert_eq!(
+                    labels.get(i),
+                    want[k],
+                    "{split:?} image {i} is {}",
+                    names[k]
+                );
+            }
+        }
+        // Without labelled names: no labels in the pack, and the header has no `labels` at all.
+        std::fs::create_dir_all(dir.join("plain")).unwrap();
+        for k in 0..3 {
+            std::fs::write(dir.join(format!("plain/{k}.png")), png(&noisy(8, 8, k))).unwrap();
+        }
+        prepare(&dir.join("plain"), &out, &opts()).unwrap();
+        let pack = crate::pack::Pack::open(&out).unwrap();
+        assert!(pack.labels(Split::Train).is_none());
+        let bytes = std::fs::read(&out).unwrap();
+        let len = u64::from_le_bytes(bytes[8..16].try_into().unwrap()) as usize;
+        let header: serde_json::Value = serde_json::from_slice(&bytes[16..16 + len]).unwrap();
+        assert!(
+            header.get("labels").is_none(),
+            "as a pack made before labels"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

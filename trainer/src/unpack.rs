@@ -17,6 +17,7 @@ use image::{ImageFormat, RgbImage};
 use rayon::prelude::*;
 
 use crate::fsutil::AtomicFile;
+use crate::labels::ImageLabels;
 use crate::pack::{Pack, Split};
 
 /// Image format of the unpacked files.
@@ -147,7 +148,20 @@ fn write_tar<W: Write>(
             .map(|rgb| encode(rgb, resolution, format))
             .collect::<Result<_>>()?;
         for (k, bytes) in files.iter().enumerate() {
-            let name = format!("{}/{:06}.{extension}", split_name(split), first + k);
+            let i = first + k;
+            // Labels ride in the name as UTKFace writes them, so `prepare` reads them back.
+            let name = match pack.labels(split).map(|l| l.get(i)) {
+                Some(ImageLabels {
+                    age: Some(age),
+                    gender: Some(gender),
+                    race,
+                }) => format!(
+                    "{}/{age}_{gender}_{}_{i:06}.{extension}",
+                    split_name(split),
+                    race.unwrap_or(9)
+                ),
+                _ => format!("{}/{i:06}.{extension}", split_name(split)),
+            };
             let mut header = tar::Header::new_gnu();
             header.set_size(bytes.len() as u64);
             header.set_mode(0o644);
