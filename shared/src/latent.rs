@@ -25,6 +25,20 @@ pub fn normalize_latent(z: &[f32]) -> Vec<f32> {
     z.iter().map(|&v| (v as f64 * inv) as f32).collect()
 }
 
+/// A latent edited along directions: `z + Σ amount·direction`, back onto the hypersphere. Each
+/// direction is a unit vector, so an amount is in standard deviations of the latent along it
+/// (InterFaceGAN's unit; ±3 is a strong edit). No edits give `z` on the sphere, which the
+/// generator draws exactly as `z`.
+pub fn edit_latent(z: &[f32], edits: &[(&[f32], f64)]) -> Vec<f32> {
+    let mut out: Vec<f64> = z.iter().map(|&v| v as f64).collect();
+    for (direction, amount) in edits {
+        for (o, d) in out.iter_mut().zip(direction.iter()) {
+            *o += amount * *d as f64;
+        }
+    }
+    normalize_latent(&out.iter().map(|&v| v as f32).collect::<Vec<f32>>())
+}
+
 /// Spherical-friendly blend of two latents: a linear mix, renormalised onto the hypersphere.
 pub fn blend_latents(a: &[f32], b: &[f32], t: f32) -> Vec<f32> {
     let mixed: Vec<f32> = a.iter().zip(b).map(|(&x, &y)| x + (y - x) * t).collect();
@@ -70,6 +84,31 @@ pub fn smooth_walk(seed: u64, frames: usize, sigma_frames: f64, latent_size: usi
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn edits_move_along_unit_directions_and_stay_on_the_sphere() {
+        let z = latent_for_seed(5, 64);
+        let mut n = vec![0f32; 64];
+        n[3] = 1.0;
+        let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x * y) as f64).sum::<f64>();
+        let on_sphere = normalize_latent(&z);
+        assert_eq!(
+            edit_latent(&z, &[]),
+            on_sphere,
+            "no edit: the latent on the sphere"
+        );
+        let mut last = f64::NEG_INFINITY;
+        for amount in [-3.0, -1.0, 0.0, 1.0, 3.0] {
+            let e = edit_latent(&z, &[(&n, amount)]);
+            assert!((dot(&e, &e) / 64.0 - 1.0).abs() < 1e-5, "on the sphere");
+            // Before the rescale the coordinate along n moved by exactly `amount`.
+            let along = dot(&e, &n);
+            assert!(along > last, "monotonic along the direction");
+            last = along;
+        }
+        let raw: Vec<f32> = z.iter().zip(&n).map(|(a, b)| a + 2.0 * b).collect();
+        assert_eq!(edit_latent(&z, &[(&n, 2.0)]), normalize_latent(&raw));
+    }
 
     #[test]
     fn seed_latents_are_fixed_numbers() {

@@ -19,10 +19,30 @@ pub fn generate(
     count: usize,
     out: &Path,
     cell: Option<u32>,
+    edit: Option<&str>,
     device: &Device,
 ) -> Result<Vec<std::path::PathBuf>> {
     anyhow::ensure!(count >= 1, "--count must be at least 1");
-    let mut images = load_model(model, device)?.images_for_seeds(seed, count);
+    let loaded = load_model(model, device)?;
+    let l = loaded.config.latent_size;
+    let mut latents = latents_for_seeds(seed, count, l);
+    if let Some(edit) = edit {
+        // The same numbers as the page's sliders: `z + Σ amount·direction`, onto the sphere.
+        let directions = crate::directions::Directions::load(model)?;
+        anyhow::ensure!(
+            directions.latent_size == l,
+            "{}/directions.json is for latents of {}, the model's are {l}",
+            model.display(),
+            directions.latent_size
+        );
+        let edits = crate::directions::parse_edits(edit)?
+            .into_iter()
+            .map(|(name, amount)| Ok((directions.get(&name)?.clone(), amount)))
+            .collect::<Result<Vec<_>>>()?;
+        let pairs: Vec<_> = edits.iter().map(|(d, a)| (d, *a)).collect();
+        latents = crate::directions::apply_edits(&latents, l, &pairs);
+    }
+    let mut images = loaded.images(&latents);
     let mut written = Vec::new();
     if out
         .extension()

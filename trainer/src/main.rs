@@ -7,6 +7,7 @@ mod backend;
 mod bench;
 mod checkpoint;
 mod data;
+mod directions;
 mod ema;
 mod eval;
 mod export;
@@ -115,6 +116,10 @@ enum Command {
         /// One picture of the growth stages of an exported model: a row per stage, a column per seed.
         #[arg(long)]
         stages: bool,
+        /// Edit the faces along the model's directions (`directions.json` in its folder, made by
+        /// `pggan directions`): NAME=AMOUNT,… in standard deviations, like `age=+2,gender=-1`.
+        #[arg(long, conflicts_with = "stages")]
+        edit: Option<String>,
         /// Backend.
         #[arg(long, value_enum, default_value = "auto")]
         backend: BackendKind,
@@ -175,6 +180,27 @@ enum Command {
     /// One split of a pack, at one resolution, as a tar of JPEG (or PNG) files: a small file to
     /// carry the images to another machine, where `pggan prepare --padded keep` packs them again.
     Unpack(unpack::UnpackOptions),
+    /// Directions for face edits in an exported model's latent space: age and gender fitted to
+    /// an attribute predictor's readings of generated faces (InterFaceGAN, each independent of
+    /// the other) and unsupervised ones (SeFa), each measured on fresh faces; written as
+    /// `directions.json` in the model's folder.
+    Directions {
+        /// Exported model folder.
+        #[arg(long)]
+        model: PathBuf,
+        /// The predictor's folder (`pggan attributes train --out`).
+        #[arg(long)]
+        attributes: PathBuf,
+        /// Generated faces to fit to.
+        #[arg(long, default_value_t = 10000)]
+        count: usize,
+        /// Fresh faces to measure each direction on.
+        #[arg(long, default_value_t = 200)]
+        measure: usize,
+        /// Unsupervised (SeFa) directions to add.
+        #[arg(long, default_value_t = 3)]
+        sefa: usize,
+    },
     /// An age and gender predictor for face edits, from a labelled pack.
     Attributes {
         #[command(subcommand)]
@@ -274,6 +300,42 @@ fn run() -> Result<()> {
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     match cli.command {
+        Command::Directions {
+            model,
+            attributes,
+            count,
+            measure,
+            sefa,
+        } => {
+            anyhow::ensure!(
+                model.join("manifest.json").is_file(),
+                "--model {} is not an exported model folder (no manifest.json)",
+                model.display()
+            );
+            anyhow::ensure!(
+                count >= 100 && measure >= 10,
+                "--count must be at least 100 and --measure at least 10"
+            );
+            let device = BackendKind::Flex.device()?;
+            let loaded = loader::load_model(&model, &device)?;
+            let predictor = attributes::AttributePredictor::load(&attributes, &device)?;
+            let d = directions::fit(&loaded, &predictor, count, measure, sefa, &|l| {
+                eprintln!("{l}")
+            })?;
+            directions::save(&model, &d)?;
+            for x in &d.directions {
+                println!(
+                    "{:<8} {:<12} {:+6.2} years, {:+.3} P(female) per unit; monotonic for {:.0}% of faces; 0.5 units move pixels by {:.1}/255",
+                    x.name,
+                    x.kind,
+                    x.years_per_unit,
+                    x.female_per_unit,
+                    100.0 * x.monotonic,
+                    x.pixels_per_half_unit
+                );
+            }
+            println!("wrote {}", model.join("directions.json").display());
+        }
         Command::Attributes {
             command: AttributesCommand::Train(options),
         } => {
@@ -348,6 +410,7 @@ fn run() -> Result<()> {
             out,
             cell,
             stages,
+            edit,
             backend,
         } => {
             anyhow::ensure!(
@@ -362,8 +425,15 @@ fn run() -> Result<()> {
                     out.display()
                 );
             } else {
-                let files =
-                    generate::generate(&model, seed, count, &out, cell, &backend.device()?)?;
+                let files = generate::generate(
+                    &model,
+                    seed,
+                    count,
+                    &out,
+                    cell,
+                    edit.as_deref(),
+                    &backend.device()?,
+                )?;
                 println!("wrote {} image file(s) to {}", files.len(), out.display());
             }
         }
