@@ -238,6 +238,23 @@ fn edit_directions_move_their_attribute_and_leave_the_other() {
         serde_json::from_str(&std::fs::read_to_string(shipped().join("directions.json")).unwrap())
             .unwrap();
     check(&shipped_directions);
+    // The manifest names them, with what each does, for the model card and the page.
+    let m = manifest();
+    let named: Vec<&str> = m["directions"]["list"]
+        .as_array()
+        .expect("the manifest names the directions")
+        .iter()
+        .map(|d| d["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(named, ["age", "gender", "sefa1", "sefa2", "sefa3"]);
+    assert_eq!(
+        m["directions"]["bytes"].as_u64(),
+        Some(
+            std::fs::metadata(shipped().join("directions.json"))
+                .unwrap()
+                .len()
+        )
+    );
 
     // `generate --edit`: no edit is the plain face; an edit changes it; bad edits are refused.
     let ship = shipped();
@@ -297,6 +314,27 @@ fn edit_directions_move_their_attribute_and_leave_the_other() {
     };
     assert!(diff(&a, &b) <= 1, "age=0 draws the plain face");
     assert!(diff(&a, &c) > 20, "age=+3 changes it");
+    // A sweep: a row per amount (−3 … 3), a column per seed; its middle row is the plain faces.
+    let sweep = dir.arg("sweep.png");
+    pggan_ok(&[
+        "generate",
+        "--model",
+        ship,
+        "--seed",
+        "5",
+        "--count",
+        "2",
+        "--sweep",
+        "gender",
+        "--out",
+        &sweep,
+        "--backend",
+        "flex",
+    ]);
+    let sweep = read_rgb(Path::new(&sweep));
+    assert_eq!(sweep.dimensions(), (128, 5 * 64));
+    let middle = image::imageops::crop_imm(&sweep, 0, 128, 64, 64).to_image();
+    assert!(diff(&middle, &a) <= 1, "the middle row is unedited");
     for (edit, says) in [
         ("race=1", "no direction “race”"),
         ("age=50", "between −10 and 10"),

@@ -49,6 +49,34 @@ pub struct FadeEntry {
     pub bytes: Option<u64>,
 }
 
+/// One latent direction for face edits, as the model card and the page's sliders show it (the
+/// vector itself is in the directions file).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DirectionSummary {
+    /// `age`, `gender`, `sefa1`, ….
+    pub name: String,
+    /// `supervised` (fitted to an attribute predictor) or `unsupervised` (SeFa).
+    pub kind: String,
+    /// Mean change of the predicted age per unit, in years, on fresh faces.
+    pub years_per_unit: f64,
+    /// Mean change of the predicted probability of gender 1 (female) per unit.
+    pub female_per_unit: f64,
+    /// Fraction of fresh faces whose reading moves monotonically over −2 … 2 units.
+    pub monotonic: f64,
+}
+
+/// The model's edit directions: their file and what each does.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DirectionsEntry {
+    /// File name, relative to the manifest (`directions.json`).
+    pub file: String,
+    /// Size of the file in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+    /// The directions, in the file's order.
+    pub list: Vec<DirectionSummary>,
+}
+
 /// `manifest.json` of an exported model.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Manifest {
@@ -79,6 +107,9 @@ pub struct Manifest {
     /// the trainer kept them).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fades: Vec<FadeEntry>,
+    /// Latent directions for face edits (`pggan directions`), if fitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub directions: Option<DirectionsEntry>,
     /// Training figures (images shown, time, hardware, options, metrics).
     pub training: serde_json::Value,
 }
@@ -168,6 +199,7 @@ impl Manifest {
         for name in std::iter::once(&self.generator)
             .chain(self.stages.iter().map(|s| &s.file))
             .chain(self.fades.iter().map(|f| &f.file))
+            .chain(self.directions.iter().map(|d| &d.file))
         {
             if !is_safe_file_name(name) {
                 return Err(ManifestError::FileName(name.chars().take(60).collect()));
@@ -247,6 +279,17 @@ mod tests {
                     bytes: Some(900),
                 })
                 .collect(),
+            directions: Some(DirectionsEntry {
+                file: "directions.json".into(),
+                bytes: Some(100),
+                list: vec![DirectionSummary {
+                    name: "age".into(),
+                    kind: "supervised".into(),
+                    years_per_unit: 5.0,
+                    female_per_unit: 0.0,
+                    monotonic: 0.9,
+                }],
+            }),
             training: serde_json::json!({"kimg": 3.0}),
         }
     }
@@ -310,6 +353,12 @@ mod tests {
             Err(ManifestError::Inconsistent(_))
         ));
         let mut m = sample();
+        m.directions.as_mut().unwrap().file = "/etc/passwd".into();
+        assert!(matches!(
+            Manifest::parse(&text(&m)),
+            Err(ManifestError::FileName(_))
+        ));
+        let mut m = sample();
         m.fades[2].file = "../x".into();
         assert!(matches!(
             Manifest::parse(&text(&m)),
@@ -348,6 +397,7 @@ mod tests {
         let mut v = serde_json::to_value(sample()).unwrap();
         v.as_object_mut().unwrap().remove("generator_bytes");
         v.as_object_mut().unwrap().remove("fades");
+        v.as_object_mut().unwrap().remove("directions");
         let m = Manifest::parse(&v.to_string()).unwrap();
         assert_eq!(m.generator_bytes, None);
         assert!(

@@ -13,6 +13,8 @@ use pggan_model::latent::{edit_latent, latents_for_seeds};
 use pggan_model::tensor::{tensor_from_f32, tensor_to_f32};
 use serde::{Deserialize, Serialize};
 
+use pggan_model::manifest::{DirectionSummary, DirectionsEntry, Manifest};
+
 use crate::attributes::{AttributePredictor, Predictions};
 use crate::fsutil::write_atomic;
 use crate::loader::LoadedModel;
@@ -441,12 +443,32 @@ pub fn fit(
     })
 }
 
-/// Writes `dir/directions.json`.
+/// Writes `dir/directions.json` and names it, with what each direction does, in the folder's
+/// `manifest.json` (when it has one).
 pub fn save(dir: &Path, d: &Directions) -> Result<()> {
-    write_atomic(
-        &dir.join("directions.json"),
-        serde_json::to_string_pretty(d)?.as_bytes(),
-    )?;
+    let bytes = serde_json::to_string_pretty(d)?;
+    write_atomic(&dir.join("directions.json"), bytes.as_bytes())?;
+    let path = dir.join("manifest.json");
+    if path.is_file() {
+        let mut manifest = Manifest::parse(&std::fs::read_to_string(&path)?)
+            .with_context(|| format!("reading {}", path.display()))?;
+        manifest.directions = Some(DirectionsEntry {
+            file: "directions.json".into(),
+            bytes: Some(bytes.len() as u64),
+            list: d
+                .directions
+                .iter()
+                .map(|x| DirectionSummary {
+                    name: x.name.clone(),
+                    kind: x.kind.clone(),
+                    years_per_unit: x.years_per_unit,
+                    female_per_unit: x.female_per_unit,
+                    monotonic: x.monotonic,
+                })
+                .collect(),
+        });
+        write_atomic(&path, serde_json::to_string_pretty(&manifest)?.as_bytes())?;
+    }
     Ok(())
 }
 

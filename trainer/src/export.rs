@@ -182,6 +182,7 @@ pub fn export(
         generator_bytes: Some(bytes.len() as u64),
         stages,
         fades,
+        directions: None,
         training: serde_json::json!({
             "kimg": kimg,
             "backend": crate::sessions::used(run, kimg, "backend").join(", "),

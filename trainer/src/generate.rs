@@ -70,6 +70,35 @@ pub fn generate(
     Ok(written)
 }
 
+/// Faces of seeds `seed … seed + count − 1` edited along the direction `name` of the model's
+/// `directions.json` by −3, −1.5, 0, 1.5 and 3 units: one picture, a row per amount.
+pub fn generate_sweep(
+    model: &Path,
+    seed: u64,
+    count: usize,
+    name: &str,
+    out: &Path,
+    cell: Option<u32>,
+    device: &Device,
+) -> Result<()> {
+    anyhow::ensure!(
+        (1..=64).contains(&count),
+        "--count must be 1–64 for a sweep"
+    );
+    let loaded = load_model(model, device)?;
+    let l = loaded.config.latent_size;
+    let directions = crate::directions::Directions::load(model)?;
+    let direction = directions.get(name)?;
+    let latents = latents_for_seeds(seed, count, l);
+    let mut images = Vec::new();
+    for amount in [-3.0, -1.5, 0.0, 1.5, 3.0] {
+        let edited = crate::directions::apply_edits(&latents, l, &[(direction, amount)]);
+        images.extend(loaded.images(&edited));
+    }
+    let picture = grid(&images, count, cell.unwrap_or(images[0].width()));
+    save_png(&picture, out)
+}
+
 /// The growth stages of an exported model as one picture: a row per stage (4×4, 8×8, …, then the
 /// final generator when it is not the last stage), a column per seed `seed … seed + count − 1`,
 /// every cell scaled (nearest) to `cell` pixels (default: the final resolution).

@@ -120,6 +120,10 @@ enum Command {
         /// `pggan directions`): NAME=AMOUNT,… in standard deviations, like `age=+2,gender=-1`.
         #[arg(long, conflicts_with = "stages")]
         edit: Option<String>,
+        /// One picture of the faces along a direction: a row per amount (−3, −1.5, 0, 1.5, 3
+        /// standard deviations), a column per seed.
+        #[arg(long, conflicts_with_all = ["stages", "edit"])]
+        sweep: Option<String>,
         /// Backend.
         #[arg(long, value_enum, default_value = "auto")]
         backend: BackendKind,
@@ -156,6 +160,10 @@ enum Command {
         /// Ship no fade snapshots.
         #[arg(long)]
         no_fades: bool,
+        /// Also fit the face-edit directions with this attribute predictor (`pggan attributes
+        /// train --out`), as `pggan directions` does with its defaults.
+        #[arg(long)]
+        attributes: Option<PathBuf>,
     },
     /// Write a run's checkpoint as parts of at most --max-file-mib each (half-precision weights,
     /// Adam's moments only with --keep-optimizer), with options.json and metrics.jsonl: a small
@@ -411,13 +419,29 @@ fn run() -> Result<()> {
             cell,
             stages,
             edit,
+            sweep,
             backend,
         } => {
             anyhow::ensure!(
                 cell.is_none_or(|c| (1..=4096).contains(&c)),
                 "--cell must be 1–4096 pixels"
             );
-            if stages {
+            if let Some(name) = sweep {
+                generate::generate_sweep(
+                    &model,
+                    seed,
+                    count,
+                    &name,
+                    &out,
+                    cell,
+                    &backend.device()?,
+                )?;
+                println!(
+                    "wrote seeds {seed}–{} along “{name}” (−3 … +3) to {}",
+                    seed + count as u64 - 1,
+                    out.display()
+                );
+            } else if stages {
                 generate::generate_stages(&model, seed, count, &out, cell, &backend.device()?)?;
                 println!(
                     "wrote the growth stages of seeds {seed}–{} to {}",
@@ -445,6 +469,7 @@ fn run() -> Result<()> {
             stage,
             fade_alphas,
             no_fades,
+            attributes,
         } => {
             let device = BackendKind::Flex.device()?;
             let fade_alphas = if no_fades { Vec::new() } else { fade_alphas };
@@ -462,6 +487,18 @@ fn run() -> Result<()> {
             if let (Some(reference), Some(count)) = (reference, eval_count) {
                 let e = export::evaluate_export(&out, &reference, count, &device)?;
                 println!("{}", serde_json::to_string_pretty(&e)?);
+            }
+            if let Some(attributes) = attributes {
+                let loaded = loader::load_model(&out, &device)?;
+                let predictor = attributes::AttributePredictor::load(&attributes, &device)?;
+                let d =
+                    directions::fit(&loaded, &predictor, 10_000, 200, 3, &|l| eprintln!("{l}"))?;
+                directions::save(&out, &d)?;
+                println!(
+                    "fitted {} edit directions into {}",
+                    d.directions.len(),
+                    out.join("directions.json").display()
+                );
             }
         }
         Command::Compact {
