@@ -531,7 +531,7 @@ mod tests {
         }
         let v = leading_eigenvectors(&m, n, 2);
         for (k, vk) in v.iter().enumerate() {
-            assert!(dot(vk, &q[k]).abs() > 1 as f64 - 1e-9, "{k}: {vk:?}");
+            assert!(dot(vk, &q[k]).abs() > 1.0 - 1e-9, "{k}: {vk:?}");
         }
     }
 
