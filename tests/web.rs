@@ -648,6 +648,121 @@ fn stages_and_blending_change_the_picture() {
     page.shot("blend");
 }
 
+/// Face edits: a model with directions gets a slider per direction in the opened face; a slider
+/// changes the picture, the link then holds the edited latent and opens to the same pixels, and
+/// Reset brings the face back. A model without directions shows no sliders.
+#[test]
+fn edit_sliders_change_the_face_and_links_keep_the_edit() {
+    let _one = BROWSER.lock().unwrap_or_else(|e| e.into_inner());
+    let scratch = Scratch::new("web-edits-model");
+    let edits = copy_model(&scratch, "edits");
+    let unit = |k: usize| {
+        let mut v = vec![0f32; 32];
+        v[k] = 1.0;
+        v
+    };
+    let file = serde_json::json!({
+        "format": "pggan-rs-directions/1", "latent_size": 32, "fitted_on": 0, "measured_on": 0,
+        "directions": [
+            {"name": "age", "kind": "supervised", "vector": unit(0), "years_per_unit": 5.0, "female_per_unit": 0.0, "monotonic": 1.0, "pixels_per_half_unit": 1.0},
+            {"name": "gender", "kind": "supervised", "vector": unit(1), "years_per_unit": 0.0, "female_per_unit": 0.2, "monotonic": 1.0, "pixels_per_half_unit": 1.0},
+            {"name": "sefa1", "kind": "unsupervised", "vector": unit(2), "years_per_unit": 0.0, "female_per_unit": 0.0, "monotonic": 0.5, "pixels_per_half_unit": 1.0}
+        ]
+    })
+    .to_string();
+    std::fs::write(edits.join("directions.json"), &file).unwrap();
+    let mut m: Value =
+        serde_json::from_str(&std::fs::read_to_string(edits.join("manifest.json")).unwrap())
+            .unwrap();
+    let summary = |name: &str, kind: &str| serde_json::json!({"name": name, "kind": kind, "years_per_unit": 0.0, "female_per_unit": 0.0, "monotonic": 1.0});
+    m["directions"] = serde_json::json!({
+        "file": "directions.json", "bytes": file.len(),
+        "list": [summary("age", "supervised"), summary("gender", "supervised"), summary("sefa1", "unsupervised")]
+    });
+    std::fs::write(edits.join("manifest.json"), m.to_string()).unwrap();
+
+    let mut page = Page::open(false, vec![("/models/edits/".into(), edits)]);
+    page.goto("/?model=edits#seed=77");
+    page.wait_ready();
+    page.browser.wait_for(
+        "document.getElementById('detail-canvas').dataset.shows === 'unedited'",
+        LOAD,
+    );
+    assert!(page.visible("edits"));
+    let labels = page.browser.eval(
+        "Array.from(document.querySelectorAll('#edit-sliders label')).map(l => l.textContent)",
+    );
+    assert_eq!(
+        labels,
+        serde_json::json!([
+            "Age (younger ← → older)",
+            "Gender (male ← → female)",
+            "Unsupervised direction 1 (found without labels)"
+        ])
+    );
+    let base = page.pixels("#detail-canvas");
+    let base_link = page
+        .browser
+        .eval("document.getElementById('link-text').value");
+    let edited = page.redraw_to(
+        "#detail-canvas",
+        "(() => { const a = document.getElementById('edit-age'); a.value = '2.5'; a.dispatchEvent(new Event('input')); })()",
+        "edited age 2.5",
+    );
+    assert!(
+        mean_abs_diff(&edited, &base) > 1.0,
+        "the age slider changes the face"
+    );
+    let link = page
+        .browser
+        .eval("document.getElementById('link-text').value")
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        link.contains("#z=") && base_link.as_str() != Some(link.as_str()),
+        "{link}"
+    );
+    assert!(page.text("detail-label").ends_with(", edited"));
+    // Reset: the face as opened, and its own link.
+    let reset = page.redraw_to(
+        "#detail-canvas",
+        "document.getElementById('edit-reset').click()",
+        "unedited",
+    );
+    assert!(max_abs_diff(&reset, &base) <= 1);
+    assert_eq!(
+        page.browser
+            .eval("document.getElementById('link-text').value"),
+        base_link
+    );
+    assert_eq!(
+        page.browser
+            .eval("document.getElementById('edit-age').value"),
+        "0"
+    );
+    // The edited link opens the edited face, pixel for pixel.
+    let path = &link[link.find("/?").expect("a page link")..];
+    // (Same page, another hash: the page redraws without a reload, so forget the old state.)
+    page.browser
+        .eval("document.getElementById('detail-canvas').dataset.shows = ''");
+    page.goto(path);
+    page.wait_ready();
+    page.browser.wait_for(
+        "document.getElementById('detail-canvas').dataset.shows === 'unedited'",
+        LOAD,
+    );
+    let reopened = page.pixels("#detail-canvas");
+    assert!(
+        max_abs_diff(&reopened, &edited) <= 1,
+        "the shared edit opens as it was made"
+    );
+    // A model without directions: no sliders.
+    page.goto("/?model=e2e#seed=77");
+    page.wait_ready();
+    assert!(!page.visible("edits"));
+}
+
 /// Malformed or oversized links, and a missing or damaged model, show a clear message.
 #[test]
 fn bad_links_and_models_show_a_message() {

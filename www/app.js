@@ -25,6 +25,7 @@ const state = {
   playing: false,
   msPerFace: null,
   opener: null,    // the control that opened the face shown, to give focus back to
+  editBase: null,  // the opened face before edits: { face, latent, link, label }
   engineModule: null, // Promise<WebAssembly.Module>: the engine, downloaded and compiled once
 };
 
@@ -258,6 +259,7 @@ async function boot(backend, notice = null) {
     $('loading').hidden = true;
     setStatus();
     describeModel(info.model);
+    buildEdits();
     state.stagesLoaded = false;
     state.fadesLoaded = new Set();
     $('stages').replaceChildren();
@@ -490,6 +492,71 @@ function closeDetail() {
   back.focus();
 }
 
+// ---------------------------------------------------------------- face edits
+
+// A label for each direction: the supervised ones by their attribute, the others as found.
+function directionLabel(d) {
+  if (d.name === 'age') return 'Age (younger ← → older)';
+  if (d.name === 'gender') return 'Gender (male ← → female)';
+  const k = d.name.replace(/^sefa/, '');
+  return `Unsupervised direction ${k} (found without labels)`;
+}
+
+// One slider per direction of the model (−3 … 3 standard deviations), or nothing without any.
+function buildEdits() {
+  const list = state.model.directions || [];
+  const box = $('edit-sliders');
+  box.replaceChildren();
+  $('edits').hidden = !list.length;
+  for (const d of list) {
+    const row = document.createElement('div');
+    row.className = 'edit-row';
+    const label = document.createElement('label');
+    label.htmlFor = `edit-${d.name}`;
+    label.textContent = directionLabel(d);
+    const input = document.createElement('input');
+    Object.assign(input, { type: 'range', id: `edit-${d.name}`, min: '-3', max: '3', step: '0.1', value: '0' });
+    input.dataset.direction = d.name;
+    const out = document.createElement('output');
+    out.htmlFor = input.id;
+    out.textContent = '0.0';
+    input.addEventListener('input', () => {
+      out.textContent = Number(input.value).toFixed(1);
+      applyEdits();
+    });
+    row.append(label, input, out);
+    box.append(row);
+  }
+}
+
+function resetEditSliders() {
+  for (const input of $('edit-sliders').querySelectorAll('input')) {
+    input.value = '0';
+    input.nextElementSibling.textContent = '0.0';
+  }
+}
+
+// Redraws the opened face moved along every slider's direction; its link holds the edited latent.
+const applyEdits = latest(async () => {
+  if (!state.editBase) return;
+  const edits = Array.from($('edit-sliders').querySelectorAll('input'))
+    .map((i) => [i.dataset.direction, Number(i.value)])
+    .filter(([, amount]) => amount !== 0);
+  let latent = state.editBase.latent;
+  let link = state.editBase.link;
+  if (edits.length) {
+    ({ latent } = await state.engine.request('edit', { latent, edits }));
+    // The link stores a latent in half precision: draw exactly what it will reproduce.
+    const made = await state.engine.request('make-link', { latent });
+    ({ latent, link } = made);
+  }
+  state.current = edits.length ? { latent, seed: null } : state.editBase.face;
+  draw($('detail-canvas'), await render(latent), 0, edits.length ? `edited ${edits.map(([n, a]) => `${n} ${a.toFixed(1)}`).join(' ')}` : 'unedited');
+  $('detail-label').textContent = edits.length ? `${state.editBase.label}, edited` : state.editBase.label;
+  history.replaceState(null, '', `#${link}`);
+  $('link-text').value = shareableLink(link);
+});
+
 async function openFace(face, { focus = true } = {}) {
   // Keyboard focus moves into the opened face (its Close button first), and back on closing.
   const from = document.activeElement;
@@ -500,8 +567,11 @@ async function openFace(face, { focus = true } = {}) {
   state.current = face;
   $('detail').hidden = false;
   $('detail-label').textContent = face.seed != null ? `Seed ${face.seed}` : 'A latent from a blend or a link';
+  // Edits start from this face.
+  state.editBase = { face, latent: face.latent, link: made.link, label: $('detail-label').textContent };
+  resetEditSliders();
   const reply = await render(face.latent);
-  draw($('detail-canvas'), reply);
+  draw($('detail-canvas'), reply, 0, 'unedited');
   history.replaceState(null, '', `#${made.link}`);
   $('link-text').value = shareableLink(made.link);
   if (focus) {
@@ -737,6 +807,10 @@ function wire() {
   $('mix').addEventListener('input', (e) => mix(Number(e.target.value)));
   $('open-mix').addEventListener('click', () => state.mixLatent && openFace({ latent: state.mixLatent, seed: null }));
   $('play').addEventListener('click', play);
+  $('edit-reset').addEventListener('click', () => {
+    resetEditSliders();
+    applyEdits();
+  });
   $('load-stages').addEventListener('click', loadStages);
   $('stage-prev').addEventListener('click', () => selectStage(state.stage - 1));
   $('stage-next').addEventListener('click', () => selectStage(state.stage + 1));

@@ -139,6 +139,47 @@ pub struct Engine {
     pub stages: RefCell<Vec<Option<Rc<Slot>>>>,
     /// The fade-in snapshots of `manifest.fades`, by index, as they are loaded.
     pub fades: RefCell<Vec<Option<Rc<Slot>>>>,
+    /// The face-edit directions (`manifest.directions`), loaded with the model.
+    pub directions: Vec<EditDirection>,
+}
+
+/// A named unit direction in latent space (one entry of `directions.json`).
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct EditDirection {
+    /// `age`, `gender`, `sefa1`, ….
+    pub name: String,
+    /// Unit vector, one entry per latent dimension.
+    pub vector: Vec<f32>,
+}
+
+/// Reads `directions.json` (written by `pggan directions`) and checks every direction is a unit
+/// vector of the model's latent size.
+pub fn parse_directions(
+    bytes: &[u8],
+    file: &str,
+    latent_size: usize,
+) -> Result<Vec<EditDirection>, String> {
+    #[derive(serde::Deserialize)]
+    struct File {
+        directions: Vec<EditDirection>,
+    }
+    let parsed: File = serde_json::from_slice(bytes)
+        .map_err(|e| format!("{file} is not a directions file: {e}"))?;
+    for d in &parsed.directions {
+        let norm = d
+            .vector
+            .iter()
+            .map(|v| (*v as f64).powi(2))
+            .sum::<f64>()
+            .sqrt();
+        if d.vector.len() != latent_size || (norm - 1.0).abs() > 1e-3 {
+            return Err(format!(
+                "{file}: direction “{}” is not a unit vector of {latent_size} numbers",
+                d.name
+            ));
+        }
+    }
+    Ok(parsed.directions)
 }
 
 /// Which generator to draw with.

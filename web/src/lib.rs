@@ -24,6 +24,7 @@
 //! | `parse-link` | `hash` | `kind` (`empty`/`seed`/`latent`), `seed`, `latent` |
 //! | `make-link` | `seed` or `latent` | `link`, and `latent` as the link stores it |
 //! | `blend` | `a`, `b`, `t` | `latent` |
+//! | `edit` | `latent`, `edits` (`[[name, amount], …]`, amounts −3…3) | `latent` (on the sphere) |
 //! | `walk` | `seed`, `frames`, `sigma` | `latents` |
 #![cfg(target_arch = "wasm32")]
 
@@ -35,7 +36,7 @@ use std::rc::Rc;
 
 use gloo_utils::format::JsValueSerdeExt;
 use js_sys::{Array, Float32Array, Object, Reflect, Uint8ClampedArray};
-use pggan_model::latent::{blend_latents, latent_for_seed, smooth_walk};
+use pggan_model::latent::{blend_latents, edit_latent, latent_for_seed, smooth_walk};
 use pggan_model::link::{LinkTarget, latent_link, parse_link, seed_link};
 use pggan_model::manifest::Manifest;
 use serde::Deserialize;
@@ -88,6 +89,11 @@ enum Request {
     },
     /// The blend of latents `a` and `b` at `t`.
     Blend { a: Vec<f32>, b: Vec<f32>, t: f64 },
+    /// `latent` moved along the model's named directions by the given amounts.
+    Edit {
+        latent: Vec<f32>,
+        edits: Vec<(String, f64)>,
+    },
     /// The paper's looping walk from `seed`.
     Walk {
         seed: String,
@@ -187,6 +193,7 @@ async fn handle(data: JsValue) {
             Request::ParseLink { hash } => link_parse(&hash, &reply),
             Request::MakeLink { seed, latent } => link_make(seed, latent, &reply),
             Request::Blend { a, b, t } => blend(&a, &b, t, &reply),
+            Request::Edit { latent, edits } => edit(&latent, &edits, &reply),
             Request::Walk {
                 seed,
                 frames,
@@ -264,6 +271,13 @@ async fn init(base: String, backend: &str, reply: &Object) -> Result<(), String>
         manifest.alpha,
         &chosen.device,
     )?;
+    let directions = match &manifest.directions {
+        Some(entry) => {
+            let bytes = fetch_bytes(&format!("{base}{}", entry.file), |_, _| {}).await?;
+            engine::parse_directions(&bytes, &entry.file, manifest.latent_size)?
+        }
+        None => Vec::new(),
+    };
     let stages = RefCell::new(vec![None; manifest.stages.len()]);
     let fades = RefCell::new(vec![None; manifest.fades.len()]);
     let engine = Engine {
@@ -274,6 +288,7 @@ async fn init(base: String, backend: &str, reply: &Object) -> Result<(), String>
         final_slot: Rc::new(final_slot),
         stages,
         fades,
+        directions,
     };
 
     // Warm-up: the first pass compiles the GPU kernels (or faults in the CPU code).
@@ -376,6 +391,7 @@ fn model_summary(engine: &Engine) -> Result<JsValue, String> {
         "channels": m.channels,
         "stages": stages,
         "stageBytes": stage_bytes,
+        "directions": m.directions.as_ref().map(|d| d.list.clone()).unwrap_or_default(),
         "fades": m
             .fades
             .iter()
@@ -473,6 +489,37 @@ fn blend(a: &[f32], b: &[f32], t: f64, reply: &Object) -> Result<(), String> {
         reply,
         "latent",
         Float32Array::from(blend_latents(a, b, t).as_slice()),
+    );
+    Ok(())
+}
+
+/// The largest edit amount the page asks for, in standard deviations.
+const MAX_EDIT: f64 = 3.0;
+
+fn edit(latent: &[f32], edits: &[(String, f64)], reply: &Object) -> Result<(), String> {
+    let engine = engine()?;
+    let n = engine.manifest.latent_size;
+    if latent.len() != n {
+        return Err(format!("an edit needs a latent of {n} values"));
+    }
+    let mut pairs = Vec::new();
+    for (name, amount) in edits {
+        let direction = engine
+            .directions
+            .iter()
+            .find(|d| &d.name == name)
+            .ok_or_else(|| format!("this model has no direction “{name}”"))?;
+        if !amount.is_finite() || amount.abs() > MAX_EDIT {
+            return Err(format!(
+                "an edit of {amount} along “{name}” is outside −{MAX_EDIT} … {MAX_EDIT}"
+            ));
+        }
+        pairs.push((direction.vector.as_slice(), *amount));
+    }
+    set(
+        reply,
+        "latent",
+        Float32Array::from(edit_latent(latent, &pairs).as_slice()),
     );
     Ok(())
 }
