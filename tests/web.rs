@@ -630,15 +630,39 @@ fn stages_and_blending_change_the_picture() {
         mean_abs_diff(&mid, &a) > 0.5 && mean_abs_diff(&mid, &b) > 0.5,
         "the middle is neither end"
     );
-    // Play walks through latent space: the picture keeps changing.
+    // Play moves the blend from A to B and back, the slider with it.
     page.browser.eval("document.getElementById('play').click()");
     let first = page.redraw("#canvas-mix", "void 0");
     let later = page.redraw("#canvas-mix", "void 0");
     assert!(mean_abs_diff(&first, &later) > 0.0, "play does not move");
-    // Stopped, the middle shows the blend the slider says again, not the walk's last frame.
+    let shows = page
+        .browser
+        .eval("document.getElementById('canvas-mix').dataset.shows");
+    let slider = page
+        .browser
+        .eval("Number(document.getElementById('mix').value).toFixed(2)");
+    assert!(
+        shows.as_str().unwrap().starts_with("play ") && slider.as_str().unwrap() != "0.50",
+        "{shows} {slider}"
+    );
+    // Stopped, the blend the slider says is drawn, where Play left it.
+    page.browser.eval("document.getElementById('play').click()");
+    page.browser.wait_for(
+        "document.getElementById('canvas-mix').dataset.shows === 'blend ' + Number(document.getElementById('mix').value).toFixed(2)",
+        LOAD,
+    );
+    assert_eq!(page.text("play"), "Play A ↔ B");
+    // The random walk is its own button; stopped, the slider's blend comes back.
+    let set_back = set_mix("0.5");
+    page.redraw_to("#canvas-mix", &set_back, "blend 0.50");
+    page.browser.eval("document.getElementById('walk').click()");
+    page.browser.wait_for(
+        "(document.getElementById('canvas-mix').dataset.shows || '').startsWith('walk ')",
+        LOAD,
+    );
     let after_stop = page.redraw_to(
         "#canvas-mix",
-        "document.getElementById('play').click()",
+        "document.getElementById('walk').click()",
         "blend 0.50",
     );
     assert!(

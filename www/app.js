@@ -339,7 +339,8 @@ function onEngineDeath(engine, reason) {
 }
 
 function setControls(on) {
-  for (const id of ['new-faces', 'play', 'load-stages']) $(id).disabled = !on;
+  for (const id of ['new-faces', 'walk', 'load-stages']) $(id).disabled = !on;
+  $('play').disabled = !on || !(state.a && state.b);
 }
 
 function describeModel(m) {
@@ -646,6 +647,7 @@ async function setEnd(which) {
   draw($(`canvas-${which}`), reply);
   const ready = state.a && state.b;
   $('mix').disabled = !ready;
+  $('play').disabled = !ready;
   if (ready) await mix(Number($('mix').value));
 }
 
@@ -658,15 +660,60 @@ const mix = latest(async (t) => {
   $('open-mix').disabled = false;
 });
 
-async function play() {
+// One loop at a time: Play (A ↔ B along the slider) or the random walk; either button stops it.
+async function animate(button, frames) {
   if (state.playing) {
     state.playing = false;
     return;
   }
-  state.playing = true;
-  $('play').textContent = 'Stop';
-  $('play').setAttribute('aria-pressed', 'true');
+  state.playing = button;
+  const label = $(button).textContent;
+  $(button).textContent = 'Stop';
+  $(button).setAttribute('aria-pressed', 'true');
   try {
+    await frames();
+  } catch (err) {
+    report('Playing stopped: ', err);
+  } finally {
+    state.playing = false;
+    $(button).textContent = label;
+    $(button).setAttribute('aria-pressed', 'false');
+    // A walk drew over the blend: show the blend the slider says again.
+    if (state.a && state.b && !state.engine.dead) mix(Number($('mix').value));
+  }
+}
+
+// At most 30 frames a second; always yield to the page between frames.
+function nextFrame(started) {
+  const wait = Math.max(0, 1000 / 30 - (performance.now() - started));
+  return new Promise((resolve) => setTimeout(resolve, wait));
+}
+
+// Play: the blend walks from A to B and back, the slider moving with it.
+function play() {
+  return animate('play', async () => {
+    const step = 1 / 45; // 1.5 s each way at 30 frames a second
+    let t = Number($('mix').value);
+    let direction = t >= 1 ? -1 : 1;
+    while (state.playing) {
+      const started = performance.now();
+      t = Math.min(1, Math.max(0, t + direction * step));
+      if (t === 0 || t === 1) direction = -direction;
+      $('mix').value = String(t);
+      $('mix-value').textContent = t.toFixed(2);
+      const { latent } = await state.engine.request('blend', { a: state.a.latent, b: state.b.latent, t });
+      const reply = await render(latent);
+      if (!state.playing) break;
+      state.mixLatent = latent;
+      draw($('canvas-mix'), reply, 0, `play ${t.toFixed(2)}`);
+      await nextFrame(started);
+    }
+  });
+}
+
+// The paper's random walk: a looping, smooth path through latent space.
+function walk() {
+  return animate('walk', async () => {
     const [seed] = randomSeeds(1);
     const { latents } = await state.engine.request('walk', { seed, frames: WALK_FRAMES, sigma: WALK_SIGMA_FRAMES });
     for (let frame = 0; state.playing; frame = (frame + 1) % WALK_FRAMES) {
@@ -677,19 +724,9 @@ async function play() {
       state.mixLatent = latent;
       draw($('canvas-mix'), reply, 0, `walk ${frame}`);
       $('open-mix').disabled = false;
-      // At most 30 frames a second; always yield to the page between frames.
-      const wait = Math.max(0, 1000 / 30 - (performance.now() - started));
-      await new Promise((resolve) => setTimeout(resolve, wait));
+      await nextFrame(started);
     }
-  } catch (err) {
-    report('Playing stopped: ', err);
-  } finally {
-    state.playing = false;
-    $('play').textContent = 'Play';
-    $('play').setAttribute('aria-pressed', 'false');
-    // The walk drew over the blend: show the blend the slider says again.
-    if (state.a && state.b && !state.engine.dead) mix(Number($('mix').value));
-  }
+  });
 }
 
 // ---------------------------------------------------------------- growth stages
@@ -807,6 +844,7 @@ function wire() {
   $('mix').addEventListener('input', (e) => mix(Number(e.target.value)));
   $('open-mix').addEventListener('click', () => state.mixLatent && openFace({ latent: state.mixLatent, seed: null }));
   $('play').addEventListener('click', play);
+  $('walk').addEventListener('click', walk);
   $('edit-reset').addEventListener('click', () => {
     resetEditSliders();
     applyEdits();
