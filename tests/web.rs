@@ -599,7 +599,18 @@ fn stages_and_blending_change_the_picture() {
     );
     page.shot("stages-fade");
 
-    // Blending: A at t = 0, B at t = 1, something else between.
+    // Blending starts with the grid's first two faces (no empty boxes) …
+    let first_two = page.browser.eval(
+        "[...document.querySelectorAll('#grid button')].slice(0, 2).map(b => b.dataset.seed)",
+    );
+    assert_eq!(
+        page.browser
+            .eval("document.getElementById('canvas-mix').dataset.shows"),
+        "blend 0.50",
+        "the blend of the grid's first two faces ({first_two})"
+    );
+    assert!(std_dev(&page.pixels("#canvas-a")) > 1.0 && std_dev(&page.pixels("#canvas-b")) > 1.0);
+    // … and A at t = 0, B at t = 1, something else between.
     let a = page.redraw("#canvas-a", "document.getElementById('use-a').click()");
     let label_a = page.text("detail-label");
     assert!(label_a.contains("77"), "{label_a}");
@@ -1055,6 +1066,11 @@ fn a_lost_or_hung_gpu_falls_back_to_the_cpu() {
         assert_eq!(
             page.browser.eval_in_worker("self.devices.length")["result"]["value"],
             1
+        );
+        // The page idle (the first blend drawn), then the fault, then a face asked for.
+        page.browser.wait_for(
+            "document.getElementById('canvas-mix').dataset.shows === 'blend 0.50'",
+            LOAD,
         );
         page.browser.eval_in_worker(fault);
         // Open a face: one face on the failed GPU.

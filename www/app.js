@@ -251,6 +251,7 @@ async function boot(backend, notice = null) {
     showPhase('model', 0, 1, 'manifest.json');
     const model = modelUrl();
     const info = await engine.request('init', { model, backend });
+    engine.backend = info.backend;
     state.backend = info.backend;
     state.model = info.model;
     const said = [notice || info.notice, backendNotice()].filter(Boolean).join(' ');
@@ -378,17 +379,19 @@ const GPU_DEADLINE_FACTOR = 50;
 async function render(latents, stage = -1, fade = undefined) {
   const fields = fade === undefined ? { latents, stage } : { latents, fade };
   const faces = Math.max(1, Math.round(latents.length / state.model.latentSize));
-  const deadline = state.backend === 'webgpu'
+  const engine = state.engine;
+  // A worker still starting (a restart on the CPU) has no model yet: this drawing is dropped.
+  if (!engine.backend) throw stopped('the generator is restarting');
+  const deadline = engine.backend === 'webgpu'
     ? Math.max(GPU_DEADLINE_MIN_MS, GPU_DEADLINE_FACTOR * (state.msPerFace || 1000) * faces)
     : 0;
-  const engine = state.engine;
   let reply;
   try {
     reply = await engine.request('generate', fields, [], deadline);
   } catch (err) {
     // On WebGPU a failed generate means the GPU itself failed (a lost or poisoned device): the
     // same request on a good device does not fail. Stop this worker; its death restarts on the CPU.
-    if (state.backend === 'webgpu' && !engine.dead) engine.die(firstLine(err.message));
+    if (engine.backend === 'webgpu' && !engine.dead) engine.die(firstLine(err.message));
     throw engine.dead ? stopped(err.message) : err;
   }
   document.body.dataset.lastMs = reply.ms.toFixed(2);
@@ -476,6 +479,15 @@ async function showGrid() {
       draw(button.firstChild, reply, i);
     });
     if (!performance.getEntriesByName('first-face').length) performance.mark('first-face');
+    // Blend two faces starts with the first two of the grid, never with empty boxes.
+    if (!state.a && !state.b && buttons.length >= 2) {
+      [state.a, state.b] = [buttons[0].face, buttons[1].face];
+      draw($('canvas-a'), reply, 0);
+      draw($('canvas-b'), reply, 1);
+      $('mix').disabled = false;
+      $('play').disabled = false;
+      mix(Number($('mix').value)).catch((err) => err.stopped || report('Could not blend: ', err));
+    }
   } catch (err) {
     report('Could not make faces: ', err);
   } finally {
@@ -652,7 +664,7 @@ async function setEnd(which) {
 }
 
 const mix = latest(async (t) => {
-  if (!state.a || !state.b) return;
+  if (!state.a || !state.b || !state.engine.backend) return;
   $('mix-value').textContent = t.toFixed(2);
   const { latent } = await state.engine.request('blend', { a: state.a.latent, b: state.b.latent, t });
   state.mixLatent = latent;
