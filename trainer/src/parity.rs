@@ -225,7 +225,8 @@ mod tests {
     /// The losses agree to float rounding (measured 9.5e-7); the parameters to 3.3e-4: Adam
     /// divides each gradient by its own running size, so where a gradient is near zero the
     /// rounding of a sum in another order moves that weight by up to the learning rate (1e-3)
-    /// — a few dozen of 39,515 weights; the gradients themselves agree to 1e-6 of the largest
+    /// — a few dozen of 39,515 weights (the bound, 5e-3, allows a few such steps on another CPU's
+    /// rounding); the gradients themselves agree to 1e-6 of the largest
     /// (measured ≤ 2.6e-7, `step::tests`).
     #[test]
     fn a_minibatch_in_shards_takes_the_step_of_the_whole() {
@@ -244,7 +245,7 @@ mod tests {
                 p.describe()
             );
             assert!(
-                p.param_diff <= 1e-3 && p.moved > 1e-4,
+                p.param_diff <= 5e-3 && p.moved > 1e-4,
                 "{shards} shards: {}",
                 p.describe()
             );
