@@ -35,6 +35,24 @@ fn small_train<'a>(data: &'a str, run: &'a str, extra: &[&'a str]) -> Vec<&'a st
     args
 }
 
+/// `pggan` with `args`, running in the background once `run` has logged `ticks` ticks.
+fn spawn_until_ticks(args: &[&str], run: &Path, ticks: usize) -> std::process::Child {
+    let child = pggan(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while metrics(run).len() < ticks {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no tick within a minute"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
 #[test]
 fn ctrl_c_saves_a_checkpoint_and_resume_finishes() {
     let dir = Scratch::new("ctrlc");
@@ -45,19 +63,7 @@ fn ctrl_c_saves_a_checkpoint_and_resume_finishes() {
         &run,
         &["--stabilize-kimg", "100", "--fade-kimg", "100"],
     );
-    let child = pggan(&args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while metrics(&dir.path("run")).len() < 2 {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "no tick within a minute"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let child = spawn_until_ticks(&args, &dir.path("run"), 2);
     let status = std::process::Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
@@ -98,19 +104,7 @@ fn a_pack_truncated_under_a_running_trainer_stops_it_and_keeps_the_checkpoint() 
     let whole = std::fs::read(&data).unwrap();
     let run = dir.arg("run");
     let args = small_train(&data, &run, &["--stabilize-kimg", "100"]);
-    let child = pggan(&args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while metrics(&dir.path("run")).len() < 2 {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "no tick within a minute"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let child = spawn_until_ticks(&args, &dir.path("run"), 2);
     // Cut the images off, keeping the header: the pack opened fine, the next batch cannot be read.
     let header = 16 + u64::from_le_bytes(whole[8..16].try_into().unwrap());
     std::fs::OpenOptions::new()

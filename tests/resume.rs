@@ -8,23 +8,42 @@ use pggan_model::weights::decode;
 const TINY: [&str; 6] = ["--latent", "8", "--fmap-base", "32", "--fmap-max", "8"];
 const WIDE: [&str; 6] = ["--latent", "32", "--fmap-base", "256", "--fmap-max", "64"];
 
+/// `pggan train` of `model` on the pack in `dir` into `dir/run`: the schedule every test here
+/// shares (4×4, a fade to 8×8, 8×8; 0.6 kimg at minibatch 8).
+fn train_args(dir: &Scratch, model: [&str; 6], run: &str) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "train",
+        "--data",
+        &dir.arg("p.pack"),
+        "--run",
+        &dir.arg(run),
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend(model.map(String::from));
+    args.extend(
+        [
+            "--minibatch",
+            "8",
+            "--stabilize-kimg",
+            "0.2",
+            "--fade-kimg",
+            "0.2",
+            "--tick-kimg",
+            "0.1",
+            "--grid",
+            "2",
+            "--total-kimg",
+            "0.6",
+        ]
+        .map(String::from),
+    );
+    args
+}
+
 fn train_model(dir: &Scratch, model: [&str; 6], run: &str, stop: Option<&str>, resume: bool) {
-    let data = dir.arg("p.pack");
-    let run = dir.arg(run);
-    let mut args = vec!["train", "--data", &data, "--run", &run, "--minibatch", "8"];
-    args.extend(model);
-    args.extend([
-        "--stabilize-kimg",
-        "0.2",
-        "--fade-kimg",
-        "0.2",
-        "--tick-kimg",
-        "0.1",
-        "--grid",
-        "2",
-        "--total-kimg",
-        "0.6",
-    ]);
+    let owned = train_args(dir, model, run);
+    let mut args: Vec<&str> = owned.iter().map(String::as_str).collect();
     if let Some(k) = stop {
         args.extend(["--stop-kimg", k]);
     }
@@ -367,22 +386,8 @@ fn a_run_rewinds_to_the_end_of_a_level() {
 fn a_run_trains_on_two_devices_and_resumes_on_one() {
     let dir = Scratch::new("devices");
     pggan_e2e::tiny_pack(&dir, 5);
-    let data = dir.arg("p.pack");
-    let run = dir.arg("run");
-    let mut args = vec!["train", "--data", &data, "--run", &run, "--minibatch", "8"];
-    args.extend(TINY);
-    args.extend([
-        "--stabilize-kimg",
-        "0.2",
-        "--fade-kimg",
-        "0.2",
-        "--tick-kimg",
-        "0.1",
-        "--grid",
-        "2",
-        "--total-kimg",
-        "0.6",
-    ]);
+    let owned = train_args(&dir, TINY, "run");
+    let args: Vec<&str> = owned.iter().map(String::as_str).collect();
     let two = [args.clone(), vec!["--devices", "2", "--stop-kimg", "0.3"]].concat();
     pggan_ok(&two);
     let half = pggan_e2e::metrics(&dir.path("run"));

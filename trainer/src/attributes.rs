@@ -190,9 +190,9 @@ fn labelled(pack: &Pack, split: Split, r: usize) -> Result<(Vec<f32>, Vec<f64>, 
             continue;
         };
         reader.read_image(level, i, &mut image)?; // [r, r, 3]
-        for c in 0..3 {
-            pixels.extend((0..r * r).map(|p| image[p * 3 + c] as f32 / 127.5 - 1.0));
-        }
+        let at = pixels.len();
+        pixels.resize(at + 3 * r * r, 0.0);
+        crate::data::to_planes(&image, r, false, &mut pixels[at..]); // [3, r, r]
         ages.push(age as f64);
         genders.push(gender as f64);
     }

@@ -123,17 +123,27 @@ fn make_batch(
     let mut values = vec![0f32; job.indices.len() * 3 * r * r];
     for (b, (&i, &flip)) in job.indices.iter().zip(&job.flips).enumerate() {
         reader.read_image(level, i, image)?; // [r, r, 3]
-        let out = &mut values[b * 3 * r * r..(b + 1) * 3 * r * r]; // [3, r, r]
-        for y in 0..r {
-            for x in 0..r {
-                let sx = if flip { r - 1 - x } else { x };
-                for c in 0..3 {
-                    out[c * r * r + y * r + x] = image[(y * r + sx) * 3 + c] as f32 / 127.5 - 1.0;
-                }
+        to_planes(
+            image,
+            r,
+            flip,
+            &mut values[b * 3 * r * r..(b + 1) * 3 * r * r],
+        );
+    }
+    Ok(values)
+}
+
+/// An `[r, r, 3]` byte image as `[3, r, r]` values in `[-1, 1]` into `out`, mirrored left to
+/// right when `flip`.
+pub fn to_planes(image: &[u8], r: usize, flip: bool, out: &mut [f32]) {
+    for y in 0..r {
+        for x in 0..r {
+            let sx = if flip { r - 1 - x } else { x };
+            for c in 0..3 {
+                out[c * r * r + y * r + x] = image[(y * r + sx) * 3 + c] as f32 / 127.5 - 1.0;
             }
         }
     }
-    Ok(values)
 }
 
 impl RealSampler {

@@ -1,12 +1,14 @@
 //! `pggan export`: a run's EMA generator and its growth stages for the web (f16 safetensors and a
 //! `manifest.json`), and the export's evaluation against held-out reals.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
 use pggan_model::weights::{
-    WeightDtype, apply_tensors, config_from_metadata, decode, encode, snapshot_to_bytes,
+    NamedTensor, WeightDtype, apply_tensors, config_from_metadata, decode, encode,
+    snapshot_to_bytes,
 };
 use pggan_model::{Generator, ModelConfig, SplitMix64};
 
@@ -48,6 +50,36 @@ fn train_seconds_at(run: &Path, kimg: f64) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// The generator snapshots (`.safetensors`) in `dir` of a run, in name order (none when the
+/// folder is absent).
+fn snapshot_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    files.retain(|p| p.extension().is_some_and(|e| e == "safetensors"));
+    files.sort();
+    files
+}
+
+/// A generator snapshot's tensors, metadata and architecture, checked to load.
+fn read_snapshot(
+    path: &Path,
+    device: &Device,
+) -> Result<(Vec<NamedTensor>, BTreeMap<String, String>, ModelConfig)> {
+    let (tensors, meta) = decode(&std::fs::read(path)?)
+        .with_context(|| format!("reading the snapshot {}", path.display()))?;
+    let config = config_from_metadata(&meta, "generator")
+        .with_context(|| format!("in {}", path.display()))?;
+    drop(
+        apply_tensors(
+            Generator::new(&config, &mut SplitMix64::new(0), device),
+            tensors.clone(),
+        )
+        .with_context(|| format!("loading {}", path.display()))?,
+    );
+    Ok((tensors, meta, config))
+}
+
 /// Writes the EMA generator and its stage snapshots as f16 safetensors with a manifest: the
 /// generator as it stands now, or with `at_stage = Some(level)` as it stood at the end of that
 /// level's stabilisation (its stage snapshot) — to ship the last finished level while the next
@@ -60,25 +92,9 @@ pub fn export(
     fade_alphas: &[f64],
     device: &Device,
 ) -> Result<Manifest> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(run.join("stages"))
-        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
-        .unwrap_or_default();
-    files.retain(|p| p.extension().is_some_and(|e| e == "safetensors"));
-    files.sort();
     let mut snapshots = Vec::new(); // (level, config, tensors, metadata, kimg)
-    for path in files {
-        let (tensors, meta) = decode(&std::fs::read(&path)?)
-            .with_context(|| format!("reading stage {}", path.display()))?;
-        let stage_config = config_from_metadata(&meta, "generator")
-            .with_context(|| format!("in {}", path.display()))?;
-        // Validate that it loads.
-        drop(
-            apply_tensors(
-                Generator::new(&stage_config, &mut SplitMix64::new(0), device),
-                tensors.clone(),
-            )
-            .with_context(|| format!("loading {}", path.display()))?,
-        );
+    for path in snapshot_files(&run.join("stages")) {
+        let (tensors, meta, stage_config) = read_snapshot(&path, device)?;
         let stage_kimg: f64 = meta.get("kimg").and_then(|k| k.parse().ok()).unwrap_or(0.0);
         snapshots.push((
             stage_config.num_levels() - 1,
@@ -217,29 +233,15 @@ fn export_fades(
     wanted: &[f64],
     device: &Device,
 ) -> Result<Vec<FadeEntry>> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(run.join("fades"))
-        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
-        .unwrap_or_default();
-    files.retain(|p| p.extension().is_some_and(|e| e == "safetensors"));
     let mut fades = Vec::new();
-    for path in files {
+    for path in snapshot_files(&run.join("fades")) {
         let Some(nominal) = nominal_fade_alpha(&path) else {
             continue; // not a file the trainer wrote
         };
         if !wanted.iter().any(|w| (w - nominal).abs() < 1e-6) {
             continue;
         }
-        let (tensors, meta) = decode(&std::fs::read(&path)?)
-            .with_context(|| format!("reading fade snapshot {}", path.display()))?;
-        let config = config_from_metadata(&meta, "generator")
-            .with_context(|| format!("in {}", path.display()))?;
-        drop(
-            apply_tensors(
-                Generator::new(&config, &mut SplitMix64::new(0), device),
-                tensors.clone(),
-            )
-            .with_context(|| format!("loading {}", path.display()))?,
-        );
+        let (tensors, meta, config) = read_snapshot(&path, device)?;
         let number = |key: &str| -> Result<f64> {
             meta.get(key)
                 .and_then(|v| v.parse().ok())

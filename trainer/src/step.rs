@@ -278,20 +278,16 @@ impl Shards<'_> {
         settings: &StepSettings,
     ) -> (GradMap, Tensor<1>) {
         let k = self.devices.len();
-        let weight = 1.0 / k as f64;
-        let mut grads = GradMap::new();
-        let mut stats: Option<Tensor<1>> = None;
-        for s in 0..k {
-            let dev = self.device(s);
-            let (g_s, d_s) = if dev == reals.device() {
+        self.sum_over_shards(|s, dev| {
+            let (g_s, d_s) = if *dev == reals.device() {
                 (g.clone(), d.clone())
             } else {
-                (g.clone().to_device(&dev), d.clone().fork(&dev))
+                (g.clone().to_device(dev), d.clone().fork(dev))
             };
-            let part = |x: &Tensor<4>| shard(x, self.group, s, k).to_device(&dev);
+            let part = |x: &Tensor<4>| shard(x, self.group, s, k).to_device(dev);
             let fakes = fakes_for_critic(
                 &g_s,
-                shard(z, self.group, s, k).to_device(&dev),
+                shard(z, self.group, s, k).to_device(dev),
                 level,
                 alpha,
             );
@@ -305,21 +301,8 @@ impl Shards<'_> {
                 alpha,
                 settings.wgan,
             );
-            gather_grads(
-                &d_s,
-                &closs.loss.backward(),
-                weight,
-                &self.plain,
-                &mut grads,
-            );
-            let share = closs
-                .stats
-                .inner()
-                .to_device(&self.plain)
-                .mul_scalar(weight);
-            stats = Some(stats.map_or(share.clone(), |t| t + share));
-        }
-        (grads, stats.expect("at least one shard"))
+            (d_s, closs.loss.backward(), closs.stats.inner())
+        })
     }
 
     /// The generator's gradients against `d`, by path and summed over the shards, and its loss,
@@ -334,27 +317,35 @@ impl Shards<'_> {
         settings: &StepSettings,
     ) -> (GradMap, Tensor<1>) {
         let k = self.devices.len();
-        let weight = 1.0 / k as f64;
-        let mut grads = GradMap::new();
-        let mut loss: Option<Tensor<1>> = None;
-        for s in 0..k {
-            let dev = self.device(s);
-            let (g_s, d_s) = if dev == z.device() {
+        self.sum_over_shards(|s, dev| {
+            let (g_s, d_s) = if *dev == z.device() {
                 (g.clone(), d.clone())
             } else {
-                (g.clone().fork(&dev), d.clone().to_device(&dev))
+                (g.clone().fork(dev), d.clone().to_device(dev))
             };
-            let fakes = g_s.forward(shard(z, self.group, s, k).to_device(&dev), level, alpha);
+            let fakes = g_s.forward(shard(z, self.group, s, k).to_device(dev), level, alpha);
             let gloss = generator_loss(settings.loss, &d_s.no_grad(), fakes, level, alpha);
-            gather_grads(&g_s, &gloss.backward(), weight, &self.plain, &mut grads);
-            let share = gloss
-                .detach()
-                .inner()
-                .to_device(&self.plain)
-                .mul_scalar(weight);
-            loss = Some(loss.map_or(share.clone(), |t| t + share));
+            (g_s, gloss.backward(), gloss.detach().inner())
+        })
+    }
+
+    /// Runs `shard_step(s, device)` for every shard — the trained module's copy on that device,
+    /// its backward pass and its (detached) losses — and sums the gradients by parameter path and
+    /// the losses onto the networks' device, each shard weighted by its share `1 / k`.
+    fn sum_over_shards<M: Module>(
+        &self,
+        mut shard_step: impl FnMut(usize, &Device) -> (M, Gradients, Tensor<1>),
+    ) -> (GradMap, Tensor<1>) {
+        let weight = 1.0 / self.devices.len() as f64;
+        let mut grads = GradMap::new();
+        let mut losses: Option<Tensor<1>> = None;
+        for s in 0..self.devices.len() {
+            let (module, shard_grads, shard_losses) = shard_step(s, &self.device(s));
+            gather_grads(&module, &shard_grads, weight, &self.plain, &mut grads);
+            let share = shard_losses.to_device(&self.plain).mul_scalar(weight);
+            losses = Some(losses.map_or(share.clone(), |t| t + share));
         }
-        (grads, loss.expect("at least one shard"))
+        (grads, losses.expect("at least one shard"))
     }
 }
 
