@@ -157,8 +157,9 @@ impl Page {
     fn wait_ready(&mut self) {
         let state = self.browser.wait_for("document.body && ['ready','error'].includes(document.body.dataset.state) && document.body.dataset.state", LOAD);
         assert_eq!(state, "ready", "page failed: {}", self.text("error"));
-        // The grid is drawn.
-        self.browser.wait_for("document.querySelector('#grid canvas') && document.querySelector('#grid canvas').dataset.rendered", LOAD);
+        // The grid is drawn, every face of it (on the CPU they come one by one).
+        self.browser
+            .wait_for("document.body.dataset.grid === 'done'", LOAD);
     }
 
     fn text(&mut self, id: &str) -> String {
@@ -937,7 +938,7 @@ fn a_dead_webgpu_worker_falls_back_to_the_cpu() {
     );
     // New faces come from the CPU now.
     page.browser.wait_for(
-        "document.querySelector('#grid canvas').dataset.rendered > 16",
+        "document.querySelector('#grid canvas').dataset.rendered > 16 && document.body.dataset.grid === 'done'",
         LOAD,
     );
     let after = page.redraw(
@@ -1102,11 +1103,9 @@ fn a_lost_or_hung_gpu_falls_back_to_the_cpu() {
             std_dev(&face) > 8.0,
             "{fault}: the open face is not drawn after the fallback"
         );
-        // The CPU draws new faces on request.
-        page.browser.wait_for(
-            "document.querySelector('#grid canvas').dataset.rendered",
-            LOAD,
-        );
+        // The CPU draws new faces on request (once its first grid is done).
+        page.browser
+            .wait_for("document.body.dataset.grid === 'done'", LOAD);
         let after = page.redraw(
             "#grid div:nth-child(1) canvas",
             "document.getElementById('new-faces').click()",
@@ -1303,4 +1302,98 @@ fn the_loading_bar_shows_each_phase_of_a_start() {
         .unwrap()
         .to_string();
     assert!(warm.contains("CPU"), "{warm}");
+}
+
+/// On the CPU the grid is shared by a worker per core (three here, the page told of 3 cores):
+/// faces come from several workers and appear one by one, not all at the end; a face drawn by a
+/// helper is the very face the main worker draws for its seed; a helper that fails mid-grid hands
+/// its face back, the grid is still drawn whole, and the pool goes on without it.
+#[test]
+fn the_cpu_grid_is_shared_by_a_worker_per_core_and_drawn_face_by_face() {
+    let _one = BROWSER.lock().unwrap_or_else(|e| e.into_inner());
+    let mut page = Page::open(false, vec![]);
+    page.browser.watch_workers();
+    page.browser.call(
+        "Page.addScriptToEvaluateOnNewDocument",
+        serde_json::json!({"source": "Object.defineProperty(Navigator.prototype, 'hardwareConcurrency', { get: () => 3 });"}),
+    );
+    page.goto("/?model=e2e&backend=cpu");
+    page.wait_ready();
+    page.browser
+        .wait_for("document.body.dataset.workers === '3'", LOAD);
+    assert!(
+        page.text("status").contains("3 workers"),
+        "{}",
+        page.text("status")
+    );
+    page.browser.eval(
+        "window.__draws = []; new MutationObserver((ms) => { for (const m of ms) window.__draws.push([performance.now(), m.target.dataset.worker]); }).observe(document.getElementById('grid'), { subtree: true, attributes: true, attributeFilter: ['data-rendered'] }); 0",
+    );
+    let redraw_grid = |page: &mut Page| -> f64 {
+        let before = page
+            .browser
+            .eval("Math.max(...[...document.querySelectorAll('#grid canvas')].map((c) => Number(c.dataset.rendered)))")
+            .as_f64()
+            .unwrap();
+        let clicked = page
+            .browser
+            .eval("window.__draws = []; document.getElementById('new-faces').click(); performance.now()")
+            .as_f64()
+            .unwrap();
+        page.browser.wait_for(
+            &format!("[...document.querySelectorAll('#grid canvas')].every((c) => Number(c.dataset.rendered) > {before}) && document.body.dataset.grid === 'done'"),
+            LOAD,
+        );
+        clicked
+    };
+
+    let clicked = redraw_grid(&mut page);
+    let draws = page.browser.eval("window.__draws");
+    let draws = draws.as_array().unwrap();
+    assert_eq!(draws.len(), 16, "{draws:?}");
+    let times: Vec<f64> = draws.iter().map(|d| d[0].as_f64().unwrap()).collect();
+    let workers: std::collections::BTreeSet<&str> =
+        draws.iter().map(|d| d[1].as_str().unwrap()).collect();
+    assert!(
+        workers.len() >= 2,
+        "one worker drew the whole grid: {draws:?}"
+    );
+    let (first, last) = (times[0], times[times.len() - 1]);
+    assert!(
+        last - first >= 0.25 * (last - clicked),
+        "faces appear one by one: the first at {:.0} ms, the last at {:.0} ms after the click",
+        first - clicked,
+        last - clicked
+    );
+
+    // A helper's face is the main worker's face for that seed, to the bit.
+    let tile = page
+        .browser
+        .eval("[...document.querySelectorAll('#grid canvas')].findIndex((c) => c.dataset.worker !== 'main') + 1")
+        .as_u64()
+        .unwrap();
+    assert!(tile >= 1);
+    let from_helper = page.pixels(&format!("#grid div:nth-child({tile}) canvas"));
+    let opened = page.redraw(
+        "#detail-canvas",
+        &format!("document.querySelector('#grid div:nth-child({tile}) button').click()"),
+    );
+    assert_eq!(max_abs_diff(&from_helper, &opened), 0);
+
+    // The newest helper fails instead of answering its next face.
+    page.browser.eval_in_worker(
+        "const post = self.postMessage.bind(self); self.postMessage = (msg, t) => (msg && msg.pixels ? post({ op: 'panic', message: 'test: this helper stops' }) : post(msg, t));",
+    );
+    redraw_grid(&mut page);
+    page.browser
+        .wait_for("document.body.dataset.workers === '2'", LOAD);
+    check_faces_drawn(&mut page);
+    let draws = page.browser.eval("window.__draws.length").as_u64().unwrap();
+    assert_eq!(
+        draws, 16,
+        "every face drawn once, the failed one by another worker"
+    );
+    assert!(page.text("error").is_empty(), "{}", page.text("error"));
+    redraw_grid(&mut page);
+    assert!(page.text("status").contains("2 workers"));
 }

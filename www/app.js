@@ -5,6 +5,9 @@
 const WORKER_URL = 'engine-loader.js';
 const ENGINE_URL = 'pggan-web_bg.wasm';
 const GRID_FACES = 16;
+// On the CPU the grid is shared by a pool of workers, one per core (this many at most): each
+// draws one face at a time, so faces appear as they are ready. WebGPU draws the grid as one batch.
+const CPU_WORKERS_MAX = 4;
 const WALK_FRAMES = 240;
 const WALK_SIGMA_FRAMES = 8;
 const MODEL_NAME = /^[A-Za-z0-9_-]{1,64}$/;
@@ -27,6 +30,8 @@ const state = {
   opener: null,    // the control that opened the face shown, to give focus back to
   editBase: null,  // the opened face before edits: { face, latent, link, label }
   engineModule: null, // Promise<WebAssembly.Module>: the engine, downloaded and compiled once
+  helpers: [],     // more CPU workers that share the grid with state.engine
+  gridJob: null,   // the grid being drawn: helpers that get ready meanwhile join it
 };
 
 // ---------------------------------------------------------------- messages
@@ -73,7 +78,10 @@ function backendNotice() {
 }
 
 function setStatus() {
-  const name = state.backend === 'webgpu' ? 'WebGPU (your GPU)' : 'the CPU (WebAssembly)';
+  const workers = state.backend === 'cpu' ? 1 + readyHelpers().length : 1;
+  const name = state.backend === 'webgpu'
+    ? 'WebGPU (your GPU)'
+    : `the CPU (WebAssembly${workers > 1 ? `, ${workers} workers` : ''})`;
   const speed = state.msPerFace == null ? '' : ` · ${state.msPerFace.toFixed(1)} ms per face`;
   $('status').textContent = `Running on ${name}${speed}`;
   $('where').textContent = state.backend === 'webgpu' ? ', on your GPU through WebGPU' : ', on your CPU';
@@ -233,7 +241,9 @@ function modelUrl() {
 // Starts the worker and loads the model; `notice` (a restart's reason) replaces the worker's own.
 async function boot(backend, notice = null) {
   document.body.dataset.state = 'loading';
+  document.body.dataset.grid = 'pending'; // drawn again once this start is done
   setControls(false);
+  stopHelpers();
   const engine = new Engine((reason) => onEngineDeath(engine, reason));
   state.engine = engine;
   engine.onProgress = ({ what, loaded, total, file, backend: on }) => {
@@ -270,6 +280,7 @@ async function boot(backend, notice = null) {
     $('load-stages').textContent = info.model.stageBytes > 0 ? `Show the growth stages (${mb} MB more)` : 'Show the growth stages';
     setControls(true);
     document.body.dataset.state = 'ready';
+    if (info.backend === 'cpu') startHelpers(model);
   } catch (err) {
     if (engine.dead && engine !== state.engine) return; // replaced by a CPU restart
     $('loading').hidden = true;
@@ -339,6 +350,43 @@ function onEngineDeath(engine, reason) {
   }
 }
 
+// More CPU workers for the grid, one per core beyond the first (the engine is compiled once and
+// shared). Each joins the grid being drawn as soon as it is ready; one that fails just leaves.
+function startHelpers(model) {
+  const cores = navigator.hardwareConcurrency || 1;
+  const count = Math.min(CPU_WORKERS_MAX, cores) - 1;
+  for (let i = 0; i < count; i++) {
+    const helper = new Engine(() => {
+      if (!state.helpers.includes(helper)) return; // stopped with its pool
+      state.helpers = state.helpers.filter((h) => h !== helper);
+      document.body.dataset.workers = String(1 + readyHelpers().length);
+      setStatus();
+    });
+    helper.name = `cpu-${i + 2}`;
+    state.helpers.push(helper);
+    helper.start(() => {})
+      .then(() => helper.request('init', { model, backend: 'cpu' }))
+      .then((info) => {
+        helper.backend = info.backend;
+        document.body.dataset.workers = String(1 + readyHelpers().length);
+        setStatus();
+        if (state.gridJob) state.gridJob.join(helper);
+      })
+      .catch((err) => helper.die(err.message));
+  }
+}
+
+function readyHelpers() {
+  return state.helpers.filter((h) => h.backend && !h.dead);
+}
+
+function stopHelpers() {
+  const helpers = state.helpers;
+  state.helpers = [];
+  for (const h of helpers) h.die('replaced');
+  delete document.body.dataset.workers;
+}
+
 function setControls(on) {
   for (const id of ['new-faces', 'walk', 'load-stages']) $(id).disabled = !on;
   $('play').disabled = !on || !(state.a && state.b);
@@ -376,10 +424,9 @@ const GPU_DEADLINE_FACTOR = 50;
 
 // Draws `latents` with the final generator (stage −1), a growth stage, or — with `fade` — a
 // snapshot taken while a level faded in; each runs at the fade weight it was taken at.
-async function render(latents, stage = -1, fade = undefined) {
+async function render(latents, stage = -1, fade = undefined, engine = state.engine) {
   const fields = fade === undefined ? { latents, stage } : { latents, fade };
   const faces = Math.max(1, Math.round(latents.length / state.model.latentSize));
-  const engine = state.engine;
   // A worker still starting (a restart on the CPU) has no model yet: this drawing is dropped.
   if (!engine.backend) throw stopped('the generator is restarting');
   const deadline = engine.backend === 'webgpu'
@@ -465,25 +512,32 @@ async function showGrid() {
     }
   }
   $('new-faces').disabled = true;
+  document.body.dataset.grid = 'drawing';
   try {
     const seeds = randomSeeds(GRID_FACES);
     const { latents } = await state.engine.request('latents', { seeds });
-    const reply = await render(latents);
-    state.msPerFace = reply.ms / reply.count;
-    setStatus();
-    const buttons = grid.querySelectorAll('button');
-    buttons.forEach((button, i) => {
+    const buttons = [...grid.querySelectorAll('button')];
+    const started = performance.now();
+    const replies = await drawGrid(latents, (i, reply, at, engine) => {
+      const button = buttons[i];
       button.face = { latent: latentRow(latents, i), seed: seeds[i] };
       button.setAttribute('aria-label', `Face of seed ${seeds[i]}; open it`);
       button.dataset.seed = seeds[i];
-      draw(button.firstChild, reply, i);
+      button.firstChild.dataset.worker = engine.name || 'main';
+      draw(button.firstChild, reply, at);
+      if (!performance.getEntriesByName('first-face').length) performance.mark('first-face');
     });
-    if (!performance.getEntriesByName('first-face').length) performance.mark('first-face');
+    // The visitor's measure: the grid's time from asking to its last face, per face; beside it,
+    // the workers' own time per face (without messages and waiting).
+    state.msPerFace = (performance.now() - started) / GRID_FACES;
+    const computeMs = replies.reduce((sum, { reply }) => sum + reply.ms / reply.count, 0);
+    document.body.dataset.computeMsPerFace = (computeMs / GRID_FACES).toFixed(2);
+    setStatus();
     // Blend two faces starts with the first two of the grid, never with empty boxes.
     if (!state.a && !state.b && buttons.length >= 2) {
       [state.a, state.b] = [buttons[0].face, buttons[1].face];
-      draw($('canvas-a'), reply, 0);
-      draw($('canvas-b'), reply, 1);
+      draw($('canvas-a'), replies[0].reply, replies[0].at);
+      draw($('canvas-b'), replies[1].reply, replies[1].at);
       $('mix').disabled = false;
       $('play').disabled = false;
       mix(Number($('mix').value)).catch((err) => err.stopped || report('Could not blend: ', err));
@@ -492,7 +546,69 @@ async function showGrid() {
     report('Could not make faces: ', err);
   } finally {
     $('new-faces').disabled = false;
+    document.body.dataset.grid = 'done';
   }
+}
+
+// Draws the grid's `latents`, calling `place(i, reply, at, engine)` as each face is ready (face
+// `i` is face `at` of `reply`). WebGPU draws them as one batch; on the CPU every ready worker
+// takes one face at a time, and helpers that get ready meanwhile join. A helper that fails
+// hands its face back. Resolves with every face's { reply, at }.
+function drawGrid(latents, place) {
+  const faces = Math.round(latents.length / state.model.latentSize);
+  const done = new Array(faces);
+  if (state.backend !== 'cpu') {
+    return render(latents).then((reply) => {
+      for (let i = 0; i < faces; i++) {
+        place(i, reply, i, state.engine);
+        done[i] = { reply, at: i };
+      }
+      return done;
+    });
+  }
+  return new Promise((resolve, reject) => {
+    const queue = [...Array(faces).keys()];
+    let left = faces;
+    let failed = false;
+    const working = new Set();
+    const job = {
+      join(engine) {
+        if (working.has(engine) || failed) return;
+        working.add(engine);
+        work(engine);
+      },
+    };
+    async function work(engine) {
+      while (queue.length && !failed) {
+        const i = queue.shift();
+        try {
+          const reply = await render(latentRow(latents, i), -1, undefined, engine);
+          if (failed) return;
+          place(i, reply, 0, engine);
+          done[i] = { reply, at: 0 };
+          if (--left === 0) {
+            state.gridJob = null;
+            resolve(done);
+          }
+        } catch (err) {
+          queue.unshift(i);
+          working.delete(engine);
+          if (engine === state.engine) {
+            failed = true;
+            state.gridJob = null;
+            reject(err);
+          } else {
+            job.join(state.engine); // the face handed back is drawn even if the rest are done
+          }
+          return;
+        }
+      }
+      working.delete(engine);
+    }
+    state.gridJob = job;
+    job.join(state.engine);
+    for (const h of readyHelpers()) job.join(h);
+  });
 }
 
 // ---------------------------------------------------------------- one face

@@ -88,26 +88,43 @@ impl Generator {
             "level {level} beyond this generator's {} levels",
             self.num_levels()
         );
-        let n = z.dims()[0];
-        let x = normalize_rows(z); // [n, latent] on the hypersphere
-        let x = self.dense.forward(x).reshape([n, self.base_channels, 4, 4]); // [n, c0, 4, 4]
-        let x = pixel_norm(lrelu(x));
-        let mut x = pixel_norm(lrelu(self.conv4.forward(x))); // [n, c0, 4, 4]
-        let fading = level > 0 && alpha < 1.0;
-        let mut before_top = None;
-        for (i, block) in self.blocks.iter().take(level).enumerate() {
-            if fading && i + 1 == level {
-                before_top = Some(x.clone());
-            }
-            x = block.forward(x); // [n, c_l, 4·2^l, 4·2^l]
-        }
+        let (prev, x) = self.features(z, level, level > 0 && alpha < 1.0);
         let img = self.to_rgb[level].forward(x); // [n, 3, r, r]
-        match before_top {
+        match prev {
             Some(prev) => {
                 let old = upsample2x(self.to_rgb[level - 1].forward(prev)); // [n, 3, r, r]
                 lerp(old, img, alpha)
             }
             None => img,
         }
+    }
+
+    /// The features under the toRGB layers at `level` (`[n, c_level, r, r]`), and with
+    /// `keep_previous` those of the level below (`[n, c_level−1, r/2, r/2]`, the input of the
+    /// fade's old branch; `None` at level 0).
+    pub fn features(
+        &self,
+        z: Tensor<2>,
+        level: usize,
+        keep_previous: bool,
+    ) -> (Option<Tensor<4>>, Tensor<4>) {
+        assert!(
+            level < self.num_levels(),
+            "level {level} beyond this generator's {} levels",
+            self.num_levels()
+        );
+        let n = z.dims()[0];
+        let x = normalize_rows(z); // [n, latent] on the hypersphere
+        let x = self.dense.forward(x).reshape([n, self.base_channels, 4, 4]); // [n, c0, 4, 4]
+        let x = pixel_norm(lrelu(x));
+        let mut x = pixel_norm(lrelu(self.conv4.forward(x))); // [n, c0, 4, 4]
+        let mut prev = None;
+        for (i, block) in self.blocks.iter().take(level).enumerate() {
+            if keep_previous && i + 1 == level {
+                prev = Some(x.clone());
+            }
+            x = block.forward(x); // [n, c_l, 4·2^l, 4·2^l]
+        }
+        (prev, x)
     }
 }

@@ -19,6 +19,7 @@ mod images;
 #[cfg(test)]
 mod ingest_fuzz;
 mod labels;
+mod linalg;
 mod loader;
 mod loss;
 mod memory;
@@ -28,6 +29,7 @@ mod pack;
 mod parity;
 mod prepare;
 mod report;
+mod rgb_fit;
 mod schedule;
 mod sessions;
 mod step;

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::adam::AdamParams;
 use crate::backend::BackendKind;
 use crate::loss::{LossKind, WganParams};
+use crate::rgb_fit::FadeRgbStart;
 use crate::schedule::{KimgByLevel, ScheduleSpec, schedule};
 use crate::step::StepSettings;
 
@@ -145,6 +146,12 @@ pub struct RunOptions {
     #[arg(long, default_value_t = 2000)]
     #[serde(default = "default_metrics_count")]
     pub metrics_count: usize,
+    /// How a new level's toRGB starts its fade-in: fitted to the picture of the level below (no
+    /// colour cast at α = 0; docs/design.md) or as initialised (the paper's). Runs stored before
+    /// this option used `random`. May change on resume (fades not yet begun).
+    #[arg(long, value_enum, default_value = "fit")]
+    #[serde(default)]
+    pub fade_rgb: FadeRgbStart,
     /// Seed of initialisation, data order, latents and augmentation.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -162,7 +169,7 @@ fn default_metrics_count() -> usize {
 /// checkpoint on (a resumed run given one is no longer the same as a straight run). The schedule
 /// options may change too, but only as long as the new schedule agrees with the old one for
 /// every image already shown. Every other option is the run's for good.
-pub const CHANGEABLE_ON_RESUME: [&str; 13] = [
+pub const CHANGEABLE_ON_RESUME: [&str; 14] = [
     "total_kimg",
     "tick_kimg",
     "grid",
@@ -176,6 +183,7 @@ pub const CHANGEABLE_ON_RESUME: [&str; 13] = [
     "drift",
     "ema_beta",
     "ema_kimg",
+    "fade_rgb",
 ];
 
 /// The schedule options: they may change on resume while the past stays as it was.

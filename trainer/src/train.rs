@@ -19,6 +19,7 @@ use crate::data::RealSampler;
 use crate::fsutil::write_atomic;
 use crate::options::{RunOptions, SessionArgs, resume_options};
 use crate::pack::{Pack, Split};
+use crate::rgb_fit::{self, FadeRgbStart};
 use crate::schedule::{FadePoint, ScheduleSpec, schedule};
 use crate::step::{Networks, StepRandom};
 use crate::tick::{TickStats, Ticker};
@@ -255,6 +256,24 @@ pub fn train(
         let (level, alpha, n) = (phase.level, phase.alpha, phase.minibatch);
         let key = (level, phase.fading());
         if state.optimizer_phase != Some(key) {
+            // A fade-in beginning (the level below was the last one trained): its toRGB first.
+            let fade_begins = phase.fading()
+                && level > 0
+                && state.optimizer_phase.is_some_and(|(l, _)| l + 1 == level);
+            if fade_begins && opts.fade_rgb == FadeRgbStart::Fit {
+                let r = phase.resolution();
+                let (g, fit) = rgb_fit::fit_to_rgb(nets.g, level, opts.seed)?;
+                let (ema, ema_fit) = rgb_fit::fit_to_rgb(nets.ema, level, opts.seed)?;
+                (nets.g, nets.ema) = (g, ema);
+                say(&format!(
+                    "{r}×{r} fades in: its toRGB fitted to the {h}×{h} picture (root mean square difference {:.3} → {:.3}; EMA {:.3} → {:.3})",
+                    fit.rms_before,
+                    fit.rms_after,
+                    ema_fit.rms_before,
+                    ema_fit.rms_after,
+                    h = r / 2
+                ));
+            }
             nets.adam_g.reset();
             nets.adam_d.reset();
             state.optimizer_phase = Some(key);
