@@ -32,4 +32,9 @@ build_page() {
     rm -rf "$WEB_DIST/models"
     cp -r www/index.html www/app.js www/engine-loader.js www/style.css www/favicon.svg www/models \
         "$WEB_DIST/"
+    # The engine's version (a digest of its wasm): the page keeps the engine in the browser's
+    # Cache Storage under it, so a second visit downloads nothing and a new build is never stale.
+    local digest
+    digest="$(sha256sum "$WEB_DIST/pggan-web_bg.wasm" | cut -c1-16)"
+    printf '{"wasm": "pggan-web_bg.wasm", "version": "%s"}\n' "$digest" > "$WEB_DIST/engine.json"
 }

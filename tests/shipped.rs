@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use pggan_e2e::{Scratch, pggan_ok, read_rgb};
+use pggan_e2e::{Scratch, pggan, pggan_ok, read_rgb};
 use serde_json::Value;
 
 fn shipped() -> PathBuf {
@@ -357,4 +357,61 @@ fn edit_directions_move_their_attribute_and_leave_the_other() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(says), "{edit}: {stderr}");
     }
+}
+
+/// `generate --truncation`: ψ 0 draws the one average face for every seed, ψ 0.5 faces closer
+/// together than ψ 1 (measured on seeds 0–15: 40.6 against 59.7 per channel between pairs); a ψ
+/// outside 0 … 1 is refused by name.
+#[test]
+fn truncation_draws_more_typical_faces() {
+    let dir = Scratch::new("shipped-truncation");
+    let model = shipped().to_string_lossy().into_owned();
+    let variety = |psi: &str| {
+        let out = dir.arg(&format!("faces-{psi}"));
+        pggan_ok(&[
+            "generate",
+            "--model",
+            &model,
+            "--count",
+            "8",
+            "--truncation",
+            psi,
+            "--out",
+            &out,
+        ]);
+        let faces: Vec<Vec<u8>> = (0..8)
+            .map(|i| read_rgb(&dir.path(&format!("faces-{psi}/seed{i:06}.png"))).into_raw())
+            .collect();
+        let mut sum = 0.0;
+        for i in 0..8 {
+            for j in i + 1..8 {
+                sum += faces[i]
+                    .iter()
+                    .zip(&faces[j])
+                    .map(|(&a, &b)| f64::from(a.abs_diff(b)))
+                    .sum::<f64>()
+                    / faces[i].len() as f64;
+            }
+        }
+        sum / 28.0
+    };
+    let (full, half, none) = (variety("1"), variety("0.5"), variety("0"));
+    assert_eq!(none, 0.0, "ψ 0: one face for every seed");
+    assert!(half < 0.85 * full, "ψ 0.5 {half:.1} against ψ 1 {full:.1}");
+    let out = pggan(&[
+        "generate",
+        "--model",
+        &model,
+        "--truncation",
+        "1.5",
+        "--out",
+        &dir.arg("bad.png"),
+    ])
+    .output()
+    .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && said.contains("--truncation must be a number from 0 to 1"),
+        "{said}"
+    );
 }

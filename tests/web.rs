@@ -1397,3 +1397,165 @@ fn the_cpu_grid_is_shared_by_a_worker_per_core_and_drawn_face_by_face() {
     redraw_grid(&mut page);
     assert!(page.text("status").contains("2 workers"));
 }
+
+/// What `pggan generate` draws for `seed` of the shipped model at truncation `psi`, as RGB bytes.
+fn native_shipped_face(seed: u64, psi: f64) -> Vec<u8> {
+    let dir = Scratch::new(&format!("web-native-shipped-{seed}-{psi}"));
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../www/models/utk64");
+    pggan_ok(&[
+        "generate",
+        "--model",
+        &model.to_string_lossy(),
+        "--seed",
+        &seed.to_string(),
+        "--truncation",
+        &psi.to_string(),
+        "--out",
+        &dir.arg("face.png"),
+    ]);
+    read_rgb(&dir.path("face.png")).into_raw()
+}
+
+/// Mean absolute difference over every pair of the grid's first `n` faces.
+fn grid_variety(page: &mut Page, n: usize) -> f64 {
+    let faces: Vec<Vec<u8>> = (1..=n)
+        .map(|i| page.pixels(&format!("#grid div:nth-child({i}) canvas")))
+        .collect();
+    let mut sum = 0.0;
+    let mut pairs = 0.0;
+    for i in 0..n {
+        for j in i + 1..n {
+            sum += mean_abs_diff(&faces[i], &faces[j]);
+            pairs += 1.0;
+        }
+    }
+    sum / pairs
+}
+
+/// The truncation slider (the shipped 64×64 model, on the CPU): a link's `&psi=` sets it and
+/// draws its face as `pggan generate --truncation` does; lower ψ draws the same faces of the grid
+/// more alike, higher more varied; the opened face's link follows the slider; a bad ψ in a link
+/// is named.
+#[test]
+fn the_truncation_slider_trades_variety_for_typical_faces_and_links_keep_it() {
+    let _one = BROWSER.lock().unwrap_or_else(|e| e.into_inner());
+    let native = native_shipped_face(1234, 0.5);
+    let mut page = Page::open(false, vec![]);
+    page.goto("/?backend=cpu#seed=1234&psi=0.5");
+    page.wait_ready();
+    page.browser.wait_for(
+        "document.getElementById('detail-canvas').dataset.rendered",
+        LOAD,
+    );
+    assert_eq!(
+        page.browser
+            .eval("document.getElementById('truncation').value"),
+        "0.5"
+    );
+    let face = page.pixels("#detail-canvas");
+    let (mean, max) = (mean_abs_diff(&face, &native), max_abs_diff(&face, &native));
+    assert!(
+        mean < 1.0 && max <= 6,
+        "seed 1234 at ψ 0.5 differs from pggan generate by mean {mean:.3}, max {max}"
+    );
+    let link = page
+        .browser
+        .eval("document.getElementById('link-text').value");
+    assert!(
+        link.as_str().unwrap().ends_with("#seed=1234&psi=0.5"),
+        "{link}"
+    );
+
+    // The same grid faces at ψ 0.5, then 1, then 0.3.
+    let at_half = grid_variety(&mut page, 6);
+    let set = |page: &mut Page, psi: &str| {
+        let before = page.rendered("#grid div:nth-child(6) canvas");
+        page.browser.eval(&format!(
+            "(() => {{ const t = document.getElementById('truncation'); t.value = '{psi}'; t.dispatchEvent(new Event('input')); }})()"
+        ));
+        page.browser.wait_for(
+            &format!("Number(document.querySelector('#grid div:nth-child(6) canvas').dataset.rendered) > {before} && document.body.dataset.grid === 'done'"),
+            LOAD,
+        );
+    };
+    set(&mut page, "1");
+    let at_one = grid_variety(&mut page, 6);
+    let link = page.browser.eval("location.hash");
+    assert_eq!(link, "#seed=1234", "ψ 1 is left out of links");
+    set(&mut page, "0.3");
+    let at_low = grid_variety(&mut page, 6);
+    assert!(
+        at_one > at_half && at_half > at_low,
+        "variety between faces: ψ 1 {at_one:.1}, ψ 0.5 {at_half:.1}, ψ 0.3 {at_low:.1}"
+    );
+    assert_eq!(page.browser.eval("location.hash"), "#seed=1234&psi=0.3");
+
+    page.goto("/?backend=cpu#seed=1&psi=7");
+    page.wait_ready();
+    page.browser
+        .wait_for("!document.getElementById('error').hidden", LOAD);
+    let error = page.text("error");
+    assert!(
+        error.contains("psi=7") && error.contains("0 to 1"),
+        "{error}"
+    );
+}
+
+/// The page keeps the engine and the model in the browser's Cache Storage: a second visit
+/// downloads neither (only the small files that say their versions); a new export of the model
+/// in the same place (its manifest changed) is downloaded afresh, not served from the cache.
+#[test]
+fn a_second_visit_downloads_nothing_and_a_new_export_is_not_served_stale() {
+    let _one = BROWSER.lock().unwrap_or_else(|e| e.into_inner());
+    let scratch = Scratch::new("web-cache");
+    let dir = copy_model(&scratch, "cached");
+    let mut page = Page::open(false, vec![("/models/cached/".to_string(), dir.clone())]);
+    let generator = "/models/cached/generator.safetensors";
+    let visit = |page: &mut Page| -> (u64, u64, String) {
+        let before = page.server.bytes_sent();
+        page.goto("/?model=cached&backend=cpu");
+        page.wait_ready();
+        let after = page.server.bytes_sent();
+        let delta = |path: &str| after.get(path).unwrap_or(&0) - before.get(path).unwrap_or(&0);
+        (
+            delta("/pggan-web_bg.wasm"),
+            delta(generator),
+            page.text("model-card"),
+        )
+    };
+    let wasm_len = std::fs::metadata(web_dist().join("pggan-web_bg.wasm"))
+        .unwrap()
+        .len();
+    let gen_len = std::fs::metadata(dir.join("generator.safetensors"))
+        .unwrap()
+        .len();
+
+    let (wasm, model, _) = visit(&mut page);
+    assert_eq!(
+        (wasm, model),
+        (wasm_len, gen_len),
+        "the first visit downloads the engine and the model"
+    );
+    let (wasm, model, card) = visit(&mut page);
+    assert_eq!((wasm, model), (0, 0), "the second visit downloads neither");
+    assert!(card.contains("“e2e”"), "{card}");
+
+    // A new export in the same place: its manifest says so, and the page takes the new files.
+    let manifest_path = dir.join("manifest.json");
+    let mut manifest: Value =
+        serde_json::from_str(&std::fs::read_to_string(&manifest_path).unwrap()).unwrap();
+    manifest["name"] = Value::from("e2e-retrained");
+    std::fs::write(&manifest_path, manifest.to_string()).unwrap();
+    let (wasm, model, card) = visit(&mut page);
+    assert_eq!(
+        (wasm, model),
+        (0, gen_len),
+        "a new export: the model again, the engine still kept"
+    );
+    assert!(card.contains("“e2e-retrained”"), "{card}");
+    // Only the current version is kept: the old one is gone from the cache.
+    let kept = page.browser.eval(
+        "(async () => (await (await caches.open('pggan-v1')).keys()).map((r) => r.url).filter((u) => u.includes('generator.safetensors')))()",
+    );
+    assert_eq!(kept.as_array().map(Vec::len), Some(1), "{kept}");
+}

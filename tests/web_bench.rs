@@ -2,7 +2,9 @@
 //! `--model NAME` under www/models): time to first face; warm, a grid of 16 faces from the
 //! click to its last face, per face ("grid ms/face", what a visitor waits), and the workers' own
 //! time per face inside it; one opened face; on WebGPU and on the CPU fallback; the longest
-//! main-thread task while generating; and the bytes transferred (wasm and model, raw and gzip).
+//! main-thread task while generating; the first and a second visit (first face, full grid,
+//! bytes downloaded: the second reads the engine and the model from Cache Storage); and the
+//! bytes of a first visit (wasm and model, raw and gzip).
 //!
 //!     cargo run --release -p pggan-e2e --bin web-bench [-- --model utk64 --rounds 5 --only cpu]
 //!     cargo run --release -p pggan-e2e --bin web-bench -- --model-dir path/to/export
@@ -22,6 +24,9 @@ fn gzip_len(bytes: &[u8]) -> usize {
     enc.write_all(bytes).unwrap();
     enc.finish().unwrap().len()
 }
+
+/// One visit: first face (ms from navigation), the full grid (ms), bytes downloaded.
+type Visit = (f64, f64, u64);
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -67,6 +72,10 @@ fn main() {
     );
     // `--only cpu` or `--only webgpu`: that backend's row alone.
     let only = opt("--only");
+    let total_sent = |server: &Server| server.bytes_sent().values().sum::<u64>();
+    // Per row: (label, first visit, second visit).
+    let mut visits: Vec<(&str, Visit, Visit)> = Vec::new();
+    let marks = "[performance.getEntriesByName('first-face')[0].startTime, performance.getEntriesByName('first-grid')[0].startTime]";
     for (label, webgpu, backend) in [
         ("WebGPU (this machine)", true, "backend=webgpu"),
         ("the page's own choice", true, ""),
@@ -83,6 +92,7 @@ fn main() {
             "Page.addScriptToEvaluateOnNewDocument",
             json!({ "source": LONG_TASKS }),
         );
+        let sent_before = total_sent(&server);
         b.goto(&server.url(&format!("/?{query}{backend}")));
         let state = b.wait_for("document.body && ['ready','error'].includes(document.body.dataset.state) && document.body.dataset.state", wait);
         assert_eq!(
@@ -93,6 +103,14 @@ fn main() {
         );
         b.wait_for("performance.getEntriesByName('first-face').length", wait);
         b.wait_for("document.body.dataset.grid === 'done'", wait);
+        let first_visit = {
+            let m = b.eval(marks);
+            (
+                m[0].as_f64().unwrap(),
+                m[1].as_f64().unwrap(),
+                total_sent(&server) - sent_before,
+            )
+        };
         let first = b
             .eval("performance.getEntriesByName('first-face')[0].startTime")
             .as_f64()
@@ -169,6 +187,33 @@ fn main() {
             "{:<22} ({all_long} main-thread tasks over 50 ms in the whole visit, loading included)",
             ""
         );
+        // A second visit in the same browser: what the page kept in Cache Storage is not
+        // downloaded again.
+        let sent_before = total_sent(&server);
+        b.goto(&server.url(&format!("/?{query}{backend}")));
+        b.wait_for("document.body && document.body.dataset.state === 'ready' && document.body.dataset.grid === 'done' && performance.getEntriesByName('first-grid').length", wait);
+        let m = b.eval(marks);
+        let second_visit = (
+            m[0].as_f64().unwrap(),
+            m[1].as_f64().unwrap(),
+            total_sent(&server) - sent_before,
+        );
+        visits.push((label, first_visit, second_visit));
+    }
+
+    println!("\nvisits (from navigation): first face, the full grid of 16, bytes downloaded");
+    println!(
+        "{:<22} {:>28} {:>28}",
+        "backend", "first visit", "second visit"
+    );
+    let cell = |(face, grid, bytes): Visit| {
+        format!(
+            "{face:>6.0} / {grid:>6.0} ms {:>6.2} MB",
+            bytes as f64 / 1e6
+        )
+    };
+    for (label, first, second) in &visits {
+        println!("{label:<22} {:>28} {:>28}", cell(*first), cell(*second));
     }
 
     println!("\nbytes transferred for one page load (first visit):");

@@ -4,6 +4,10 @@
 
 const WORKER_URL = 'engine-loader.js';
 const ENGINE_URL = 'pggan-web_bg.wasm';
+const ENGINE_VERSION_URL = 'engine.json';
+// The page's cache in the browser's Cache Storage: the engine here, the model's files from the
+// worker (web/src/fetch.rs), each under a URL that names its version.
+const CACHE_NAME = 'pggan-v1';
 const GRID_FACES = 16;
 // On the CPU the grid is shared by a pool of workers, one per core (this many at most): each
 // draws one face at a time, so faces appear as they are ready. WebGPU draws the grid as one batch.
@@ -30,6 +34,7 @@ const state = {
   opener: null,    // the control that opened the face shown, to give focus back to
   editBase: null,  // the opened face before edits: { face, latent, link, label }
   engineModule: null, // Promise<WebAssembly.Module>: the engine, downloaded and compiled once
+  truncation: 1,   // ψ of every face drawn (1: none), kept in links as &psi=
   helpers: [],     // more CPU workers that share the grid with state.engine
   gridJob: null,   // the grid being drawn: helpers that get ready meanwhile join it
 };
@@ -183,7 +188,15 @@ class Engine {
 function compiledEngine(onPhase) {
   if (!state.engineModule) {
     state.engineModule = (async () => {
-      const response = await fetch(ENGINE_URL);
+      const version = await engineVersion();
+      const url = version ? `${ENGINE_URL}?v=${version}` : ENGINE_URL;
+      const kept = version ? await fromCache(url) : null;
+      if (kept) {
+        onPhase('engine', kept.byteLength, kept.byteLength);
+        onPhase('compile', 0, 0);
+        return WebAssembly.compile(kept);
+      }
+      const response = await fetch(url);
       if (!response.ok) throw new Error(`the engine (${ENGINE_URL}) could not be downloaded: HTTP ${response.status}`);
       const total = Number(response.headers.get('Content-Length')) || 0;
       const reader = response.body.getReader();
@@ -198,11 +211,53 @@ function compiledEngine(onPhase) {
         onPhase('engine', loaded, Math.max(total, loaded));
       }
       onPhase('compile', 0, 0);
-      return WebAssembly.compile(await new Blob(chunks).arrayBuffer());
+      const bytes = await new Blob(chunks).arrayBuffer();
+      if (version) toCache(url, bytes); // not awaited: compiling need not wait for the disk
+      return WebAssembly.compile(bytes);
     })();
     state.engineModule.catch(() => { state.engineModule = null; });
   }
   return state.engineModule;
+}
+
+// The engine's version from engine.json (always asked of the server, never the HTTP cache);
+// null when there is none (a page built without it), and the engine is then simply downloaded.
+async function engineVersion() {
+  try {
+    const response = await fetch(ENGINE_VERSION_URL, { cache: 'no-cache' });
+    if (!response.ok) return null;
+    const { version } = await response.json();
+    return typeof version === 'string' && /^[0-9a-f]{1,64}$/.test(version) ? version : null;
+  } catch {
+    return null;
+  }
+}
+
+// The bytes kept in Cache Storage under `url`, or null (none kept, or no Cache Storage here: an
+// insecure origin).
+async function fromCache(url) {
+  try {
+    const response = await (await caches.open(CACHE_NAME)).match(url);
+    return response ? await response.arrayBuffer() : null;
+  } catch {
+    return null;
+  }
+}
+
+// Keeps `bytes` under `url` and drops the other versions of the same file; failures only mean a
+// download next time.
+async function toCache(url, bytes) {
+  try {
+    const cache = await caches.open(CACHE_NAME);
+    await cache.put(url, new Response(bytes));
+    const kept = new URL(url, location.href);
+    for (const request of await cache.keys()) {
+      const other = new URL(request.url);
+      if (other.pathname === kept.pathname && other.href !== kept.href) await cache.delete(request);
+    }
+  } catch {
+    // nothing kept
+  }
 }
 
 // What the loading bar says: each phase of a start with its own progress (`total` 0: no measure).
@@ -301,6 +356,7 @@ async function boot(backend, notice = null) {
     return;
   }
   // A shared link's face first, in view (on a phone it is below the grid), then the grid.
+  buildGrid();
   if (location.hash && location.hash !== '#') {
     await followLink();
     await showGrid();
@@ -388,7 +444,7 @@ function stopHelpers() {
 }
 
 function setControls(on) {
-  for (const id of ['new-faces', 'walk', 'load-stages']) $(id).disabled = !on;
+  for (const id of ['new-faces', 'walk', 'load-stages', 'truncation']) $(id).disabled = !on;
   $('play').disabled = !on || !(state.a && state.b);
 }
 
@@ -426,6 +482,7 @@ const GPU_DEADLINE_FACTOR = 50;
 // snapshot taken while a level faded in; each runs at the fade weight it was taken at.
 async function render(latents, stage = -1, fade = undefined, engine = state.engine) {
   const fields = fade === undefined ? { latents, stage } : { latents, fade };
+  fields.truncation = state.truncation;
   const faces = Math.max(1, Math.round(latents.length / state.model.latentSize));
   // A worker still starting (a restart on the CPU) has no model yet: this drawing is dropped.
   if (!engine.backend) throw stopped('the generator is restarting');
@@ -491,32 +548,41 @@ function latest(fn) {
 
 // ---------------------------------------------------------------- the grid
 
-async function showGrid() {
+// The grid's tiles, empty until drawn: made before a shared link's face opens, so the page's
+// layout does not move under it when the grid fills in.
+function buildGrid() {
   const grid = $('grid');
-  if (!grid.children.length) {
-    for (let i = 0; i < GRID_FACES; i++) {
-      const item = document.createElement('div');
-      item.setAttribute('role', 'listitem');
-      const button = document.createElement('button');
-      button.type = 'button';
-      const canvas = document.createElement('canvas');
-      canvas.width = canvas.height = state.model.resolution;
-      button.append(canvas);
-      button.addEventListener('click', () => {
-        if (!button.face) return;
-        showError('');
-        openFace(button.face);
-      });
-      item.append(button);
-      grid.append(item);
-    }
+  if (grid.children.length) return;
+  for (let i = 0; i < GRID_FACES; i++) {
+    const item = document.createElement('div');
+    item.setAttribute('role', 'listitem');
+    const button = document.createElement('button');
+    button.type = 'button';
+    const canvas = document.createElement('canvas');
+    canvas.width = canvas.height = state.model.resolution;
+    button.append(canvas);
+    button.addEventListener('click', () => {
+      if (!button.face) return;
+      showError('');
+      openFace(button.face);
+    });
+    item.append(button);
+    grid.append(item);
   }
+}
+
+// Draws the grid: new random faces, or with `keep` the faces it shows (after the truncation
+// changed).
+async function showGrid({ keep = false } = {}) {
+  const grid = $('grid');
+  buildGrid();
   $('new-faces').disabled = true;
   document.body.dataset.grid = 'drawing';
   try {
-    const seeds = randomSeeds(GRID_FACES);
-    const { latents } = await state.engine.request('latents', { seeds });
     const buttons = [...grid.querySelectorAll('button')];
+    const kept = keep && buttons.every((b) => b.face);
+    const seeds = kept ? buttons.map((b) => b.face.seed) : randomSeeds(GRID_FACES);
+    const { latents } = await state.engine.request('latents', { seeds });
     const started = performance.now();
     const replies = await drawGrid(latents, (i, reply, at, engine) => {
       const button = buttons[i];
@@ -530,6 +596,7 @@ async function showGrid() {
     // The visitor's measure: the grid's time from asking to its last face, per face; beside it,
     // the workers' own time per face (without messages and waiting).
     state.msPerFace = (performance.now() - started) / GRID_FACES;
+    if (!performance.getEntriesByName('first-grid').length) performance.mark('first-grid');
     const computeMs = replies.reduce((sum, { reply }) => sum + reply.ms / reply.count, 0);
     document.body.dataset.computeMsPerFace = (computeMs / GRID_FACES).toFixed(2);
     setStatus();
@@ -676,7 +743,7 @@ const applyEdits = latest(async () => {
   if (edits.length) {
     ({ latent } = await state.engine.request('edit', { latent, edits }));
     // The link stores a latent in half precision: draw exactly what it will reproduce.
-    const made = await state.engine.request('make-link', { latent });
+    const made = await state.engine.request('make-link', { latent, truncation: state.truncation });
     ({ latent, link } = made);
   }
   state.current = edits.length ? { latent, seed: null } : state.editBase.face;
@@ -691,7 +758,9 @@ async function openFace(face, { focus = true } = {}) {
   const from = document.activeElement;
   if (focus && from && from !== document.body && !$('detail').contains(from)) state.opener = from;
   // A latent's link holds it in half precision: show the face as the link will reproduce it.
-  const made = await state.engine.request('make-link', face.seed != null ? { seed: face.seed } : { latent: face.latent });
+  const made = await state.engine.request('make-link', face.seed != null
+    ? { seed: face.seed, truncation: state.truncation }
+    : { latent: face.latent, truncation: state.truncation });
   if (face.seed == null) face = { latent: made.latent, seed: null };
   state.current = face;
   $('detail').hidden = false;
@@ -704,7 +773,9 @@ async function openFace(face, { focus = true } = {}) {
   history.replaceState(null, '', `#${made.link}`);
   $('link-text').value = shareableLink(made.link);
   if (focus) {
-    $('detail-title').scrollIntoView({ block: 'nearest' });
+    // The face in view: on a phone the section sits below the grid.
+    const seen = $('detail-canvas').getBoundingClientRect();
+    if (seen.top < 0 || seen.bottom > window.innerHeight) $('detail').scrollIntoView({ block: 'start' });
     $('close-detail').focus({ preventScroll: true });
   }
   await showStages();
@@ -715,6 +786,7 @@ async function followLink() {
   if (!hash || hash === '#') return;
   try {
     const parsed = await state.engine.request('parse-link', { hash });
+    if (parsed.truncation !== undefined) setTruncation(parsed.truncation);
     if (parsed.kind === 'seed') {
       const { latents } = await state.engine.request('latents', { seeds: [parsed.seed] });
       await openFace({ latent: latents, seed: parsed.seed });
@@ -959,6 +1031,39 @@ const fade = latest(async (at) => {
 
 // ---------------------------------------------------------------- wiring
 
+// ---------------------------------------------------------------- truncation
+
+// Sets ψ for every face drawn from now on (the slider follows, e.g. from a link).
+function setTruncation(psi) {
+  state.truncation = Math.min(1, Math.max(0, psi));
+  $('truncation').value = String(state.truncation);
+  $('truncation-value').textContent = `ψ ${state.truncation.toFixed(2)}`;
+  document.body.dataset.truncation = state.truncation.toFixed(2);
+}
+
+// Redraws what is on show with the new ψ: the grid's faces, the opened face (and its link), the
+// blend's ends and middle.
+const redrawAll = latest(async () => {
+  if (!state.model) return;
+  if (!$('detail').hidden && state.editBase) {
+    // The opened face again, with its edits.
+    const inputs = [...$('edit-sliders').querySelectorAll('input')];
+    const amounts = inputs.map((i) => i.value);
+    await openFace(state.editBase.face, { focus: false });
+    inputs.forEach((input, k) => {
+      input.value = amounts[k];
+      input.nextElementSibling.textContent = Number(amounts[k]).toFixed(1);
+    });
+    if (amounts.some((a) => Number(a) !== 0)) await applyEdits();
+  }
+  if (state.a && state.b) {
+    draw($('canvas-a'), await render(state.a.latent));
+    draw($('canvas-b'), await render(state.b.latent));
+    await mix(Number($('mix').value));
+  }
+  if (document.body.dataset.grid !== 'drawing') await showGrid({ keep: true });
+});
+
 function wire() {
   $('new-faces').addEventListener('click', () => {
     showError(''); // the visitor has moved on from whatever went wrong before
@@ -981,6 +1086,10 @@ function wire() {
   $('stage-prev').addEventListener('click', () => selectStage(state.stage - 1));
   $('stage-next').addEventListener('click', () => selectStage(state.stage + 1));
   $('alpha').addEventListener('input', (e) => fade(Number(e.target.value)));
+  $('truncation').addEventListener('input', (e) => {
+    setTruncation(Number(e.target.value));
+    redrawAll();
+  });
   document.addEventListener('keydown', (e) => {
     if (e.key === 'Escape' && !$('detail').hidden) closeDetail();
   });

@@ -4,7 +4,10 @@
 //!
 //! - `seed=<n>`: the latent of seed `n` ([`crate::latent::latent_for_seed`]), a decimal `u64`;
 //! - `z=<base64url>`: an exact latent, each value an IEEE half-precision float, little-endian,
-//!   base64url without padding (a 512-long latent is 1,366 characters).
+//!   base64url without padding (a 512-long latent is 1,366 characters);
+//!
+//! optionally followed by how the face is drawn: `&psi=0.7`, the truncation ψ
+//! ([`crate::Generator::forward_truncated`]), a number from 0 to 1 (1, no truncation, is left out).
 //!
 //! Parsing looks at the length before anything else and only ever decodes numbers: a link can name
 //! a face and nothing more. Every error says what was wrong in words a visitor can act on.
@@ -25,6 +28,15 @@ pub enum LinkTarget {
     Seed(u64),
     /// This exact latent.
     Latent(Vec<f32>),
+}
+
+/// A whole link: the face it names and how it is drawn.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Link {
+    /// The face.
+    pub target: LinkTarget,
+    /// The truncation ψ (0 … 1), when the link gives one.
+    pub truncation: Option<f64>,
 }
 
 /// Why a link was refused.
@@ -53,6 +65,12 @@ pub enum LinkError {
     /// A value is infinite or not a number.
     #[error("the latent in the link holds a value that is not a finite number")]
     NotFinite,
+    /// The truncation is not a number from 0 to 1.
+    #[error("the truncation “psi={0}” in the link is not a number from 0 to 1")]
+    Truncation(String),
+    /// Something after the face that links do not hold.
+    #[error("the link holds “{0}”, which is not something a link can say (only &psi=…)")]
+    Option(String),
 }
 
 /// Shortens `s` to a few characters for an error message.
@@ -64,12 +82,60 @@ fn excerpt(s: &str) -> String {
     out
 }
 
-/// Parses a link (with or without its leading `#`) for a model with latents of `latent_size`.
+/// Parses a link (with or without its leading `#`) for a model with latents of `latent_size`: the
+/// face it names (see [`parse_full_link`] for how it is drawn too).
 pub fn parse_link(link: &str, latent_size: usize) -> Result<LinkTarget, LinkError> {
+    parse_full_link(link, latent_size).map(|l| l.target)
+}
+
+/// Parses a whole link: the face and its options (`&psi=…`).
+pub fn parse_full_link(link: &str, latent_size: usize) -> Result<Link, LinkError> {
     if link.len() > MAX_LINK_CHARS {
         return Err(LinkError::TooLong(link.len()));
     }
     let body = link.strip_prefix('#').unwrap_or(link).trim();
+    let mut parts = body.split('&');
+    let face = parts.next().unwrap_or("");
+    let mut truncation = None;
+    for option in parts {
+        match option.split_once('=') {
+            Some(("psi", value)) => truncation = Some(parse_truncation(value)?),
+            _ => return Err(LinkError::Option(excerpt(option))),
+        }
+    }
+    // A link may give only options (`#psi=0.7`): no face, drawn that way.
+    let (face, truncation) = match face.split_once('=') {
+        Some(("psi", value)) if truncation.is_none() => ("", Some(parse_truncation(value)?)),
+        _ => (face, truncation),
+    };
+    Ok(Link {
+        target: parse_face(face, latent_size)?,
+        truncation,
+    })
+}
+
+/// A truncation ψ from a link: a plain decimal from 0 to 1.
+fn parse_truncation(value: &str) -> Result<f64, LinkError> {
+    let plain = !value.is_empty()
+        && value.len() <= 8
+        && value.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+    match value.parse::<f64>() {
+        Ok(psi) if plain && (0.0..=1.0).contains(&psi) => Ok(psi),
+        _ => Err(LinkError::Truncation(excerpt(value))),
+    }
+}
+
+/// The link's suffix for a truncation ψ: `&psi=0.7`, or nothing for 1 (none).
+pub fn truncation_suffix(psi: f64) -> String {
+    if psi >= 1.0 || !psi.is_finite() {
+        String::new()
+    } else {
+        format!("&psi={}", (psi.max(0.0) * 100.0).round() / 100.0)
+    }
+}
+
+/// The face part of a link.
+fn parse_face(body: &str, latent_size: usize) -> Result<LinkTarget, LinkError> {
     if body.is_empty() {
         return Ok(LinkTarget::Empty);
     }
@@ -191,6 +257,50 @@ mod tests {
         }
         // Encoding what was decoded is exact.
         assert_eq!(latent_link(&back), link);
+    }
+
+    #[test]
+    fn links_carry_a_truncation() {
+        let full = |l: &str| parse_full_link(l, 8);
+        assert_eq!(
+            full("#seed=5&psi=0.7"),
+            Ok(Link {
+                target: LinkTarget::Seed(5),
+                truncation: Some(0.7)
+            })
+        );
+        let z = latent_link(&latent_for_seed(1, 8));
+        let with = format!("#{z}{}", truncation_suffix(0.5));
+        assert_eq!(full(&with).unwrap().truncation, Some(0.5));
+        assert_eq!(parse_link(&with, 8), parse_link(&z, 8));
+        assert_eq!(
+            full("#psi=0.25"),
+            Ok(Link {
+                target: LinkTarget::Empty,
+                truncation: Some(0.25)
+            })
+        );
+        assert_eq!(full("#seed=5").unwrap().truncation, None);
+        assert_eq!(truncation_suffix(1.0), "");
+        assert_eq!(truncation_suffix(0.7), "&psi=0.7");
+        assert_eq!(truncation_suffix(0.333), "&psi=0.33");
+        for bad in ["2", "-0.5", "abc", "", "1e-1", "0.5.5", "NaN", "inf"] {
+            assert_eq!(
+                full(&format!("#seed=5&psi={bad}")),
+                Err(LinkError::Truncation(bad.to_string())),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            full("#seed=5&style=dark"),
+            Err(LinkError::Option("style=dark".into()))
+        );
+        assert!(
+            full("#seed=5&psi=7")
+                .unwrap_err()
+                .to_string()
+                .contains("psi=7")
+        );
     }
 
     #[test]

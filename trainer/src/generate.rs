@@ -8,22 +8,40 @@ use pggan_model::latent::latents_for_seeds;
 use pggan_model::weights::generator_from_bytes;
 
 use crate::images::{grid, save_png};
-use crate::loader::{draw, load_model, read_manifest};
+use crate::loader::{LoadedModel, draw, load_model, read_manifest};
+
+/// What `pggan generate` draws from, and how.
+pub struct Source<'a> {
+    /// Exported model folder, run folder, or generator file.
+    pub model: &'a Path,
+    /// Truncation ψ (1: none).
+    pub truncation: f64,
+    /// Where to run the generator.
+    pub device: &'a Device,
+}
+
+impl Source<'_> {
+    fn load(&self) -> Result<LoadedModel> {
+        let mut loaded = load_model(self.model, self.device)?;
+        loaded.truncation = self.truncation;
+        Ok(loaded)
+    }
+}
 
 /// Writes images for seeds `seed … seed + count − 1`: one PNG per seed in a folder, or one PNG
 /// (a grid when `count > 1`, its cells scaled (nearest) to `cell` pixels when given) when `out`
 /// ends in `.png`. Returns the files written.
 pub fn generate(
-    model: &Path,
+    source: &Source,
     seed: u64,
     count: usize,
     out: &Path,
     cell: Option<u32>,
     edit: Option<&str>,
-    device: &Device,
 ) -> Result<Vec<std::path::PathBuf>> {
     anyhow::ensure!(count >= 1, "--count must be at least 1");
-    let loaded = load_model(model, device)?;
+    let model = source.model;
+    let loaded = source.load()?;
     let l = loaded.config.latent_size;
     let mut latents = latents_for_seeds(seed, count, l);
     if let Some(edit) = edit {
@@ -73,19 +91,19 @@ pub fn generate(
 /// Faces of seeds `seed … seed + count − 1` edited along the direction `name` of the model's
 /// `directions.json` by −3, −1.5, 0, 1.5 and 3 units: one picture, a row per amount.
 pub fn generate_sweep(
-    model: &Path,
+    source: &Source,
     seed: u64,
     count: usize,
     name: &str,
     out: &Path,
     cell: Option<u32>,
-    device: &Device,
 ) -> Result<()> {
     anyhow::ensure!(
         (1..=64).contains(&count),
         "--count must be 1–64 for a sweep"
     );
-    let loaded = load_model(model, device)?;
+    let model = source.model;
+    let loaded = source.load()?;
     let l = loaded.config.latent_size;
     let directions = crate::directions::Directions::load(model)?;
     let direction = directions.get(name)?;
@@ -103,14 +121,14 @@ pub fn generate_sweep(
 /// final generator when it is not the last stage), a column per seed `seed … seed + count − 1`,
 /// every cell scaled (nearest) to `cell` pixels (default: the final resolution).
 pub fn generate_stages(
-    model: &Path,
+    source: &Source,
     seed: u64,
     count: usize,
     out: &Path,
     cell: Option<u32>,
-    device: &Device,
 ) -> Result<()> {
     anyhow::ensure!(count >= 1, "--count must be at least 1");
+    let (model, device) = (source.model, source.device);
     anyhow::ensure!(
         out.extension()
             .is_some_and(|e| e.eq_ignore_ascii_case("png")),
@@ -141,7 +159,7 @@ pub fn generate_stages(
             .with_context(|| format!("reading {}", model.join(file).display()))?;
         let (generator, _, _) =
             generator_from_bytes(&bytes, device).with_context(|| format!("loading {file}"))?;
-        images.extend(draw(&generator, *level, *alpha, &z));
+        images.extend(draw(&generator, *level, *alpha, source.truncation, &z));
     }
     if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)?;

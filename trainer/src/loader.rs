@@ -30,12 +30,20 @@ pub struct LoadedModel {
     pub level: usize,
     /// Fade weight to sample with.
     pub alpha: f64,
+    /// Truncation ψ to sample with (1: none; see `Generator::forward_truncated`).
+    pub truncation: f64,
 }
 
 impl LoadedModel {
     /// The images of latents `[count, latent_size]` (row after row).
     pub fn images(&self, latents: &[f32]) -> Vec<RgbImage> {
-        draw(&self.generator, self.level, self.alpha, latents)
+        draw(
+            &self.generator,
+            self.level,
+            self.alpha,
+            self.truncation,
+            latents,
+        )
     }
 
     /// The images of seeds `first_seed … first_seed + count − 1`.
@@ -48,16 +56,24 @@ impl LoadedModel {
     }
 }
 
-/// The images `generator` draws at `level` and `alpha` for latents `[count, latent_size]`, in
-/// passes of at most 64.
-pub fn draw(generator: &Generator, level: usize, alpha: f64, latents: &[f32]) -> Vec<RgbImage> {
+/// The images `generator` draws at `level` and `alpha`, truncated by `psi` (1: none), for latents
+/// `[count, latent_size]`, in passes of at most 64.
+pub fn draw(
+    generator: &Generator,
+    level: usize,
+    alpha: f64,
+    psi: f64,
+    latents: &[f32],
+) -> Vec<RgbImage> {
     let latent = generator.latent_size;
     let device = generator.dense.weight.val().device();
     let mut images = Vec::with_capacity(latents.len() / latent.max(1));
     for chunk in latents.chunks(CHUNK * latent) {
         let n = chunk.len() / latent;
         let z = tensor_from_f32(chunk.to_vec(), [n, latent], &device);
-        images.extend(to_rgb_images(generator.forward(z, level, alpha))); // [n, 3, r, r]
+        images.extend(to_rgb_images(
+            generator.forward_truncated(z, level, alpha, psi),
+        )); // [n, 3, r, r]
     }
     images
 }
@@ -97,6 +113,7 @@ pub fn load_model(model: &Path, device: &Device) -> Result<LoadedModel> {
         return Ok(LoadedModel {
             level: manifest.level,
             alpha: manifest.alpha,
+            truncation: 1.0,
             generator,
             config,
         });
@@ -108,6 +125,7 @@ pub fn load_model(model: &Path, device: &Device) -> Result<LoadedModel> {
             config,
             level: state.level,
             alpha: state.alpha,
+            truncation: 1.0,
         });
     }
     if model.is_file() {
@@ -127,6 +145,7 @@ pub fn load_model(model: &Path, device: &Device) -> Result<LoadedModel> {
             config,
             level,
             alpha,
+            truncation: 1.0,
         });
     }
     bail!(

@@ -126,6 +126,11 @@ enum Command {
         /// standard deviations), a column per seed.
         #[arg(long, conflicts_with_all = ["stages", "edit"])]
         sweep: Option<String>,
+        /// The truncation trick, ψ from 0 to 1: faces pulled towards the average face by this
+        /// much (1: none, the default; lower: more typical faces, less variety). The page's
+        /// slider and its links' `&psi=` are the same number.
+        #[arg(long, default_value_t = 1.0)]
+        truncation: f64,
         /// Backend.
         #[arg(long, value_enum, default_value = "auto")]
         backend: BackendKind,
@@ -422,44 +427,39 @@ fn run() -> Result<()> {
             stages,
             edit,
             sweep,
+            truncation,
             backend,
         } => {
             anyhow::ensure!(
                 cell.is_none_or(|c| (1..=4096).contains(&c)),
                 "--cell must be 1–4096 pixels"
             );
+            anyhow::ensure!(
+                (0.0..=1.0).contains(&truncation),
+                "--truncation must be a number from 0 to 1 (1: none), not {truncation}"
+            );
+            let device = backend.device()?;
+            let source = generate::Source {
+                model: &model,
+                truncation,
+                device: &device,
+            };
             if let Some(name) = sweep {
-                generate::generate_sweep(
-                    &model,
-                    seed,
-                    count,
-                    &name,
-                    &out,
-                    cell,
-                    &backend.device()?,
-                )?;
+                generate::generate_sweep(&source, seed, count, &name, &out, cell)?;
                 println!(
                     "wrote seeds {seed}–{} along “{name}” (−3 … +3) to {}",
                     seed + count as u64 - 1,
                     out.display()
                 );
             } else if stages {
-                generate::generate_stages(&model, seed, count, &out, cell, &backend.device()?)?;
+                generate::generate_stages(&source, seed, count, &out, cell)?;
                 println!(
                     "wrote the growth stages of seeds {seed}–{} to {}",
                     seed + count as u64 - 1,
                     out.display()
                 );
             } else {
-                let files = generate::generate(
-                    &model,
-                    seed,
-                    count,
-                    &out,
-                    cell,
-                    edit.as_deref(),
-                    &backend.device()?,
-                )?;
+                let files = generate::generate(&source, seed, count, &out, cell, edit.as_deref())?;
                 println!("wrote {} image file(s) to {}", files.len(), out.display());
             }
         }

@@ -175,7 +175,7 @@ impl Ticker<'_> {
         // One write per line, so a reader (or a kill) never sees half of one.
         self.metrics.write_all(format!("{line}\n").as_bytes())?;
         self.metrics.flush()?;
-        let fakes = draw(ema, phase.level, phase.alpha, &self.grid_latents);
+        let fakes = draw(ema, phase.level, phase.alpha, 1.0, &self.grid_latents);
         let picture = grid(&fakes, self.grid_side, self.config.resolution as u32);
         let name = format!("fakes{:06}.png", kimg.floor() as u64);
         save_png(&picture, &run.join("grids").join(name))?;
@@ -207,7 +207,7 @@ impl Ticker<'_> {
         let latents = latents_for_seeds(METRICS_SEED, n, self.config.latent_size);
         let fakes = ImageSet {
             resolution: r,
-            data: draw(ema, phase.level, phase.alpha, &latents)
+            data: draw(ema, phase.level, phase.alpha, 1.0, &latents)
                 .into_iter()
                 .flat_map(|img| img.into_raw())
                 .collect(),

@@ -129,8 +129,8 @@ pub struct Engine {
     pub device: Device,
     /// `"webgpu"` or `"cpu"`.
     pub backend: &'static str,
-    /// The model's folder URL (ending in `/`), where the growth stages are fetched from.
-    pub base: String,
+    /// The model's files (its folder URL and version), where the growth stages are fetched from.
+    pub files: crate::fetch::ModelFiles,
     /// The parsed manifest.
     pub manifest: Manifest,
     /// The final generator.
@@ -249,6 +249,7 @@ impl Engine {
         &self,
         which: Which,
         latents: Vec<f32>,
+        truncation: f64,
     ) -> Result<(Vec<u8>, usize), String> {
         let slot = self.slot(which)?;
         let latent = self.manifest.latent_size;
@@ -261,10 +262,17 @@ impl Engine {
         if latents.iter().any(|v| !v.is_finite()) {
             return Err("a latent holds a value that is not a finite number".into());
         }
+        if !(0.0..=1.0).contains(&truncation) {
+            return Err(format!(
+                "the truncation ψ must be a number from 0 to 1, not {truncation}"
+            ));
+        }
         let n = latents.len() / latent;
         let alpha = slot.alpha.clamp(0.0, 1.0);
         let z = tensor_from_f32(latents, [n, latent], &self.device); // [n, latent]
-        let img = slot.generator.forward(z, slot.level, alpha); // [n, 3, r, r] in [-1, 1]
+        let img = slot
+            .generator
+            .forward_truncated(z, slot.level, alpha, truncation); // [n, 3, r, r] in [-1, 1]
         let r = img.dims()[2];
         let img = img
             .add_scalar(1.0)

@@ -19,10 +19,10 @@
 //! | `init` | `model` (folder URL), `backend` (`"auto"`/`"cpu"`) | `backend`, `notice`, `warmupMs`, `model` (summary) |
 //! | `load-stages` | — | (the growth stages, from the model's folder, are loaded) |
 //! | `load-fades` | `level` | (that level's fade-in snapshots are loaded) |
-//! | `generate` | `stage` (index into the manifest's stages, −1 = final) or `fade` (index into its fade-in snapshots), `latents` (Float32Array) | `pixels`, `count`, `size`, `ms` |
+//! | `generate` | `stage` (index into the manifest's stages, −1 = final) or `fade` (index into its fade-in snapshots), `latents` (Float32Array), `truncation` (ψ 0 … 1, default 1) | `pixels`, `count`, `size`, `ms` |
 //! | `latents` | `seeds` (decimal strings) | `latents` |
-//! | `parse-link` | `hash` | `kind` (`empty`/`seed`/`latent`), `seed`, `latent` |
-//! | `make-link` | `seed` or `latent` | `link`, and `latent` as the link stores it |
+//! | `parse-link` | `hash` | `kind` (`empty`/`seed`/`latent`), `seed`, `latent`, `truncation` (when the link has `&psi=`) |
+//! | `make-link` | `seed` or `latent`, `truncation` | `link` (with `&psi=` below 1), and `latent` as the link stores it |
 //! | `blend` | `a`, `b`, `t` | `latent` |
 //! | `edit` | `latent`, `edits` (`[[name, amount], …]`, amounts −3…3) | `latent` (on the sphere) |
 //! | `walk` | `seed`, `frames`, `sigma` | `latents` |
@@ -37,14 +37,16 @@ use std::rc::Rc;
 use gloo_utils::format::JsValueSerdeExt;
 use js_sys::{Array, Float32Array, Object, Reflect, Uint8ClampedArray};
 use pggan_model::latent::{blend_latents, edit_latent, latent_for_seed, smooth_walk};
-use pggan_model::link::{LinkTarget, latent_link, parse_link, seed_link};
+use pggan_model::link::{
+    LinkTarget, latent_link, parse_full_link, parse_link, seed_link, truncation_suffix,
+};
 use pggan_model::manifest::Manifest;
 use serde::Deserialize;
 use wasm_bindgen::prelude::*;
 use web_sys::{DedicatedWorkerGlobalScope, MessageEvent};
 
 use engine::{BackendChoice, Engine, Which, choose_device, load_slot};
-use fetch::fetch_bytes;
+use fetch::{ModelFiles, fetch_fresh};
 
 thread_local! {
     static ENGINE: RefCell<Option<Rc<Engine>>> = const { RefCell::new(None) };
@@ -77,6 +79,8 @@ enum Request {
         stage: i64,
         fade: Option<usize>,
         latents: F32s,
+        /// The truncation ψ (0 … 1; absent: 1, none).
+        truncation: Option<f64>,
     },
     /// The latents of `seeds` (decimal strings).
     Latents { seeds: Vec<String> },
@@ -86,6 +90,8 @@ enum Request {
     MakeLink {
         seed: Option<String>,
         latent: Option<F32s>,
+        /// The truncation ψ the face is drawn with (kept in the link below 1).
+        truncation: Option<f64>,
     },
     /// The blend of latents `a` and `b` at `t`.
     Blend { a: F32s, b: F32s, t: f64 },
@@ -206,6 +212,7 @@ async fn handle(data: JsValue) {
                 stage,
                 fade,
                 latents,
+                truncation,
             } => generate(
                 match (fade, stage) {
                     (Some(i), _) => Which::Fade(i),
@@ -213,13 +220,18 @@ async fn handle(data: JsValue) {
                     (None, s) => Which::Stage(s as usize),
                 },
                 latents.0,
+                truncation.unwrap_or(1.0),
                 &reply,
             )
             .await
             .map(|buffer| transfer = Some(buffer)),
             Request::Latents { seeds } => latents(&seeds, &reply),
             Request::ParseLink { hash } => link_parse(&hash, &reply),
-            Request::MakeLink { seed, latent } => link_make(seed, latent.map(|z| z.0), &reply),
+            Request::MakeLink {
+                seed,
+                latent,
+                truncation,
+            } => link_make(seed, latent.map(|z| z.0), truncation, &reply),
             Request::Blend { a, b, t } => blend(&a.0, &b.0, t, &reply),
             Request::Edit { latent, edits } => edit(&latent.0, &edits, &reply),
             Request::Walk {
@@ -248,7 +260,7 @@ fn progress(loaded: u64, total: u64, file: &str, what: &str) {
 
 /// Downloads `file` under the model's folder, reporting progress against a running total.
 async fn download(
-    base: &str,
+    files: &ModelFiles,
     file: &str,
     what: &str,
     done: u64,
@@ -256,14 +268,15 @@ async fn download(
     size: Option<u64>,
 ) -> Result<Vec<u8>, String> {
     let mut counted = size.is_some();
-    fetch_bytes(&format!("{base}{file}"), |loaded, length| {
-        if !counted {
-            *total += length.unwrap_or(0);
-            counted = true;
-        }
-        progress(done + loaded, (*total).max(done + loaded), file, what);
-    })
-    .await
+    files
+        .get(file, |loaded, length| {
+            if !counted {
+                *total += length.unwrap_or(0);
+                counted = true;
+            }
+            progress(done + loaded, (*total).max(done + loaded), file, what);
+        })
+        .await
 }
 
 async fn init(base: String, backend: &str, reply: &Object) -> Result<(), String> {
@@ -274,7 +287,8 @@ async fn init(base: String, backend: &str, reply: &Object) -> Result<(), String>
     };
     let choice = BackendChoice::parse(backend);
 
-    let manifest_bytes = fetch_bytes(&format!("{base}manifest.json"), |_, _| {}).await?;
+    let manifest_bytes = fetch_fresh(&format!("{base}manifest.json")).await?;
+    let files = ModelFiles::new(base, &manifest_bytes);
     let text = String::from_utf8(manifest_bytes)
         .map_err(|_| "manifest.json is not UTF-8 text".to_string())?;
     let manifest = Manifest::parse(&text).map_err(|e| e.to_string())?;
@@ -283,7 +297,7 @@ async fn init(base: String, backend: &str, reply: &Object) -> Result<(), String>
     // Only the final generator now: the growth stages load when the visitor asks for them.
     let mut total = manifest.generator_bytes.unwrap_or(0);
     let bytes = download(
-        &base,
+        &files,
         &manifest.generator,
         "model",
         0,
@@ -301,7 +315,7 @@ async fn init(base: String, backend: &str, reply: &Object) -> Result<(), String>
     )?;
     let directions = match &manifest.directions {
         Some(entry) => {
-            let bytes = fetch_bytes(&format!("{base}{}", entry.file), |_, _| {}).await?;
+            let bytes = files.get(&entry.file, |_, _| {}).await?;
             engine::parse_directions(&bytes, &entry.file, manifest.latent_size)?
         }
         None => Vec::new(),
@@ -311,7 +325,7 @@ async fn init(base: String, backend: &str, reply: &Object) -> Result<(), String>
     let engine = Engine {
         device: chosen.device,
         backend: chosen.backend,
-        base,
+        files,
         manifest,
         final_slot: Rc::new(final_slot),
         stages,
@@ -327,7 +341,7 @@ async fn init(base: String, backend: &str, reply: &Object) -> Result<(), String>
     post(&warming, None);
     let started = now_ms();
     let warm = latent_for_seed(0, engine.manifest.latent_size);
-    engine.generate(Which::Final, warm).await?;
+    engine.generate(Which::Final, warm, 1.0).await?;
     let warmup_ms = now_ms() - started;
 
     set(reply, "backend", engine.backend);
@@ -344,7 +358,7 @@ async fn init(base: String, backend: &str, reply: &Object) -> Result<(), String>
 
 async fn load_stages() -> Result<(), String> {
     let engine = engine()?;
-    let (base, m) = (&engine.base, &engine.manifest);
+    let (files, m) = (&engine.files, &engine.manifest);
     let todo: Vec<usize> = (0..m.stages.len())
         .filter(|&i| engine.stages.borrow()[i].is_none())
         .collect();
@@ -360,7 +374,7 @@ async fn load_stages() -> Result<(), String> {
             // The final generator's own file (an export taken at the end of training).
             engine.final_slot.clone()
         } else {
-            let bytes = download(base, &s.file, "stages", done, &mut total, s.bytes).await?;
+            let bytes = download(files, &s.file, "stages", done, &mut total, s.bytes).await?;
             done += bytes.len() as u64;
             Rc::new(load_slot(&bytes, &s.file, m, s.level, 1.0, &engine.device)?)
         };
@@ -371,7 +385,7 @@ async fn load_stages() -> Result<(), String> {
 
 async fn load_fades(level: usize) -> Result<(), String> {
     let engine = engine()?;
-    let (base, m) = (&engine.base, &engine.manifest);
+    let (files, m) = (&engine.files, &engine.manifest);
     let todo: Vec<usize> = (0..m.fades.len())
         .filter(|&i| m.fades[i].level == level && engine.fades.borrow()[i].is_none())
         .collect();
@@ -379,7 +393,7 @@ async fn load_fades(level: usize) -> Result<(), String> {
     let mut done = 0;
     for i in todo {
         let f = &m.fades[i];
-        let bytes = download(base, &f.file, "fades", done, &mut total, f.bytes).await?;
+        let bytes = download(files, &f.file, "fades", done, &mut total, f.bytes).await?;
         done += bytes.len() as u64;
         let slot = load_slot(&bytes, &f.file, m, f.level, f.alpha, &engine.device)?;
         engine.fades.borrow_mut()[i] = Some(Rc::new(slot));
@@ -431,11 +445,16 @@ fn model_summary(engine: &Engine) -> Result<JsValue, String> {
     JsValue::from_serde(&summary).map_err(|e| e.to_string())
 }
 
-async fn generate(which: Which, latents: Vec<f32>, reply: &Object) -> Result<JsValue, String> {
+async fn generate(
+    which: Which,
+    latents: Vec<f32>,
+    truncation: f64,
+    reply: &Object,
+) -> Result<JsValue, String> {
     let engine = engine()?;
     let count = latents.len() / engine.manifest.latent_size.max(1);
     let started = now_ms();
-    let (rgba, size) = engine.generate(which, latents).await?;
+    let (rgba, size) = engine.generate(which, latents, truncation).await?;
     let ms = now_ms() - started;
     let pixels = Uint8ClampedArray::new_with_length(rgba.len() as u32);
     pixels.copy_from(&rgba);
@@ -464,7 +483,11 @@ fn latents(seeds: &[String], reply: &Object) -> Result<(), String> {
 }
 
 fn link_parse(hash: &str, reply: &Object) -> Result<(), String> {
-    match parse_link(hash, latent_size()?).map_err(|e| e.to_string())? {
+    let link = parse_full_link(hash, latent_size()?).map_err(|e| e.to_string())?;
+    if let Some(psi) = link.truncation {
+        set(reply, "truncation", psi);
+    }
+    match link.target {
         LinkTarget::Empty => set(reply, "kind", "empty"),
         LinkTarget::Seed(seed) => {
             set(reply, "kind", "seed");
@@ -478,7 +501,12 @@ fn link_parse(hash: &str, reply: &Object) -> Result<(), String> {
     Ok(())
 }
 
-fn link_make(seed: Option<String>, latent: Option<Vec<f32>>, reply: &Object) -> Result<(), String> {
+fn link_make(
+    seed: Option<String>,
+    latent: Option<Vec<f32>>,
+    truncation: Option<f64>,
+    reply: &Object,
+) -> Result<(), String> {
     let link = match (seed, latent) {
         (Some(seed), _) => seed_link(parse_seed(&seed)?),
         (None, Some(z)) => {
@@ -499,7 +527,8 @@ fn link_make(seed: Option<String>, latent: Option<Vec<f32>>, reply: &Object) -> 
         }
         (None, None) => return Err("make-link needs a `seed` or a `latent`".into()),
     };
-    set(reply, "link", link);
+    let suffix = truncation.map(truncation_suffix).unwrap_or_default();
+    set(reply, "link", format!("{link}{suffix}"));
     Ok(())
 }
 
