@@ -30,11 +30,15 @@ build_page() {
     wasm-bindgen --target no-modules --no-typescript --out-dir "$WEB_DIST" --out-name pggan-web \
         "$target_dir/wasm32-unknown-unknown/wasm-release/pggan_web.wasm"
     rm -rf "$WEB_DIST/models"
-    cp -r www/index.html www/app.js www/engine-loader.js www/style.css www/favicon.svg www/models \
-        "$WEB_DIST/"
+    cp -r www/index.html www/app.js www/engine-loader.js www/style.css www/favicon.svg \
+        www/og-image.jpg www/models "$WEB_DIST/"
+    if [ -n "${PGGAN_PUBLIC_URL:-}" ]; then
+        bash scripts/og-absolute.sh "$WEB_DIST/index.html" "$PGGAN_PUBLIC_URL"
+    fi
     # The engine's version (a digest of its wasm): the page keeps the engine in the browser's
     # Cache Storage under it, so a second visit downloads nothing and a new build is never stale.
     local digest
     digest="$(sha256sum "$WEB_DIST/pggan-web_bg.wasm" | cut -c1-16)"
     printf '{"wasm": "pggan-web_bg.wasm", "version": "%s"}\n' "$digest" > "$WEB_DIST/engine.json"
 }
+

@@ -1559,3 +1559,185 @@ fn a_second_visit_downloads_nothing_and_a_new_export_is_not_served_stale() {
     );
     assert_eq!(kept.as_array().map(Vec::len), Some(1), "{kept}");
 }
+
+/// "Play the growth" loads the stages and steps one face through every stage in order — each
+/// from the start of its fade-in (the snapshots kept in training) to its end — then stops; the
+/// page explains what it shows, with the model's scores in words beside the photographs'.
+#[test]
+fn play_the_growth_steps_through_every_stage_and_the_page_explains_itself() {
+    let _one = BROWSER.lock().unwrap_or_else(|e| e.into_inner());
+    let mut page = Page::open(false, vec![]);
+    page.goto("/?model=e2e&backend=cpu");
+    page.wait_ready();
+    let words = page.text("model-words");
+    assert!(
+        words.contains("thousand pictures")
+            && words.contains("photographs compared with other photographs")
+            && words.contains("pairs of photographs"),
+        "{words}"
+    );
+    assert!(page.text("about").contains("Progressive growing"));
+    page.browser.eval(
+        "window.__labels = []; new MutationObserver(() => { const t = document.getElementById('stage-label').textContent; if (window.__labels[window.__labels.length - 1] !== t) window.__labels.push(t); }).observe(document.getElementById('stage-label'), { childList: true, characterData: true, subtree: true }); document.getElementById('play-growth').click(); 0",
+    );
+    page.browser.wait_for(
+        "document.getElementById('play-growth').getAttribute('aria-pressed') === 'true'",
+        LOAD,
+    );
+    page.browser.wait_for(
+        "document.getElementById('play-growth').getAttribute('aria-pressed') === 'false'",
+        LOAD,
+    );
+    let labels: Vec<String> = page
+        .browser
+        .eval("window.__labels")
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    let stages = page
+        .browser
+        .eval("document.querySelectorAll('#stages button').length")
+        .as_u64()
+        .unwrap() as usize;
+    assert!(stages >= 2, "{stages} stages");
+    // Every stage shown, in order, each finished before the next begins.
+    let mut next = 1;
+    for label in &labels {
+        let prefix = format!("Stage {next} of {stages}");
+        if label.starts_with(&prefix) && !label.contains("fading in") {
+            next += 1;
+        }
+    }
+    assert_eq!(next, stages + 1, "{labels:#?}");
+    assert!(
+        labels.iter().any(|l| l.contains("fading in")),
+        "the fade-ins replayed: {labels:#?}"
+    );
+    assert!(page.text("error").is_empty(), "{}", page.text("error"));
+}
+
+/// Link previews: the built page names a title, a description and a 1200×630 picture of
+/// generated faces, relative to the page; `scripts/og-absolute.sh` (run by the page's build when
+/// `PGGAN_PUBLIC_URL` is set) makes it absolute for the address the page is served at, and
+/// refuses an address it cannot put in the page safely, leaving the page as it was.
+#[test]
+fn link_previews_show_generated_faces() {
+    let dist = web_dist();
+    let index = std::fs::read_to_string(dist.join("index.html")).unwrap();
+    for tag in [
+        r#"<meta property="og:title" content="Progressive GAN faces">"#,
+        r#"<meta property="og:image" content="og-image.jpg">"#,
+        r#"<meta name="twitter:card" content="summary_large_image">"#,
+    ] {
+        assert!(index.contains(tag), "{tag}");
+    }
+    let picture = image::open(dist.join("og-image.jpg")).unwrap().to_rgb8();
+    assert_eq!(picture.dimensions(), (1200, 630));
+    assert!(
+        std_dev(picture.as_raw()) > 30.0,
+        "a picture, not a flat field"
+    );
+
+    let scratch = Scratch::new("og-absolute");
+    let page = scratch.path("index.html");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/og-absolute.sh");
+    let run = |url: &str| {
+        std::process::Command::new("bash")
+            .arg(&script)
+            .arg(&page)
+            .arg(url)
+            .output()
+            .unwrap()
+    };
+    std::fs::write(&page, &index).unwrap();
+    for bad in [
+        "javascript:alert(1)",
+        "https://x.org/a&b",
+        "https://x.org/\"><script>",
+    ] {
+        let out = run(bad);
+        assert!(!out.status.success(), "{bad} accepted");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("error:"),
+            "{bad}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            std::fs::read_to_string(&page).unwrap(),
+            index,
+            "{bad} changed the page"
+        );
+    }
+    assert!(run("https://example.org/faces/").status.success());
+    let made = std::fs::read_to_string(&page).unwrap();
+    assert!(
+        made.contains(
+            r#"<meta property="og:image" content="https://example.org/faces/og-image.jpg">"#
+        ) && made.contains(r#"<meta property="og:url" content="https://example.org/faces/">"#),
+        "{made}"
+    );
+}
+
+/// An opened face is a step in the browser's history: its grid tile is marked, Back closes it
+/// and gives the keyboard focus back to the tile; Close does the same (by going back itself, so
+/// the face is not left behind as a step to return to).
+#[test]
+fn back_closes_an_opened_face() {
+    let _one = BROWSER.lock().unwrap_or_else(|e| e.into_inner());
+    let mut page = Page::open(false, vec![]);
+    page.goto("/?model=e2e&backend=cpu");
+    page.wait_ready();
+    let open = |page: &mut Page, tile: usize| {
+        page.redraw(
+            "#detail-canvas",
+            &format!("document.querySelector('#grid div:nth-child({tile}) button').click()"),
+        );
+        page.browser
+            .wait_for("location.hash.startsWith('#seed=')", LOAD);
+        assert_eq!(
+            page.browser.eval(&format!(
+                "document.querySelector('#grid div:nth-child({tile}) button').getAttribute('aria-current')"
+            )),
+            "true"
+        );
+    };
+    open(&mut page, 3);
+    page.browser.eval("history.back(); 0");
+    page.browser
+        .wait_for("document.getElementById('detail').hidden", LOAD);
+    assert_eq!(page.browser.eval("location.hash"), "");
+    assert_eq!(
+        page.browser.eval(
+            "document.activeElement === document.querySelector('#grid div:nth-child(3) button')"
+        ),
+        true,
+        "focus back on the tile"
+    );
+    assert_eq!(
+        page.browser
+            .eval("document.querySelectorAll('#grid button[aria-current]').length"),
+        0
+    );
+
+    open(&mut page, 5);
+    page.browser
+        .eval("document.getElementById('close-detail').click(); 0");
+    page.browser.wait_for(
+        "document.getElementById('detail').hidden && location.hash === ''",
+        LOAD,
+    );
+    assert_eq!(
+        page.browser
+            .eval("document.querySelectorAll('#grid button[aria-current]').length"),
+        0
+    );
+    assert_eq!(
+        page.browser.eval(
+            "document.activeElement === document.querySelector('#grid div:nth-child(5) button')"
+        ),
+        true,
+        "focus back on the tile"
+    );
+}

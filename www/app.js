@@ -444,7 +444,7 @@ function stopHelpers() {
 }
 
 function setControls(on) {
-  for (const id of ['new-faces', 'walk', 'load-stages', 'truncation']) $(id).disabled = !on;
+  for (const id of ['new-faces', 'walk', 'load-stages', 'truncation', 'play-growth']) $(id).disabled = !on;
   $('play').disabled = !on || !(state.a && state.b);
 }
 
@@ -467,6 +467,33 @@ function describeModel(m) {
     : '';
   $('model-card').textContent =
     `Model “${m.name}”: ${size}${fading}, latent of ${m.latentSize} numbers, ${m.stages.length} growth stages${kimg}${kimg ? hours + hw : ''}.${measured}`;
+  $('model-words').textContent = modelInWords(m);
+}
+
+// The model card for people: what it saw, for how long, and what its two scores mean beside the
+// photographs' own.
+function modelInWords(m) {
+  const t = m.training || {};
+  const said = [`This model draws faces of ${m.resolution}×${m.resolution} pixels from ${m.latentSize} random numbers each.`];
+  if (typeof t.kimg === 'number') {
+    const millions = t.kimg / 1000;
+    const shown = millions >= 1 ? `${millions.toFixed(1)} million` : `${Math.round(t.kimg)} thousand`;
+    const hours = typeof t.train_seconds === 'number' ? `, over ${(t.train_seconds / 3600).toFixed(1)} hours` : '';
+    said.push(`In training it was shown ${shown} pictures${hours}.`);
+  }
+  const e = t.evaluation;
+  const swd = (side) => e && e[side] && e[side].swd && typeof e[side].swd.avg === 'number' ? e[side].swd.avg : null;
+  const ssim = (side) => e && e[side] && typeof e[side].ms_ssim === 'number' ? e[side].ms_ssim : null;
+  if (swd('model') !== null && swd('reals_floor') !== null) {
+    said.push(`How real do its faces look? One measure, the sliced Wasserstein distance, compares small patches of ${e.count} of its faces with patches of ${e.count} photographs it never saw, at several scales: 0 would be indistinguishable. It scores ${swd('model').toFixed(1)}; photographs compared with other photographs score ${swd('reals_floor').toFixed(1)}, the best any model could hope for.`);
+  }
+  if (ssim('model') !== null && ssim('reals_floor') !== null) {
+    const a = ssim('model');
+    const b = ssim('reals_floor');
+    const verdict = Math.abs(a - b) <= 0.03 ? 'about as varied as the photographs' : (a > b ? 'less varied than the photographs' : 'more varied than the photographs');
+    said.push(`How varied are they? MS-SSIM says how alike two faces are (1 would be identical): pairs of its faces score ${a.toFixed(2)}, pairs of photographs ${b.toFixed(2)} — ${verdict}.`);
+  }
+  return said.join(' ');
 }
 
 // ---------------------------------------------------------------- generating and drawing
@@ -564,7 +591,9 @@ function buildGrid() {
     button.addEventListener('click', () => {
       if (!button.face) return;
       showError('');
-      openFace(button.face);
+      markTile(button);
+      state.opener = button; // focus comes back here on closing
+      openFace(button.face, { step: true });
     });
     item.append(button);
     grid.append(item);
@@ -681,11 +710,32 @@ function drawGrid(latents, place) {
 // ---------------------------------------------------------------- one face
 
 // Closes the opened face and gives the keyboard focus back to what opened it.
+// A face opened from the page is a step in the browser's history: Back closes it, as Close does
+// (which goes back itself, so Back does not reopen it).
 function closeDetail() {
+  if (history.state && history.state.face) {
+    history.back(); // the hash change then closes it
+    return;
+  }
+  hideDetail();
+  if (location.hash && location.hash !== '#') history.replaceState(null, '', location.pathname + location.search);
+}
+
+function hideDetail() {
   $('detail').hidden = true;
+  $('detail').dataset.open = 'false';
+  markTile(null);
   const back = state.opener && state.opener.isConnected ? state.opener : $('new-faces');
   state.opener = null;
   back.focus();
+}
+
+// Marks the grid's tile of the opened face (or none).
+function markTile(button) {
+  for (const b of $('grid').querySelectorAll('button')) {
+    if (b === button) b.setAttribute('aria-current', 'true');
+    else b.removeAttribute('aria-current');
+  }
 }
 
 // ---------------------------------------------------------------- face edits
@@ -749,14 +799,16 @@ const applyEdits = latest(async () => {
   state.current = edits.length ? { latent, seed: null } : state.editBase.face;
   draw($('detail-canvas'), await render(latent), 0, edits.length ? `edited ${edits.map(([n, a]) => `${n} ${a.toFixed(1)}`).join(' ')}` : 'unedited');
   $('detail-label').textContent = edits.length ? `${state.editBase.label}, edited` : state.editBase.label;
-  history.replaceState(null, '', `#${link}`);
+  history.replaceState(history.state, '', `#${link}`);
   $('link-text').value = shareableLink(link);
 });
 
-async function openFace(face, { focus = true } = {}) {
+// Opens `face`; `step`: as a new step in the browser's history (a visitor's click), so that Back
+// closes it.
+async function openFace(face, { focus = true, step = false } = {}) {
   // Keyboard focus moves into the opened face (its Close button first), and back on closing.
   const from = document.activeElement;
-  if (focus && from && from !== document.body && !$('detail').contains(from)) state.opener = from;
+  if (focus && !state.opener && from && from !== document.body && !$('detail').contains(from)) state.opener = from;
   // A latent's link holds it in half precision: show the face as the link will reproduce it.
   const made = await state.engine.request('make-link', face.seed != null
     ? { seed: face.seed, truncation: state.truncation }
@@ -770,7 +822,9 @@ async function openFace(face, { focus = true } = {}) {
   resetEditSliders();
   const reply = await render(face.latent);
   draw($('detail-canvas'), reply, 0, 'unedited');
-  history.replaceState(null, '', `#${made.link}`);
+  if (step && $('detail').dataset.open !== 'true') history.pushState({ face: true }, '', `#${made.link}`);
+  else history.replaceState(history.state, '', `#${made.link}`);
+  $('detail').dataset.open = 'true';
   $('link-text').value = shareableLink(made.link);
   if (focus) {
     // The face in view: on a phone the section sits below the grid.
@@ -972,7 +1026,43 @@ function fadesOf(s) {
   return (state.model.fades || []).filter((f) => f.level === s.level);
 }
 
-async function selectStage(index) {
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+// Steps through every stage, each from the start of its fade-in to its end, then the next; a
+// second press stops it. The growth stages (and each level's fade snapshots) load on the way.
+async function playGrowth() {
+  const button = $('play-growth');
+  if (state.growthPlaying) {
+    state.growthPlaying = false;
+    return;
+  }
+  state.growthPlaying = true;
+  button.setAttribute('aria-pressed', 'true');
+  button.textContent = 'Stop';
+  try {
+    if (!state.stagesLoaded) await loadStages();
+    if (!state.stagesLoaded) return; // loading failed, and said so
+    const stages = state.model.stages;
+    for (let i = 0; i < stages.length && state.growthPlaying; i++) {
+      const fades = fadesOf(stages[i]);
+      await selectStage(i, 0);
+      await sleep(fades.length ? 400 : 800);
+      for (let at = 1; at <= fades.length && state.growthPlaying; at++) {
+        $('alpha').value = String(at);
+        await fade(at);
+        await sleep(at === fades.length ? 800 : 400);
+      }
+    }
+  } catch (err) {
+    report('Could not play the growth: ', err);
+  } finally {
+    state.growthPlaying = false;
+    button.setAttribute('aria-pressed', 'false');
+    button.textContent = 'Play the growth';
+  }
+}
+
+async function selectStage(index, at = undefined) {
   const stages = state.model.stages;
   if (!state.stagesLoaded || !stages.length) return;
   state.stage = Math.max(0, Math.min(stages.length - 1, index));
@@ -996,7 +1086,9 @@ async function selectStage(index) {
   note.textContent = s.level === 0
     ? 'Training starts at 4×4: nothing fades in here.'
     : 'This model was exported without snapshots from its fade-ins (it was trained before the trainer kept them), so its fade-in cannot be replayed.';
-  await fade(fades.length);
+  const shown = at === undefined ? fades.length : Math.min(at, fades.length);
+  slider.value = String(shown);
+  await fade(shown);
 }
 
 // Shows position `at` of the chosen stage's slider: a fade-in snapshot, or (last) the stage.
@@ -1075,7 +1167,7 @@ function wire() {
   $('use-a').addEventListener('click', () => setEnd('a'));
   $('use-b').addEventListener('click', () => setEnd('b'));
   $('mix').addEventListener('input', (e) => mix(Number(e.target.value)));
-  $('open-mix').addEventListener('click', () => state.mixLatent && openFace({ latent: state.mixLatent, seed: null }));
+  $('open-mix').addEventListener('click', () => state.mixLatent && openFace({ latent: state.mixLatent, seed: null }, { step: true }));
   $('play').addEventListener('click', play);
   $('walk').addEventListener('click', walk);
   $('edit-reset').addEventListener('click', () => {
@@ -1085,6 +1177,7 @@ function wire() {
   $('load-stages').addEventListener('click', loadStages);
   $('stage-prev').addEventListener('click', () => selectStage(state.stage - 1));
   $('stage-next').addEventListener('click', () => selectStage(state.stage + 1));
+  $('play-growth').addEventListener('click', playGrowth);
   $('alpha').addEventListener('input', (e) => fade(Number(e.target.value)));
   $('truncation').addEventListener('input', (e) => {
     setTruncation(Number(e.target.value));
@@ -1093,7 +1186,15 @@ function wire() {
   document.addEventListener('keydown', (e) => {
     if (e.key === 'Escape' && !$('detail').hidden) closeDetail();
   });
-  window.addEventListener('hashchange', () => state.model && followLink());
+  window.addEventListener('hashchange', () => {
+    if (!state.model) return;
+    // Back past an opened face (or a link emptied by hand) closes it; another link opens its face.
+    if (!location.hash || location.hash === '#') {
+      if (!$('detail').hidden) hideDetail();
+    } else {
+      followLink();
+    }
+  });
 }
 
 wire();

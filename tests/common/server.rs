@@ -26,6 +26,7 @@ fn content_type(path: &Path) -> &'static str {
         "wasm" => "application/wasm",
         "json" => "application/json",
         "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
         "svg" => "image/svg+xml",
         _ => "application/octet-stream",
     }
