@@ -546,3 +546,69 @@ fn train_across_a_fade_kill_resume_export_generate() {
     ]);
     assert!(std::fs::metadata(dir.path("walk.gif")).unwrap().len() > 100);
 }
+
+/// A fade-in shorter than a few minibatches passes several of its snapshot points in one step;
+/// those snapshots are one network at one α, and the export keeps one of them (it failed with
+/// "fade snapshots are not in order" before).
+#[test]
+fn a_fade_of_one_step_exports() {
+    let dir = Scratch::new("pipeline-short-fade");
+    make_images(&dir.path("images"));
+    pggan_ok(&[
+        "prepare",
+        &dir.arg("images"),
+        "--out",
+        &dir.arg("d.pack"),
+        "--resolution",
+        "8",
+        "--holdout",
+        "4",
+    ]);
+    pggan_ok(&[
+        "train",
+        "--data",
+        &dir.arg("d.pack"),
+        "--run",
+        &dir.arg("run"),
+        "--latent",
+        "16",
+        "--fmap-base",
+        "64",
+        "--fmap-max",
+        "16",
+        "--minibatch",
+        "8",
+        "--stabilize-kimg",
+        "0.016",
+        "--fade-kimg",
+        "0.008",
+        "--total-kimg",
+        "0.048",
+        "--tick-kimg",
+        "0.016",
+        "--metrics-kimg",
+        "0",
+        "--backend",
+        "flex",
+    ]);
+    let written = std::fs::read_dir(dir.path("run/fades")).unwrap().count();
+    assert!(written >= 2, "{written} fade snapshots written");
+    pggan_ok(&[
+        "export",
+        "--run",
+        &dir.arg("run"),
+        "--out",
+        &dir.arg("export"),
+    ]);
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path("export/manifest.json")).unwrap())
+            .unwrap();
+    let fades = manifest["fades"].as_array().unwrap();
+    assert!(!fades.is_empty() && fades.len() < written, "{fades:?}");
+    for pair in fades.windows(2) {
+        assert!(
+            pair[0]["alpha"].as_f64() < pair[1]["alpha"].as_f64(),
+            "{fades:?}"
+        );
+    }
+}

@@ -224,7 +224,9 @@ fn nominal_fade_alpha(path: &Path) -> Option<f64> {
 }
 
 /// Writes the run's fade snapshots taken up to the exported generator (`level`, `kimg`) whose
-/// nominal α is in `wanted`, as f16 `fades/levelL-aNNN.safetensors`, and lists them.
+/// nominal α is in `wanted`, as f16 `fades/levelL-aNNN.safetensors`, and lists them. Snapshots
+/// taken at the same α (a fade shorter than a few minibatches passes several points in one step)
+/// are the same network: only the first goes.
 fn export_fades(
     run: &Path,
     out: &Path,
@@ -233,7 +235,7 @@ fn export_fades(
     wanted: &[f64],
     device: &Device,
 ) -> Result<Vec<FadeEntry>> {
-    let mut fades = Vec::new();
+    let mut fades: Vec<FadeEntry> = Vec::new();
     for path in snapshot_files(&run.join("fades")) {
         let Some(nominal) = nominal_fade_alpha(&path) else {
             continue; // not a file the trainer wrote
@@ -251,6 +253,12 @@ fn export_fades(
             (config.num_levels() - 1, number("alpha")?, number("kimg")?);
         if fade_level > level || fade_kimg > kimg + 1e-9 {
             continue; // taken after the exported generator (a run exported mid-fade, or rewound)
+        }
+        if fades
+            .iter()
+            .any(|f| f.level == fade_level && f.alpha == alpha)
+        {
+            continue; // the same step's network as a snapshot already taken
         }
         let file = format!(
             "fades/level{fade_level}-a{:03}.safetensors",
