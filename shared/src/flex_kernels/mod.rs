@@ -13,7 +13,7 @@
 //!   (flex's average-pool gradient and the expand/reshape upsample were ~6% of a 64×64 step).
 //!
 //! Only flex runs them, in f32 or f64: the public functions return `None` on every other device
-//! (wgpu, CUDA, the browser) and float type, and the model's layers then use Burn's own
+//! (wgpu, CUDA, WebGPU in the browser) and float type, and the model's layers then use Burn's own
 //! operations, so the model gives the same results everywhere.
 
 pub mod conv3x3;
