@@ -415,3 +415,27 @@ fn truncation_draws_more_typical_faces() {
         "{said}"
     );
 }
+
+/// `www/models/index.json` names the page's models: its default and every listed model are
+/// folders with a manifest the trainer wrote.
+#[test]
+fn the_model_list_names_shipped_models() {
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../www/models");
+    let index: Value =
+        serde_json::from_str(&std::fs::read_to_string(models.join("index.json")).unwrap()).unwrap();
+    let listed: Vec<&str> = index["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    let default = index["default"].as_str().unwrap();
+    assert!(listed.contains(&default), "{default} not in {listed:?}");
+    for name in listed {
+        let manifest: Value = serde_json::from_str(
+            &std::fs::read_to_string(models.join(name).join("manifest.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(manifest["format"], "pggan-rs-export/1", "{name}");
+    }
+}

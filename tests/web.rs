@@ -717,7 +717,7 @@ fn edit_sliders_change_the_face_and_links_keep_the_edit() {
     });
     std::fs::write(edits.join("manifest.json"), m.to_string()).unwrap();
 
-    let mut page = Page::open(false, vec![("/models/edits/".into(), edits)]);
+    let mut page = Page::open(false, vec![("/models/edits/".into(), edits.clone())]);
     page.goto("/?model=edits#seed=77");
     page.wait_ready();
     page.browser.wait_for(
@@ -797,6 +797,30 @@ fn edit_sliders_change_the_face_and_links_keep_the_edit() {
     page.goto("/?model=e2e#seed=77");
     page.wait_ready();
     assert!(!page.visible("edits"));
+    drop(page);
+
+    // On WebGPU too: the slider redraws the face, the same edit within the two backends' rounding.
+    let mut gpu = Page::open(true, vec![("/models/edits/".into(), edits)]);
+    gpu.goto("/?model=edits&backend=webgpu#seed=77");
+    gpu.wait_ready();
+    assert_eq!(gpu.browser.eval("document.body.dataset.backend"), "webgpu");
+    gpu.browser.wait_for(
+        "document.getElementById('detail-canvas').dataset.shows === 'unedited'",
+        LOAD,
+    );
+    let on_gpu = gpu.redraw_to(
+        "#detail-canvas",
+        "(() => { const a = document.getElementById('edit-age'); a.value = '2.5'; a.dispatchEvent(new Event('input')); })()",
+        "edited age 2.5",
+    );
+    let (mean, max) = (
+        mean_abs_diff(&on_gpu, &edited),
+        max_abs_diff(&on_gpu, &edited),
+    );
+    assert!(
+        mean < 1.0 && max <= 6,
+        "the edit on WebGPU against the CPU: mean {mean:.3}, max {max}"
+    );
 }
 
 /// Malformed or oversized links, and a missing or damaged model, show a clear message.
@@ -1739,5 +1763,59 @@ fn back_closes_an_opened_face() {
         ),
         true,
         "focus back on the tile"
+    );
+}
+
+/// With more than one shipped model (`models/index.json`), the page offers a choice, starts on the
+/// list's default, and choosing another opens the page on it; with one (as shipped today) there
+/// is no choice to make.
+#[test]
+fn the_page_offers_a_choice_between_shipped_models() {
+    let _one = BROWSER.lock().unwrap_or_else(|e| e.into_inner());
+    let mut single = Page::open(false, vec![]);
+    single.goto("/?model=e2e&backend=cpu");
+    single.wait_ready();
+    assert!(
+        !single.visible("model-pick"),
+        "one shipped model: no choice"
+    );
+    drop(single);
+
+    let scratch = Scratch::new("web-models");
+    let root = scratch.path("dist");
+    copy_tree(&web_dist(), &root);
+    std::fs::write(
+        root.join("models/index.json"),
+        r#"{"default": "e2e", "models": [{"name": "utk64", "label": "Faces, 64×64"}, {"name": "e2e", "label": "The test model"}]}"#,
+    )
+    .unwrap();
+    let mut page = Page::open_at(&root, false, vec![]);
+    page.goto("/?backend=cpu");
+    page.wait_ready();
+    assert!(page.visible("model-pick"));
+    assert!(
+        page.text("model-card").contains("“e2e”"),
+        "the list's default"
+    );
+    assert_eq!(
+        page.browser.eval("[...document.getElementById('model-choice').options].map((o) => o.textContent + (o.selected ? ' *' : '')).join(' | ')"),
+        "Faces, 64×64 | The test model *"
+    );
+    page.browser.eval("(() => { const s = document.getElementById('model-choice'); s.value = 'utk64'; s.dispatchEvent(new Event('change')); })()");
+    page.browser
+        .wait_for("location.search.includes('model=utk64')", LOAD);
+    page.wait_ready();
+    assert!(
+        page.text("model-card").contains("“utk64”"),
+        "{}",
+        page.text("model-card")
+    );
+    assert!(
+        page.browser
+            .eval("location.search")
+            .as_str()
+            .unwrap()
+            .contains("backend=cpu"),
+        "the other settings kept"
     );
 }

@@ -34,6 +34,7 @@ const state = {
   opener: null,    // the control that opened the face shown, to give focus back to
   editBase: null,  // the opened face before edits: { face, latent, link, label }
   engineModule: null, // Promise<WebAssembly.Module>: the engine, downloaded and compiled once
+  models: null,    // the shipped models (models/index.json) and the default
   truncation: 1,   // ψ of every face drawn (1: none), kept in links as &psi=
   helpers: [],     // more CPU workers that share the grid with state.engine
   gridJob: null,   // the grid being drawn: helpers that get ready meanwhile join it
@@ -290,7 +291,61 @@ function modelUrl() {
     if (MODEL_NAME.test(asked)) return `models/${asked}/`;
     throw new Error('“?model=” takes a model folder name (letters, digits, - and _)');
   }
-  return `${document.body.dataset.model}/`;
+  const chosen = state.models && state.models.default;
+  return chosen ? `models/${chosen}/` : `${document.body.dataset.model}/`;
+}
+
+// The shipped models (models/index.json: the default and a label for each), always asked of the
+// server; null without a usable list (the page's own default then).
+async function shippedModels() {
+  try {
+    const response = await fetch('models/index.json', { cache: 'no-cache' });
+    if (!response.ok) return null;
+    const index = await response.json();
+    const models = (Array.isArray(index.models) ? index.models : [])
+      .filter((m) => m && typeof m.name === 'string' && MODEL_NAME.test(m.name))
+      .map((m) => ({ name: m.name, label: typeof m.label === 'string' ? m.label : m.name }));
+    if (!models.length) return null;
+    const named = typeof index.default === 'string' && models.some((m) => m.name === index.default);
+    return { models, default: named ? index.default : models[0].name };
+  } catch {
+    return null;
+  }
+}
+
+// With more than one shipped model, a choice between them; choosing one opens the page on it.
+function offerModels() {
+  const list = state.models;
+  const pick = $('model-pick');
+  if (!list || list.models.length < 2) {
+    pick.hidden = true;
+    return;
+  }
+  const current = params.get('model') || list.default;
+  const select = $('model-choice');
+  select.replaceChildren(...list.models.map((m) => {
+    const option = document.createElement('option');
+    option.value = m.name;
+    option.textContent = m.label;
+    option.selected = m.name === current;
+    return option;
+  }));
+  if (!list.models.some((m) => m.name === current)) {
+    const option = document.createElement('option');
+    option.value = current;
+    option.textContent = current;
+    option.selected = true;
+    select.prepend(option);
+  }
+  pick.hidden = false;
+}
+
+function switchModel(name) {
+  const url = new URL(location.href);
+  if (name === (state.models && state.models.default)) url.searchParams.delete('model');
+  else url.searchParams.set('model', name);
+  url.hash = '';
+  location.assign(url.href);
 }
 
 // Starts the worker and loads the model; `notice` (a restart's reason) replaces the worker's own.
@@ -1178,6 +1233,7 @@ function wire() {
   $('stage-prev').addEventListener('click', () => selectStage(state.stage - 1));
   $('stage-next').addEventListener('click', () => selectStage(state.stage + 1));
   $('play-growth').addEventListener('click', playGrowth);
+  $('model-choice').addEventListener('change', (e) => switchModel(e.target.value));
   $('alpha').addEventListener('input', (e) => fade(Number(e.target.value)));
   $('truncation').addEventListener('input', (e) => {
     setTruncation(Number(e.target.value));
@@ -1203,4 +1259,8 @@ window.addEventListener('unhandledrejection', (event) => {
   event.preventDefault();
   report('', event.reason instanceof Error ? event.reason : new Error(String(event.reason)));
 });
-chooseBackend().then(({ backend, notice }) => boot(backend, notice));
+Promise.all([chooseBackend(), shippedModels()]).then(([{ backend, notice }, models]) => {
+  state.models = models;
+  offerModels();
+  boot(backend, notice);
+});
