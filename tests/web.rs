@@ -1819,3 +1819,42 @@ fn the_page_offers_a_choice_between_shipped_models() {
         "the other settings kept"
     );
 }
+
+/// "Save as a video" records one loop of the blend (Play A → B → A, started for it and stopped
+/// after) into a WebM file made in the page, offered as a download.
+#[test]
+fn the_blend_saves_as_a_webm_video() {
+    let _one = BROWSER.lock().unwrap_or_else(|e| e.into_inner());
+    let mut page = Page::open(false, vec![]);
+    page.goto("/?model=e2e&backend=cpu");
+    page.wait_ready();
+    page.browser
+        .wait_for("!document.getElementById('record').disabled", LOAD);
+    page.browser
+        .eval("document.getElementById('record').click(); 0");
+    page.browser
+        .wait_for("!document.getElementById('video-link').hidden", LOAD);
+    let bytes = page
+        .browser
+        .eval("Number(document.getElementById('video-link').dataset.bytes)")
+        .as_u64()
+        .unwrap();
+    assert!(bytes > 2000, "a video of {bytes} bytes");
+    assert_eq!(
+        page.browser
+            .eval("document.getElementById('video-link').dataset.head"),
+        "1a45dfa3",
+        "a WebM (EBML) file"
+    );
+    assert_eq!(
+        page.browser
+            .eval("document.getElementById('video-link').download"),
+        "blend.webm"
+    );
+    assert_eq!(
+        page.browser
+            .eval("document.getElementById('play').getAttribute('aria-pressed')"),
+        "false",
+        "Play, started for the video, stopped after it"
+    );
+}

@@ -501,6 +501,7 @@ function stopHelpers() {
 function setControls(on) {
   for (const id of ['new-faces', 'walk', 'load-stages', 'truncation', 'play-growth']) $(id).disabled = !on;
   $('play').disabled = !on || !(state.a && state.b);
+  $('record').disabled = !on || !(state.a && state.b) || Boolean(state.recording);
 }
 
 function describeModel(m) {
@@ -691,6 +692,7 @@ async function showGrid({ keep = false } = {}) {
       draw($('canvas-b'), replies[1].reply, replies[1].at);
       $('mix').disabled = false;
       $('play').disabled = false;
+      $('record').disabled = false;
       mix(Number($('mix').value)).catch((err) => err.stopped || report('Could not blend: ', err));
     }
   } catch (err) {
@@ -957,6 +959,7 @@ async function setEnd(which) {
   const ready = state.a && state.b;
   $('mix').disabled = !ready;
   $('play').disabled = !ready;
+  $('record').disabled = !ready || Boolean(state.recording);
   if (ready) await mix(Number($('mix').value));
 }
 
@@ -985,10 +988,82 @@ async function animate(button, frames) {
     report('Playing stopped: ', err);
   } finally {
     state.playing = false;
+    if (state.recording) {
+      // Stopped before the loop ended: the video holds what was drawn.
+      const r = state.recording;
+      state.recording = null;
+      r.recorder.stop();
+    }
     $(button).textContent = label;
     $(button).setAttribute('aria-pressed', 'false');
     // A walk drew over the blend: show the blend the slider says again.
     if (state.a && state.b && !state.engine.dead) mix(Number($('mix').value));
+  }
+}
+
+// ---------------------------------------------------------------- videos
+
+const VIDEO_SIZE = 256;
+
+// Saves the blend as a WebM video made in the page (MediaRecorder): the next loop of what
+// plays — a walk's WALK_FRAMES frames, or Play's A → B → A — starting Play when nothing does.
+// Each frame drawn in the middle box is scaled up and handed to the recorder.
+async function recordVideo() {
+  if (state.recording || !state.a || !state.b) return;
+  if (typeof MediaRecorder === 'undefined') {
+    showError('This browser cannot make videos (no MediaRecorder).');
+    return;
+  }
+  const type = ['video/webm;codecs=vp9', 'video/webm;codecs=vp8', 'video/webm'].find((t) => MediaRecorder.isTypeSupported(t));
+  if (!type) {
+    showError('This browser cannot make WebM videos.');
+    return;
+  }
+  const canvas = document.createElement('canvas');
+  canvas.width = canvas.height = VIDEO_SIZE;
+  const stream = canvas.captureStream(0);
+  const recorder = new MediaRecorder(stream, { mimeType: type });
+  const chunks = [];
+  recorder.ondataavailable = (e) => e.data.size && chunks.push(e.data);
+  const what = state.playing === 'walk' ? 'walk' : 'blend';
+  const frames = what === 'walk' ? WALK_FRAMES : 2 * 45;
+  const done = new Promise((resolve) => { recorder.onstop = resolve; });
+  state.recording = { canvas, track: stream.getVideoTracks()[0], left: frames, recorder };
+  $('record').disabled = true;
+  $('record').textContent = 'Recording…';
+  recorder.start();
+  const startedPlay = !state.playing;
+  if (startedPlay) play();
+  await done;
+  if (startedPlay && state.playing === 'play') state.playing = false; // Play was only for the video
+  const blob = new Blob(chunks, { type: 'video/webm' });
+  const link = $('video-link');
+  if (link.href) URL.revokeObjectURL(link.href);
+  link.href = URL.createObjectURL(blob);
+  link.download = `${what}.webm`;
+  link.textContent = `Download the video (WebM, ${(blob.size / 1e6).toFixed(1)} MB)`;
+  link.hidden = false;
+  // What was made, for a look from outside (the page's policy keeps blob: URLs from fetch).
+  const head = new Uint8Array(await blob.slice(0, 4).arrayBuffer());
+  link.dataset.bytes = String(blob.size);
+  link.dataset.head = Array.from(head, (b) => b.toString(16).padStart(2, '0')).join('');
+  $('record').textContent = 'Save as a video';
+  $('record').disabled = false;
+  link.focus();
+}
+
+// Hands the middle box's new frame to the recorder, if one is recording.
+function recordFrame() {
+  const r = state.recording;
+  if (!r) return;
+  const ctx = r.canvas.getContext('2d');
+  ctx.imageSmoothingEnabled = true;
+  ctx.imageSmoothingQuality = 'high';
+  ctx.drawImage($('canvas-mix'), 0, 0, VIDEO_SIZE, VIDEO_SIZE);
+  r.track.requestFrame();
+  if (--r.left <= 0) {
+    state.recording = null;
+    r.recorder.stop();
   }
 }
 
@@ -1015,6 +1090,7 @@ function play() {
       if (!state.playing) break;
       state.mixLatent = latent;
       draw($('canvas-mix'), reply, 0, `play ${t.toFixed(2)}`);
+      recordFrame();
       await nextFrame(started);
     }
   });
@@ -1032,6 +1108,7 @@ function walk() {
       if (!state.playing) break;
       state.mixLatent = latent;
       draw($('canvas-mix'), reply, 0, `walk ${frame}`);
+      recordFrame();
       $('open-mix').disabled = false;
       await nextFrame(started);
     }
@@ -1224,6 +1301,7 @@ function wire() {
   $('mix').addEventListener('input', (e) => mix(Number(e.target.value)));
   $('open-mix').addEventListener('click', () => state.mixLatent && openFace({ latent: state.mixLatent, seed: null }, { step: true }));
   $('play').addEventListener('click', play);
+  $('record').addEventListener('click', recordVideo);
   $('walk').addEventListener('click', walk);
   $('edit-reset').addEventListener('click', () => {
     resetEditSliders();
