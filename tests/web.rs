@@ -1371,6 +1371,14 @@ fn the_cpu_grid_is_shared_by_a_worker_per_core_and_drawn_face_by_face() {
         clicked
     };
 
+    // No face drawn yet is an empty black box: a new tile waits as a soft placeholder.
+    let waiting = page.browser.eval(
+        "(() => { const c = document.createElement('canvas'); document.getElementById('grid').append(c); const s = getComputedStyle(c); const r = [s.backgroundImage, s.animationName]; c.remove(); return r; })()",
+    );
+    assert!(
+        waiting[0].as_str().unwrap().contains("gradient") && waiting[1] == "waiting",
+        "{waiting}"
+    );
     let clicked = redraw_grid(&mut page);
     let draws = page.browser.eval("window.__draws");
     let draws = draws.as_array().unwrap();
