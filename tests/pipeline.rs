@@ -564,7 +564,7 @@ fn a_fade_of_one_step_exports() {
         "--holdout",
         "4",
     ]);
-    pggan_ok(&[
+    let said = pggan_ok(&[
         "train",
         "--data",
         &dir.arg("d.pack"),
@@ -591,6 +591,11 @@ fn a_fade_of_one_step_exports() {
         "--backend",
         "flex",
     ]);
+    // By default the new level's toRGB starts fitted to the old picture, and says how well.
+    assert!(
+        said.contains("8×8 fades in: its toRGB fitted to the 4×4 picture"),
+        "{said}"
+    );
     let written = std::fs::read_dir(dir.path("run/fades")).unwrap().count();
     assert!(written >= 2, "{written} fade snapshots written");
     pggan_ok(&[
