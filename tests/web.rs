@@ -1371,6 +1371,12 @@ fn the_cpu_grid_is_shared_by_a_worker_per_core_and_drawn_face_by_face() {
         clicked
     };
 
+    // The first face, which the main worker draws first, is the large one.
+    let widths = page.browser.eval(
+        "[1, 2].map((i) => document.querySelector(`#grid div:nth-child(${i}) canvas`).getBoundingClientRect().width)",
+    );
+    let (big, small) = (widths[0].as_f64().unwrap(), widths[1].as_f64().unwrap());
+    assert!(big > 2.5 * small, "tile widths {big} and {small}");
     // No face drawn yet is an empty black box: a new tile waits as a soft placeholder.
     let waiting = page.browser.eval(
         "(() => { const c = document.createElement('canvas'); document.getElementById('grid').append(c); const s = getComputedStyle(c); const r = [s.backgroundImage, s.animationName]; c.remove(); return r; })()",
