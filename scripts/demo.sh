@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/pggan-target}"
 WEB_DIST="${WEB_DIST:-$CARGO_TARGET_DIR/www-dist}"
 PORT="${PORT:-8080}"
-# The server: Python's standard one (a static folder is all the page needs).
+# The server: Python's standard one with gzip (scripts/serve.py; a static folder is all the page
+# needs).
 if ! command -v python3 >/dev/null; then
     echo "== installing python3 (to serve the page)"
     SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -16,5 +17,4 @@ fi
 source scripts/setup-web.sh
 echo "== building the page (the first time: about 8 minutes on 2 cores)"
 build_page
-echo "== serving the page at http://127.0.0.1:$PORT/ (Ctrl-C stops)"
-exec python3 -m http.server "$PORT" --bind 127.0.0.1 --directory "$WEB_DIST"
+exec python3 scripts/serve.py --port "$PORT" --dir "$WEB_DIST"

@@ -37,8 +37,11 @@ build_page() {
     fi
     # The engine's version (a digest of its wasm): the page keeps the engine in the browser's
     # Cache Storage under it, so a second visit downloads nothing and a new build is never stale.
-    local digest
+    # Its size too: a server that compresses sends fewer bytes than the page receives.
+    local digest bytes
     digest="$(sha256sum "$WEB_DIST/pggan-web_bg.wasm" | cut -c1-16)"
-    printf '{"wasm": "pggan-web_bg.wasm", "version": "%s"}\n' "$digest" > "$WEB_DIST/engine.json"
+    bytes="$(stat -c %s "$WEB_DIST/pggan-web_bg.wasm")"
+    printf '{"wasm": "pggan-web_bg.wasm", "version": "%s", "bytes": %s}\n' "$digest" "$bytes" \
+        > "$WEB_DIST/engine.json"
 }
 

@@ -1872,3 +1872,102 @@ fn the_blend_saves_as_a_webm_video() {
         "Play, started for the video, stopped after it"
     );
 }
+
+/// A raw HTTP GET of `path` from `origin` (`127.0.0.1:port`): the response's headers (lower
+/// case) and body.
+fn http_get(origin: &str, path: &str, gzip: bool) -> (String, Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(origin).unwrap();
+    let accept = if gzip {
+        "Accept-Encoding: gzip\r\n"
+    } else {
+        ""
+    };
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {origin}\r\n{accept}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    (
+        String::from_utf8_lossy(&raw[..split]).to_lowercase(),
+        raw[split + 4..].to_vec(),
+    )
+}
+
+/// The demo's server (`scripts/serve.py`): the engine travels gzip-compressed to a browser that
+/// accepts it (as it is to one that does not), pictures as they are, and the page works through
+/// it — its loading bar counting the engine to its full size, not the compressed one.
+#[test]
+fn the_demo_server_compresses_and_the_page_works_through_it() {
+    use std::io::{BufRead, Read};
+    let _one = BROWSER.lock().unwrap_or_else(|e| e.into_inner());
+    let dist = web_dist();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/serve.py");
+    /// The server, stopped however the test ends.
+    struct Stop(std::process::Child);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut server = Stop(
+        std::process::Command::new("python3")
+            .arg(&script)
+            .args(["--port", "0", "--dir"])
+            .arg(&dist)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    std::io::BufReader::new(server.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_string();
+    let origin = url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+
+    let wasm = std::fs::read(dist.join("pggan-web_bg.wasm")).unwrap();
+    let (head, body) = http_get(&origin, "/pggan-web_bg.wasm", true);
+    assert!(head.contains("content-encoding: gzip"), "{head}");
+    assert!(body.len() < wasm.len() / 3, "{} bytes sent", body.len());
+    let mut unpacked = Vec::new();
+    flate2::read::GzDecoder::new(&body[..])
+        .read_to_end(&mut unpacked)
+        .unwrap();
+    assert!(unpacked == wasm, "the engine, unpacked, is the file");
+    let (head, body) = http_get(&origin, "/pggan-web_bg.wasm", false);
+    assert!(!head.contains("content-encoding"), "{head}");
+    assert!(body == wasm);
+    let (head, _) = http_get(&origin, "/og-image.jpg", true);
+    assert!(
+        !head.contains("content-encoding"),
+        "a JPEG is sent as it is: {head}"
+    );
+
+    let mut b = Browser::launch(false);
+    b.call(
+        "Page.addScriptToEvaluateOnNewDocument",
+        serde_json::json!({"source": "window.__engineMax = 0; new MutationObserver(() => { const l = document.getElementById('loading'); const p = document.getElementById('progress'); if (l && p && l.dataset.phase === 'engine') window.__engineMax = Math.max(window.__engineMax, p.max); }).observe(document, { subtree: true, attributes: true });"}),
+    );
+    b.goto(&format!("{url}?backend=cpu"));
+    let state = b.wait_for("document.body && ['ready','error'].includes(document.body.dataset.state) && document.body.dataset.state", LOAD);
+    assert_eq!(state, "ready");
+    b.wait_for("document.body.dataset.grid === 'done'", LOAD);
+    assert_eq!(
+        b.eval("window.__engineMax").as_u64(),
+        Some(wasm.len() as u64),
+        "the loading bar counts the engine's own size"
+    );
+    drop(server);
+}

@@ -189,7 +189,7 @@ class Engine {
 function compiledEngine(onPhase) {
   if (!state.engineModule) {
     state.engineModule = (async () => {
-      const version = await engineVersion();
+      const { version, bytes: size } = await engineVersion();
       const url = version ? `${ENGINE_URL}?v=${version}` : ENGINE_URL;
       const kept = version ? await fromCache(url) : null;
       if (kept) {
@@ -199,7 +199,9 @@ function compiledEngine(onPhase) {
       }
       const response = await fetch(url);
       if (!response.ok) throw new Error(`the engine (${ENGINE_URL}) could not be downloaded: HTTP ${response.status}`);
-      const total = Number(response.headers.get('Content-Length')) || 0;
+      // The engine's own size from engine.json: a compressing server's Content-Length counts
+      // the compressed bytes, not the ones the page receives.
+      const total = size || Number(response.headers.get('Content-Length')) || 0;
       const reader = response.body.getReader();
       const chunks = [];
       let loaded = 0;
@@ -221,16 +223,20 @@ function compiledEngine(onPhase) {
   return state.engineModule;
 }
 
-// The engine's version from engine.json (always asked of the server, never the HTTP cache);
-// null when there is none (a page built without it), and the engine is then simply downloaded.
+// The engine's version and size from engine.json (always asked of the server, never the HTTP
+// cache); nulls when there is none (a page built without it): the engine is then simply
+// downloaded.
 async function engineVersion() {
   try {
     const response = await fetch(ENGINE_VERSION_URL, { cache: 'no-cache' });
-    if (!response.ok) return null;
-    const { version } = await response.json();
-    return typeof version === 'string' && /^[0-9a-f]{1,64}$/.test(version) ? version : null;
+    if (!response.ok) return { version: null, bytes: null };
+    const { version, bytes } = await response.json();
+    return {
+      version: typeof version === 'string' && /^[0-9a-f]{1,64}$/.test(version) ? version : null,
+      bytes: Number.isInteger(bytes) && bytes > 0 ? bytes : null,
+    };
   } catch {
-    return null;
+    return { version: null, bytes: null };
   }
 }
 
