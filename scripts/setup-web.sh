@@ -33,7 +33,10 @@ build_page() {
     cp -r www/index.html www/app.js www/engine-loader.js www/style.css www/favicon.svg \
         www/og-image.jpg www/models "$WEB_DIST/"
     if [ -n "${PGGAN_PUBLIC_URL:-}" ]; then
-        bash scripts/og-absolute.sh "$WEB_DIST/index.html" "$PGGAN_PUBLIC_URL"
+        bash scripts/page-urls.sh "$WEB_DIST/index.html" public "$PGGAN_PUBLIC_URL"
+    fi
+    if [ -n "${PGGAN_SOURCE_URL:-}" ]; then
+        bash scripts/page-urls.sh "$WEB_DIST/index.html" source "$PGGAN_SOURCE_URL"
     fi
     # The engine's version (a digest of its wasm): the page keeps the engine in the browser's
     # Cache Storage under it, so a second visit downloads nothing and a new build is never stale.

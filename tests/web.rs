@@ -1657,11 +1657,13 @@ fn play_the_growth_steps_through_every_stage_and_the_page_explains_itself() {
 }
 
 /// Link previews: the built page names a title, a description and a 1200×630 picture of
-/// generated faces, relative to the page; `scripts/og-absolute.sh` (run by the page's build when
-/// `PGGAN_PUBLIC_URL` is set) makes it absolute for the address the page is served at, and
-/// refuses an address it cannot put in the page safely, leaving the page as it was.
+/// generated faces, relative to the page; `scripts/page-urls.sh` (run by the page's build when
+/// `PGGAN_PUBLIC_URL` or `PGGAN_SOURCE_URL` is set) makes the picture absolute for the address
+/// the page is served at, or names where the source is published (the page then links to it),
+/// and refuses an address it cannot put in the page safely, leaving the page as it was.
 #[test]
-fn link_previews_show_generated_faces() {
+fn link_previews_show_generated_faces_and_the_page_can_link_its_source() {
+    let _one = BROWSER.lock().unwrap_or_else(|e| e.into_inner());
     let dist = web_dist();
     let index = std::fs::read_to_string(dist.join("index.html")).unwrap();
     for tag in [
@@ -1678,43 +1680,62 @@ fn link_previews_show_generated_faces() {
         "a picture, not a flat field"
     );
 
-    let scratch = Scratch::new("og-absolute");
-    let page = scratch.path("index.html");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/og-absolute.sh");
-    let run = |url: &str| {
+    let scratch = Scratch::new("page-urls");
+    let root = scratch.path("dist");
+    copy_tree(&dist, &root);
+    let page_file = root.join("index.html");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/page-urls.sh");
+    let run = |kind: &str, url: &str| {
         std::process::Command::new("bash")
             .arg(&script)
-            .arg(&page)
-            .arg(url)
+            .arg(&page_file)
+            .args([kind, url])
             .output()
             .unwrap()
     };
-    std::fs::write(&page, &index).unwrap();
-    for bad in [
-        "javascript:alert(1)",
-        "https://x.org/a&b",
-        "https://x.org/\"><script>",
+    for (kind, bad) in [
+        ("public", "javascript:alert(1)"),
+        ("public", "https://x.org/a&b"),
+        ("source", "https://x.org/\"><script>"),
+        ("elsewhere", "https://x.org/"),
     ] {
-        let out = run(bad);
-        assert!(!out.status.success(), "{bad} accepted");
+        let out = run(kind, bad);
+        assert!(!out.status.success(), "{kind} {bad} accepted");
         assert!(
             String::from_utf8_lossy(&out.stderr).contains("error:"),
             "{bad}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
         assert_eq!(
-            std::fs::read_to_string(&page).unwrap(),
+            std::fs::read_to_string(&page_file).unwrap(),
             index,
             "{bad} changed the page"
         );
     }
-    assert!(run("https://example.org/faces/").status.success());
-    let made = std::fs::read_to_string(&page).unwrap();
+    assert!(run("public", "https://example.org/faces/").status.success());
+    assert!(run("source", "https://example.org/pggan").status.success());
+    let made = std::fs::read_to_string(&page_file).unwrap();
     assert!(
         made.contains(
             r#"<meta property="og:image" content="https://example.org/faces/og-image.jpg">"#
-        ) && made.contains(r#"<meta property="og:url" content="https://example.org/faces/">"#),
+        ) && made.contains(r#"<meta property="og:url" content="https://example.org/faces/">"#)
+            && made.contains(r#"<meta name="pggan-source" content="https://example.org/pggan">"#),
         "{made}"
+    );
+
+    // The page links its source when told where it is, and says it is not when not.
+    let mut page = Page::open(false, vec![]);
+    page.goto("/?model=e2e&backend=cpu");
+    page.wait_ready();
+    assert!(page.text("source-note").contains("not published"));
+    drop(page);
+    let mut page = Page::open_at(&root, false, vec![]);
+    page.goto("/?model=e2e&backend=cpu");
+    page.wait_ready();
+    assert_eq!(
+        page.browser
+            .eval("document.querySelector('#source-note a').href"),
+        "https://example.org/pggan"
     );
 }
 

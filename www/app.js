@@ -1337,7 +1337,19 @@ function wire() {
   });
 }
 
+// The link to this project's source, when the page's build was told where it is published.
+function showSourceLink() {
+  const meta = document.querySelector('meta[name="pggan-source"]');
+  const url = meta && meta.content;
+  if (!url || !/^https?:\/\//.test(url)) return;
+  const a = document.createElement('a');
+  a.href = url;
+  a.textContent = 'Its source code';
+  $('source-note').replaceChildren(a, ' is published, with the model card and the measurements.');
+}
+
 wire();
+showSourceLink();
 // What a click handler did not catch: a stopped worker is reported by its death, anything else here.
 window.addEventListener('unhandledrejection', (event) => {
   event.preventDefault();
