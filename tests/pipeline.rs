@@ -5,7 +5,7 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use pggan_e2e::{Lcg, Scratch, describe, metrics, pggan, pggan_ok, read_rgb};
+use pggan_e2e::{Lcg, Scratch, describe, metrics, pggan, pggan_ok, read_rgb, tiny_pack};
 
 /// Writes 48 smooth colour images of 20×16 (not square), a greyscale one, a truncated JPEG, an
 /// empty file and a text file.
@@ -553,21 +553,11 @@ fn train_across_a_fade_kill_resume_export_generate() {
 #[test]
 fn a_fade_of_one_step_exports() {
     let dir = Scratch::new("pipeline-short-fade");
-    make_images(&dir.path("images"));
-    pggan_ok(&[
-        "prepare",
-        &dir.arg("images"),
-        "--out",
-        &dir.arg("d.pack"),
-        "--resolution",
-        "8",
-        "--holdout",
-        "4",
-    ]);
+    tiny_pack(&dir, 3);
     let said = pggan_ok(&[
         "train",
         "--data",
-        &dir.arg("d.pack"),
+        &dir.arg("p.pack"),
         "--run",
         &dir.arg("run"),
         "--latent",

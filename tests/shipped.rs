@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use pggan_e2e::{Scratch, pggan, pggan_ok, read_rgb};
+use pggan_e2e::{Scratch, mean_pairwise_difference, pggan, pggan_ok, read_rgb};
 use serde_json::Value;
 
 fn shipped() -> PathBuf {
@@ -382,18 +382,7 @@ fn truncation_draws_more_typical_faces() {
         let faces: Vec<Vec<u8>> = (0..8)
             .map(|i| read_rgb(&dir.path(&format!("faces-{psi}/seed{i:06}.png"))).into_raw())
             .collect();
-        let mut sum = 0.0;
-        for i in 0..8 {
-            for j in i + 1..8 {
-                sum += faces[i]
-                    .iter()
-                    .zip(&faces[j])
-                    .map(|(&a, &b)| f64::from(a.abs_diff(b)))
-                    .sum::<f64>()
-                    / faces[i].len() as f64;
-            }
-        }
-        sum / 28.0
+        mean_pairwise_difference(&faces)
     };
     let (full, half, none) = (variety("1"), variety("0.5"), variety("0"));
     assert_eq!(none, 0.0, "ψ 0: one face for every seed");

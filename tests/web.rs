@@ -10,7 +10,10 @@ use std::time::Duration;
 
 use pggan_e2e::browser::Browser;
 use pggan_e2e::server::Server;
-use pggan_e2e::{Lcg, Scratch, pggan_ok, read_rgb, web_dist};
+use pggan_e2e::{
+    Lcg, Scratch, max_abs_diff, mean_abs_diff, mean_pairwise_difference, pggan_ok, read_rgb,
+    web_dist,
+};
 use serde_json::Value;
 
 const LOAD: Duration = Duration::from_secs(120);
@@ -229,19 +232,6 @@ impl Page {
 fn std_dev(v: &[u8]) -> f64 {
     let mean = v.iter().map(|&x| x as f64).sum::<f64>() / v.len() as f64;
     (v.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / v.len() as f64).sqrt()
-}
-
-fn mean_abs_diff(a: &[u8], b: &[u8]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(&x, &y)| (x as f64 - y as f64).abs())
-        .sum::<f64>()
-        / a.len() as f64
-}
-
-fn max_abs_diff(a: &[u8], b: &[u8]) -> u8 {
-    a.iter().zip(b).map(|(&x, &y)| x.abs_diff(y)).max().unwrap()
 }
 
 /// What `pggan generate` draws for `seed`, as RGB bytes.
@@ -1459,15 +1449,7 @@ fn grid_variety(page: &mut Page, n: usize) -> f64 {
     let faces: Vec<Vec<u8>> = (1..=n)
         .map(|i| page.pixels(&format!("#grid div:nth-child({i}) canvas")))
         .collect();
-    let mut sum = 0.0;
-    let mut pairs = 0.0;
-    for i in 0..n {
-        for j in i + 1..n {
-            sum += mean_abs_diff(&faces[i], &faces[j]);
-            pairs += 1.0;
-        }
-    }
-    sum / pairs
+    mean_pairwise_difference(&faces)
 }
 
 /// The truncation slider (the shipped 64×64 model, on the CPU): a link's `&psi=` sets it and

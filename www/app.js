@@ -520,16 +520,28 @@ function describeModel(m) {
   const kimg = typeof t.kimg === 'number' ? `, ${Math.round(t.kimg)} thousand images shown` : '';
   const hours = typeof t.train_seconds === 'number' ? ` in ${(t.train_seconds / 3600).toFixed(1)} hours of training` : '';
   const hw = t.hardware ? ` on ${t.hardware}` : '';
-  // The export's own evaluation against held-out photographs, with the photographs' own floor.
-  const e = t.evaluation;
-  const swd = (side) => e && e[side] && e[side].swd && typeof e[side].swd.avg === 'number' ? e[side].swd.avg.toFixed(2) : null;
-  const ssim = (side) => e && e[side] && typeof e[side].ms_ssim === 'number' ? e[side].ms_ssim.toFixed(3) : null;
-  const measured = swd('model') && swd('reals_floor') && ssim('model') && ssim('reals_floor')
-    ? ` Against ${e.count} held-out photographs: SWD ×10³ ${swd('model')} (photographs among themselves: ${swd('reals_floor')}, lower is closer), MS-SSIM ${ssim('model')} (photographs: ${ssim('reals_floor')}).`
+  const s = scores(t.evaluation);
+  const measured = s.swd && s.ssim
+    ? ` Against ${s.count} held-out photographs: SWD ×10³ ${s.swd.model.toFixed(2)} (photographs among themselves: ${s.swd.floor.toFixed(2)}, lower is closer), MS-SSIM ${s.ssim.model.toFixed(3)} (photographs: ${s.ssim.floor.toFixed(3)}).`
     : '';
   $('model-card').textContent =
     `Model “${m.name}”: ${size}${fading}, latent of ${m.latentSize} numbers, ${m.stages.length} growth stages${kimg}${kimg ? hours + hw : ''}.${measured}`;
   $('model-words').textContent = modelInWords(m);
+}
+
+// The export's own evaluation against held-out photographs, beside the photographs' own floor:
+// { count, swd: { model, floor } | null, ssim: { model, floor } | null }.
+function scores(e) {
+  const pair = (read) => {
+    const model = e && e.model ? read(e.model) : undefined;
+    const floor = e && e.reals_floor ? read(e.reals_floor) : undefined;
+    return typeof model === 'number' && typeof floor === 'number' ? { model, floor } : null;
+  };
+  return {
+    count: e && e.count,
+    swd: pair((side) => side.swd && side.swd.avg),
+    ssim: pair((side) => side.ms_ssim),
+  };
 }
 
 // The model card for people: what it saw, for how long, and what its two scores mean beside the
@@ -543,15 +555,12 @@ function modelInWords(m) {
     const hours = typeof t.train_seconds === 'number' ? `, over ${(t.train_seconds / 3600).toFixed(1)} hours` : '';
     said.push(`In training it was shown ${shown} pictures${hours}.`);
   }
-  const e = t.evaluation;
-  const swd = (side) => e && e[side] && e[side].swd && typeof e[side].swd.avg === 'number' ? e[side].swd.avg : null;
-  const ssim = (side) => e && e[side] && typeof e[side].ms_ssim === 'number' ? e[side].ms_ssim : null;
-  if (swd('model') !== null && swd('reals_floor') !== null) {
-    said.push(`How real do its faces look? One measure, the sliced Wasserstein distance, compares small patches of ${e.count} of its faces with patches of ${e.count} photographs it never saw, at several scales: 0 would be indistinguishable. It scores ${swd('model').toFixed(1)}; photographs compared with other photographs score ${swd('reals_floor').toFixed(1)}, the best any model could hope for.`);
+  const s = scores(t.evaluation);
+  if (s.swd) {
+    said.push(`How real do its faces look? One measure, the sliced Wasserstein distance, compares small patches of ${s.count} of its faces with patches of ${s.count} photographs it never saw, at several scales: 0 would be indistinguishable. It scores ${s.swd.model.toFixed(1)}; photographs compared with other photographs score ${s.swd.floor.toFixed(1)}, the best any model could hope for.`);
   }
-  if (ssim('model') !== null && ssim('reals_floor') !== null) {
-    const a = ssim('model');
-    const b = ssim('reals_floor');
+  if (s.ssim) {
+    const { model: a, floor: b } = s.ssim;
     const verdict = Math.abs(a - b) <= 0.03 ? 'about as varied as the photographs' : (a > b ? 'less varied than the photographs' : 'more varied than the photographs');
     said.push(`How varied are they? MS-SSIM says how alike two faces are (1 would be identical): pairs of its faces score ${a.toFixed(2)}, pairs of photographs ${b.toFixed(2)} — ${verdict}.`);
   }
@@ -786,7 +795,6 @@ function closeDetail() {
 
 function hideDetail() {
   $('detail').hidden = true;
-  $('detail').dataset.open = 'false';
   markTile(null);
   const back = state.opener && state.opener.isConnected ? state.opener : $('new-faces');
   state.opener = null;
@@ -868,7 +876,8 @@ const applyEdits = latest(async () => {
 
 // Opens `face`; `step`: as a new step in the browser's history (a visitor's click), so that Back
 // closes it.
-async function openFace(face, { focus = true, step = false } = {}) {
+async function openFace(face, { focus = true, step = false, keepEdits = false } = {}) {
+  const wasOpen = !$('detail').hidden;
   // Keyboard focus moves into the opened face (its Close button first), and back on closing.
   const from = document.activeElement;
   if (focus && !state.opener && from && from !== document.body && !$('detail').contains(from)) state.opener = from;
@@ -882,12 +891,11 @@ async function openFace(face, { focus = true, step = false } = {}) {
   $('detail-label').textContent = face.seed != null ? `Seed ${face.seed}` : 'A latent from a blend or a link';
   // Edits start from this face.
   state.editBase = { face, latent: face.latent, link: made.link, label: $('detail-label').textContent };
-  resetEditSliders();
+  if (!keepEdits) resetEditSliders();
   const reply = await render(face.latent);
   draw($('detail-canvas'), reply, 0, 'unedited');
-  if (step && $('detail').dataset.open !== 'true') history.pushState({ face: true }, '', `#${made.link}`);
+  if (step && !wasOpen) history.pushState({ face: true }, '', `#${made.link}`);
   else history.replaceState(history.state, '', `#${made.link}`);
-  $('detail').dataset.open = 'true';
   $('link-text').value = shareableLink(made.link);
   if (focus) {
     // The face in view: on a phone the section sits below the grid.
@@ -1277,14 +1285,9 @@ const redrawAll = latest(async () => {
   if (!state.model) return;
   if (!$('detail').hidden && state.editBase) {
     // The opened face again, with its edits.
-    const inputs = [...$('edit-sliders').querySelectorAll('input')];
-    const amounts = inputs.map((i) => i.value);
-    await openFace(state.editBase.face, { focus: false });
-    inputs.forEach((input, k) => {
-      input.value = amounts[k];
-      input.nextElementSibling.textContent = Number(amounts[k]).toFixed(1);
-    });
-    if (amounts.some((a) => Number(a) !== 0)) await applyEdits();
+    await openFace(state.editBase.face, { focus: false, keepEdits: true });
+    const edited = [...$('edit-sliders').querySelectorAll('input')].some((i) => Number(i.value) !== 0);
+    if (edited) await applyEdits();
   }
   if (state.a && state.b) {
     draw($('canvas-a'), await render(state.a.latent));

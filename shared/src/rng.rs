@@ -16,6 +16,14 @@ pub struct SplitMix64 {
     spare_normal: Option<u64>,
 }
 
+/// FNV-1a, 64 bits, of `bytes`: a quick fingerprint (stream names, file versions), not a
+/// security measure.
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
 impl SplitMix64 {
     /// A generator seeded with `seed`.
     pub fn new(seed: u64) -> Self {
@@ -28,12 +36,7 @@ impl SplitMix64 {
     /// A generator for one named purpose, derived from a run seed: streams for different
     /// purposes (initialisation, data order, latents) never overlap in practice.
     pub fn derive(seed: u64, stream: &str) -> Self {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325; // FNV-1a over the stream name
-        for b in stream.bytes() {
-            h ^= b as u64;
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-        let mut mixer = Self::new(seed ^ h);
+        let mut mixer = Self::new(seed ^ fnv1a(stream.as_bytes()));
         Self::new(mixer.next_u64())
     }
 

@@ -92,6 +92,34 @@ pub fn read_rgb(path: &Path) -> image::RgbImage {
         .to_rgb8()
 }
 
+/// Mean absolute difference of two pictures' bytes (per channel, 0–255).
+pub fn mean_abs_diff(a: &[u8], b: &[u8]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(&x, &y)| f64::from(x.abs_diff(y)))
+        .sum::<f64>()
+        / a.len() as f64
+}
+
+/// Largest absolute difference of two pictures' bytes.
+pub fn max_abs_diff(a: &[u8], b: &[u8]) -> u8 {
+    a.iter().zip(b).map(|(&x, &y)| x.abs_diff(y)).max().unwrap()
+}
+
+/// How varied some pictures are: [`mean_abs_diff`] averaged over every pair of them.
+pub fn mean_pairwise_difference(pictures: &[Vec<u8>]) -> f64 {
+    let mut sum = 0.0;
+    let mut pairs = 0.0;
+    for (i, a) in pictures.iter().enumerate() {
+        for b in &pictures[i + 1..] {
+            sum += mean_abs_diff(a, b);
+            pairs += 1.0;
+        }
+    }
+    sum / pairs
+}
+
 /// Lines of a run's metrics.jsonl, parsed. A line still being written (no newline yet) is left
 /// out; every complete line must be JSON.
 pub fn metrics(run: &Path) -> Vec<serde_json::Value> {

@@ -110,15 +110,9 @@ pub struct ModelFiles {
 impl ModelFiles {
     /// The files of the model in `base` whose manifest is `manifest`.
     pub fn new(base: String, manifest: &[u8]) -> Self {
-        // FNV-1a, 64 bits: a cache key, not a security measure.
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for &b in manifest {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
         Self {
             base,
-            version: format!("{h:016x}"),
+            version: format!("{:016x}", pggan_model::rng::fnv1a(manifest)),
         }
     }
 
