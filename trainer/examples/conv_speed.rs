@@ -8,6 +8,9 @@ use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Distribution, Tensor};
 use pggan_model::flex_kernels::conv3x3::conv3x3;
+use pggan_model::flex_kernels::conv3x3_kernels::{self as kernels, Conv3x3Shape};
+use pggan_model::flex_kernels::conv3x3_winograd;
+use pggan_model::rng::SplitMix64;
 
 /// `[batch, in, out, resolution]` of the measured convolutions.
 const SHAPES: [[usize; 4]; 5] = [
@@ -81,6 +84,39 @@ fn main() {
             );
         }
         println!("{line}");
+    }
+    // The two forms of the forward kernel on plain slices: im2col with a general matrix product,
+    // and Winograd's F(2×2, 3×3); the page's generator (batch 1) and the training shapes.
+    println!(
+        "{:>28}  {:>9} {:>7}  {:>9} {:>7}",
+        "forward kernel [batch, in→out, res]", "im2col", "GFLOP/s", "Winograd", "GFLOP/s"
+    );
+    let page = [
+        [1, 128, 128, 32],
+        [1, 128, 64, 64],
+        [1, 64, 32, 128],
+        [1, 32, 32, 128],
+    ];
+    for [b, c, o, r] in SHAPES.into_iter().chain(page) {
+        let s = Conv3x3Shape {
+            batch: b,
+            c_in: c,
+            c_out: o,
+            height: r,
+            width: r,
+        };
+        let mut rng = SplitMix64::new(1);
+        let x = rng.normals_f32(b * c * r * r);
+        let w = rng.normals_f32(o * c * 9);
+        let gflop = 2.0 * (b * o * c * 9 * r * r) as f64 / 1e9;
+        let im2col = time_ms(|| drop(kernels::conv3x3_im2col(&x, &w, 1.0, s)));
+        let winograd = time_ms(|| drop(conv3x3_winograd::conv3x3(&x, &w, 1.0, s)));
+        println!(
+            "{:>28}  {im2col:>9.2} {:>7.0}  {winograd:>9.2} {:>7.0}",
+            format!("[{b}, {c}→{o}, {r}×{r}]"),
+            gflop / im2col * 1e3,
+            gflop / winograd * 1e3
+        );
     }
     // The matrix product under it, for scale.
     let plain = Device::flex();

@@ -204,7 +204,7 @@ fn swap_batch_and_channels<T: Float>(x: &[T], first: usize, second: usize, plane
 
 /// `dst[m, n] (+)= scale · lhs[m, k] · rhs[k, n]` with element strides (row, column) for each matrix.
 #[allow(clippy::too_many_arguments)]
-unsafe fn matmul<T: Float>(
+pub(super) unsafe fn matmul<T: Float>(
     (m, n, k): (usize, usize, usize),
     dst: *mut T,
     dst_strides: (usize, usize),
@@ -244,12 +244,12 @@ unsafe fn matmul<T: Float>(
 
 /// A raw pointer that may cross to rayon's threads; each thread writes disjoint columns.
 #[derive(Clone, Copy)]
-struct SendPtr<T>(*mut T);
+pub(super) struct SendPtr<T>(pub(super) *mut T);
 unsafe impl<T> Send for SendPtr<T> {}
 unsafe impl<T> Sync for SendPtr<T> {}
 
 /// Splits `0..tiles` into one contiguous range per rayon thread (tiles are equal work).
-fn thread_ranges(tiles: usize) -> Vec<core::ops::Range<usize>> {
+pub(super) fn thread_ranges(tiles: usize) -> Vec<core::ops::Range<usize>> {
     let threads = rayon::current_num_threads().max(1);
     let per_thread = tiles.div_ceil(threads).max(1);
     (0..tiles.div_ceil(per_thread))
@@ -329,7 +329,21 @@ fn check_lengths<T>(input: &[T], input_channels: usize, weight: &[T], s: &Conv3x
 }
 
 /// `y = conv(x, w·scale)`: `x` `[B, C_in, H, W]`, `w` `[C_out, C_in, 3, 3]` → `[B, C_out, H, W]`.
+///
+/// In WebAssembly (the page's CPU fallback) images of even size go through Winograd's form
+/// ([`super::conv3x3_winograd`]): there the general matrix product runs at about 3 GMAC/s and
+/// the Winograd form's own products 5× faster in all (`trainer/examples/conv_speed.rs` times both
+/// natively, where the matrix product's AVX kernels win and im2col stays).
 pub fn conv3x3<T: Float>(x: &[T], w: &[T], scale: T, s: Conv3x3Shape) -> Vec<T> {
+    check_lengths(x, s.c_in, w, &s);
+    if cfg!(target_arch = "wasm32") && super::conv3x3_winograd::fits(&s) {
+        return super::conv3x3_winograd::convolve(x, w, scale, s.c_in, s.c_out, &s);
+    }
+    convolve(x, w, scale, s.c_in, s.c_out, &s)
+}
+
+/// [`conv3x3`] always in the im2col form, on every target (for comparisons).
+pub fn conv3x3_im2col<T: Float>(x: &[T], w: &[T], scale: T, s: Conv3x3Shape) -> Vec<T> {
     check_lengths(x, s.c_in, w, &s);
     convolve(x, w, scale, s.c_in, s.c_out, &s)
 }

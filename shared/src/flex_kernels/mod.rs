@@ -18,6 +18,7 @@
 
 pub mod conv3x3;
 pub mod conv3x3_kernels;
+pub mod conv3x3_winograd;
 pub mod lrelu;
 pub mod pixel_norm;
 pub mod resample;

@@ -1,0 +1,395 @@
+//! The 3×3 "same" convolution by Winograd's minimal filtering, F(2×2, 3×3) (Lavin & Gray,
+//! "Fast Algorithms for Convolutional Neural Networks", 2016): each 2×2 block of outputs comes
+//! from a 4×4 block of inputs with 16 multiplications per channel pair instead of 36, so the
+//! matrix products do 2.25× fewer multiply-adds than the im2col form of [`super::conv3x3_kernels`].
+//!
+//! With `Bᵀ`, `G`, `Aᵀ` the transforms below, for each input channel `c` and output channel `o`
+//! `U = G·w·Gᵀ` (the 3×3 weight to 4×4, once per call), for each 2×2 output tile and input
+//! channel `V = Bᵀ·d·B` (the tile's 4×4 input patch, zero past the border), then for each of the
+//! 16 transformed positions `ξ` one matrix product `M[ξ] = U[ξ] · V[ξ]` (`[O, C] × [C, tiles]`),
+//! and the output tile `Y = Aᵀ·M·A`. Tiles are taken in chunks that keep `V` and `M` near a
+//! core's cache; chunks run in parallel on rayon's pool.
+//!
+//! Needs an even height and width (every layer of the paper's networks: 4×4 and up).
+
+use rayon::prelude::*;
+
+use super::Float;
+use super::conv3x3_kernels::{Conv3x3Shape, SendPtr, thread_ranges};
+
+/// Output tiles (2×2 each) per chunk, about: the chunk's transformed input `[16, C, TILES]` is
+/// 1 MB at 128 channels.
+const TILES: usize = 128;
+
+/// Whether the Winograd form can compute convolutions of this shape.
+pub fn fits(s: &Conv3x3Shape) -> bool {
+    s.height >= 2 && s.width >= 2 && s.height.is_multiple_of(2) && s.width.is_multiple_of(2)
+}
+
+/// `U = G·w·Gᵀ·scale` for every `(o, c)`, laid out `[16, O, C]` (one `[O, C]` matrix per
+/// transformed position). `G` = [[1, 0, 0], [½, ½, ½], [½, −½, ½], [0, 0, 1]].
+fn transform_weight<T: Float>(w: &[T], scale: T, c_in: usize, c_out: usize) -> Vec<T> {
+    let half = T::from_f64(0.5) * scale;
+    let plane = c_out * c_in;
+    let mut u = vec![T::default(); 16 * plane];
+    for (oc, g) in w.chunks_exact(9).enumerate() {
+        // t = G·g: [4, 3], rows of g combined.
+        let mut t = [[T::default(); 3]; 4];
+        for j in 0..3 {
+            let (g0, g1, g2) = (g[j], g[3 + j], g[6 + j]);
+            t[0][j] = g0 * scale;
+            t[1][j] = (g0 + g1 + g2) * half;
+            t[2][j] = (g0 - g1 + g2) * half;
+            t[3][j] = g2 * scale;
+        }
+        // U = t·Gᵀ: [4, 4], columns of t combined (the ½ and the scale applied once above).
+        let point5 = T::from_f64(0.5);
+        for (i, row) in t.iter().enumerate() {
+            let (a, b, c) = (row[0], row[1], row[2]);
+            let values = [a, (a + b + c) * point5, (a - b + c) * point5, c];
+            for (j, v) in values.into_iter().enumerate() {
+                u[(i * 4 + j) * plane + oc] = v;
+            }
+        }
+    }
+    u
+}
+
+/// One row of input transforms: for input channel plane `plane` (`height × width`) and tile
+/// row `ty`, `Bᵀ·d·B` of every tile of the row, written to `v` at `v[ξ][t]` (`ξ` the 16
+/// transformed positions, `stride` apart; `t` the tile's column). Rows are combined first
+/// (`Bᵀ·d`, whole image rows at once), then columns (`·B`) from the combined rows split into
+/// their odd and even columns, so every step runs along contiguous memory and vectorises.
+/// `Bᵀ` = [[1, 0, −1, 0], [0, 1, 1, 0], [0, −1, 1, 0], [0, 1, 0, −1]].
+fn transform_input_row<T: Float>(
+    plane: &[T],
+    (height, width): (usize, usize),
+    ty: usize,
+    scratch: &mut Scratch<T>,
+    v: &mut [T],
+    stride: usize,
+) {
+    let tiles_x = width / 2;
+    // Input rows 2·ty − 1 … 2·ty + 2, zero above and below the image.
+    let zero = &scratch.zero[..width];
+    let row = |y: isize| {
+        if y < 0 || y >= height as isize {
+            zero
+        } else {
+            &plane[y as usize * width..][..width]
+        }
+    };
+    let y0 = 2 * ty as isize - 1;
+    let (d0, d1, d2, d3) = (row(y0), row(y0 + 1), row(y0 + 2), row(y0 + 3));
+    // Bᵀ·d, row i of it split by column parity: even[i][t] is column 2t − 1 (0 at t = 0),
+    // odd[i][t] column 2t (0 at t = tiles_x).
+    for i in 0..4 {
+        let combined = &mut scratch.combined[..width];
+        for (p, out) in combined.iter_mut().enumerate() {
+            *out = match i {
+                0 => d0[p] - d2[p],
+                1 => d1[p] + d2[p],
+                2 => d2[p] - d1[p],
+                _ => d1[p] - d3[p],
+            };
+        }
+        let (even, odd) = (&mut scratch.even[i], &mut scratch.odd[i]);
+        even[0] = T::default();
+        odd[tiles_x] = T::default();
+        for t in 0..tiles_x {
+            odd[t] = combined[2 * t];
+            even[t + 1] = combined[2 * t + 1];
+        }
+    }
+    // (Bᵀ·d)·B along each combined row: columns a, b, c, e of a tile are even[t], odd[t],
+    // even[t + 1], odd[t + 1].
+    for i in 0..4 {
+        let (even, odd) = (
+            &scratch.even[i][..tiles_x + 1],
+            &scratch.odd[i][..tiles_x + 1],
+        );
+        let (v0, rest) = v[i * 4 * stride..].split_at_mut(stride);
+        let (v1, rest) = rest.split_at_mut(stride);
+        let (v2, v3) = rest.split_at_mut(stride);
+        let (v0, v1, v2, v3) = (
+            &mut v0[..tiles_x],
+            &mut v1[..tiles_x],
+            &mut v2[..tiles_x],
+            &mut v3[..tiles_x],
+        );
+        for t in 0..tiles_x {
+            let (a, b, c, e) = (even[t], odd[t], even[t + 1], odd[t + 1]);
+            v0[t] = a - c;
+            v1[t] = b + c;
+            v2[t] = c - b;
+            v3[t] = b - e;
+        }
+    }
+}
+
+/// One row of output transforms: `Y = Aᵀ·m·A` for every tile of a row, `m[ξ][t]` read from `m`
+/// (`stride` apart), written as the two output rows `top` and `bottom` (`width` long).
+/// `Aᵀ` = [[1, 1, 1, 0], [0, 1, −1, −1]].
+fn transform_output_row<T: Float>(m: &[T], stride: usize, top: &mut [T], bottom: &mut [T]) {
+    let tiles_x = top.len() / 2;
+    let at = |xi: usize| &m[xi * stride..][..tiles_x];
+    let (m0, m1, m2, m3) = (at(0), at(1), at(2), at(3));
+    let (m4, m5, m6, m7) = (at(4), at(5), at(6), at(7));
+    let (m8, m9, m10, m11) = (at(8), at(9), at(10), at(11));
+    let (m12, m13, m14, m15) = (at(12), at(13), at(14), at(15));
+    let (top, bottom) = (&mut top[..2 * tiles_x], &mut bottom[..2 * tiles_x]);
+    for t in 0..tiles_x {
+        // Aᵀ·m: two rows of four.
+        let s0 = [
+            m0[t] + m4[t] + m8[t],
+            m1[t] + m5[t] + m9[t],
+            m2[t] + m6[t] + m10[t],
+            m3[t] + m7[t] + m11[t],
+        ];
+        let s1 = [
+            m4[t] - m8[t] - m12[t],
+            m5[t] - m9[t] - m13[t],
+            m6[t] - m10[t] - m14[t],
+            m7[t] - m11[t] - m15[t],
+        ];
+        // ·A.
+        top[2 * t] = s0[0] + s0[1] + s0[2];
+        top[2 * t + 1] = s0[1] - s0[2] - s0[3];
+        bottom[2 * t] = s1[0] + s1[1] + s1[2];
+        bottom[2 * t + 1] = s1[1] - s1[2] - s1[3];
+    }
+}
+
+/// Rows of `U` and columns of `V` per register block of [`multiply`].
+const BLOCK_ROWS: usize = 4;
+const BLOCK_COLS: usize = 8;
+
+/// `m[o, t] = Σ_c u[o, c] · v[c, t]` for `o < rows`, `t < cols`, `c < depth`; `u` row-major
+/// `[rows, depth]`, `v` and `m` with rows `stride` apart. Blocks of 4 × 8 outputs are summed in
+/// local arrays the compiler keeps in vector registers (WebAssembly SIMD in the browser, AVX
+/// natively); the edges go element by element. These products are small (`depth` and `rows`
+/// are channel counts, `cols` at most a chunk), where a general matrix product's packing costs
+/// more than it saves.
+fn multiply<T: Float>(
+    (rows, cols, depth): (usize, usize, usize),
+    u: &[T],
+    v: &[T],
+    m: &mut [T],
+    stride: usize,
+) {
+    let full_rows = rows - rows % BLOCK_ROWS;
+    let full_cols = cols - cols % BLOCK_COLS;
+    for o in (0..full_rows).step_by(BLOCK_ROWS) {
+        let u_rows: [&[T]; BLOCK_ROWS] = core::array::from_fn(|r| &u[(o + r) * depth..][..depth]);
+        for t in (0..full_cols).step_by(BLOCK_COLS) {
+            let mut acc = [[T::default(); BLOCK_COLS]; BLOCK_ROWS];
+            for c in 0..depth {
+                let vc: &[T; BLOCK_COLS] = v[c * stride + t..][..BLOCK_COLS]
+                    .try_into()
+                    .expect("a block of columns");
+                for (acc_row, u_row) in acc.iter_mut().zip(&u_rows) {
+                    let uc = u_row[c];
+                    for (a, &x) in acc_row.iter_mut().zip(vc) {
+                        *a += uc * x;
+                    }
+                }
+            }
+            for (r, acc_row) in acc.iter().enumerate() {
+                m[(o + r) * stride + t..][..BLOCK_COLS].copy_from_slice(acc_row);
+            }
+        }
+    }
+    // Edges: the last rows (all columns) and the last columns (the blocked rows).
+    let edge = |o: usize, t: usize, m: &mut [T]| {
+        let mut sum = T::default();
+        for c in 0..depth {
+            sum += u[o * depth + c] * v[c * stride + t];
+        }
+        m[o * stride + t] = sum;
+    };
+    for o in 0..rows {
+        let first = if o < full_rows { full_cols } else { 0 };
+        for t in first..cols {
+            edge(o, t, m);
+        }
+    }
+}
+
+/// A thread's working rows for [`transform_input_row`].
+struct Scratch<T> {
+    zero: Vec<T>,
+    combined: Vec<T>,
+    even: [Vec<T>; 4],
+    odd: [Vec<T>; 4],
+}
+
+impl<T: Float> Scratch<T> {
+    fn new(width: usize) -> Self {
+        let half = vec![T::default(); width / 2 + 1];
+        Self {
+            zero: vec![T::default(); width],
+            combined: vec![T::default(); width],
+            even: [half.clone(), half.clone(), half.clone(), half.clone()],
+            odd: [half.clone(), half.clone(), half.clone(), half],
+        }
+    }
+}
+
+/// `y = conv(x, w·scale)` by F(2×2, 3×3): `x` `[B, C_in, H, W]`, `w` `[C_out, C_in, 3, 3]` →
+/// `[B, C_out, H, W]`; `H` and `W` even (see [`fits`]). Chunks are whole rows of tiles (of any
+/// image of the batch), about [`TILES`] tiles each.
+pub fn convolve<T: Float>(
+    x: &[T],
+    w: &[T],
+    scale: T,
+    c_in: usize,
+    c_out: usize,
+    s: &Conv3x3Shape,
+) -> Vec<T> {
+    assert!(fits(s), "conv3x3 (Winograd): odd image size {s:?}");
+    let (height, width) = (s.height, s.width);
+    let (tiles_y, tiles_x) = (height / 2, width / 2);
+    let image = height * width;
+    let tile_rows = s.batch * tiles_y;
+    let rows_per_chunk = (TILES / tiles_x).max(1);
+    let capacity = rows_per_chunk * tiles_x; // tiles of a chunk, the stride of V and M
+    let u = transform_weight(w, scale, c_in, c_out);
+    let len_out = s.batch * c_out * image;
+    // Zeroed first, so the rows handed out below are initialised memory.
+    let mut out = vec![T::default(); len_out];
+    let dst = SendPtr(out.as_mut_ptr());
+    let chunks = tile_rows.div_ceil(rows_per_chunk);
+    thread_ranges(chunks).into_par_iter().for_each(|range| {
+        let mut v = vec![T::default(); 16 * c_in * capacity];
+        let mut m = vec![T::default(); 16 * c_out * capacity];
+        let mut scratch = Scratch::new(width);
+        let stride_v = c_in * capacity;
+        let stride_m = c_out * capacity;
+        for chunk in range {
+            let rows = chunk * rows_per_chunk..((chunk + 1) * rows_per_chunk).min(tile_rows);
+            let len = rows.len() * tiles_x;
+            // V: [16, C, capacity], this chunk's tiles in its first `len` columns.
+            for (k, tile_row) in rows.clone().enumerate() {
+                let (b, ty) = (tile_row / tiles_y, tile_row % tiles_y);
+                for c in 0..c_in {
+                    let plane = &x[(b * c_in + c) * image..][..image];
+                    let at = c * capacity + k * tiles_x;
+                    transform_input_row(
+                        plane,
+                        (height, width),
+                        ty,
+                        &mut scratch,
+                        &mut v[at..],
+                        stride_v,
+                    );
+                }
+            }
+            // M[ξ] = U[ξ] · V[ξ]: [O, C] × [C, len].
+            for xi in 0..16 {
+                multiply(
+                    (c_out, len, c_in),
+                    &u[xi * c_out * c_in..][..c_out * c_in],
+                    &v[xi * stride_v..][..stride_v],
+                    &mut m[xi * stride_m..][..stride_m],
+                    capacity,
+                );
+            }
+            // Y = Aᵀ·M·A: two output rows per tile row and output channel.
+            #[allow(clippy::redundant_locals)]
+            let dst = dst;
+            for (k, tile_row) in rows.enumerate() {
+                let (b, ty) = (tile_row / tiles_y, tile_row % tiles_y);
+                for o in 0..c_out {
+                    let base = (b * c_out + o) * image + 2 * ty * width;
+                    // SAFETY: rows 2·ty and 2·ty + 1 of plane (b, o) of the output, written by
+                    // this chunk only (each tile row belongs to one chunk).
+                    let (top, bottom) = unsafe {
+                        (
+                            core::slice::from_raw_parts_mut(dst.0.add(base), width),
+                            core::slice::from_raw_parts_mut(dst.0.add(base + width), width),
+                        )
+                    };
+                    transform_output_row(&m[o * capacity + k * tiles_x..], stride_m, top, bottom);
+                }
+            }
+        }
+    });
+    out
+}
+
+/// [`convolve`] with the lengths of `x` and `w` checked against `s`.
+pub fn conv3x3<T: Float>(x: &[T], w: &[T], scale: T, s: Conv3x3Shape) -> Vec<T> {
+    assert_eq!(
+        x.len(),
+        s.batch * s.c_in * s.height * s.width,
+        "conv3x3: input length"
+    );
+    assert_eq!(w.len(), s.c_out * s.c_in * 9, "conv3x3: weight length");
+    convolve(x, w, scale, s.c_in, s.c_out, &s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flex_kernels::conv3x3_kernels::conv3x3_im2col as im2col;
+    use crate::rng::SplitMix64;
+
+    fn normals(n: usize, rng: &mut SplitMix64) -> Vec<f64> {
+        rng.normals_f32(n).into_iter().map(f64::from).collect()
+    }
+
+    /// Even shapes: one tile per image, several chunks, chunks that end inside an image,
+    /// non-square images, and images of a single 2×2 tile.
+    #[test]
+    fn matches_the_im2col_convolution() {
+        let shapes = [
+            (1, 7, 4, 4, 4),
+            (2, 3, 5, 8, 16),
+            (3, 6, 2, 18, 10),
+            (300, 2, 3, 2, 2),
+            (1, 16, 8, 32, 32),
+        ];
+        let mut rng = SplitMix64::new(4);
+        for (batch, c_in, c_out, height, width) in shapes {
+            let s = Conv3x3Shape {
+                batch,
+                c_in,
+                c_out,
+                height,
+                width,
+            };
+            let x = normals(batch * c_in * height * width, &mut rng);
+            let w = normals(c_out * c_in * 9, &mut rng);
+            let (a, b) = (conv3x3(&x, &w, 0.7, s), im2col(&x, &w, 0.7, s));
+            let diff = a
+                .iter()
+                .zip(&b)
+                .map(|(p, q)| (p - q).abs())
+                .fold(0.0, f64::max);
+            assert!(diff < 1e-12, "{s:?}: {diff}");
+            // And in f32, within its rounding.
+            let x32: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+            let w32: Vec<f32> = w.iter().map(|&v| v as f32).collect();
+            let a32 = conv3x3(&x32, &w32, 0.7, s);
+            let diff = a32
+                .iter()
+                .zip(&b)
+                .map(|(p, q)| (f64::from(*p) - q).abs())
+                .fold(0.0, f64::max);
+            assert!(diff < 1e-4, "{s:?} f32: {diff}");
+        }
+    }
+
+    #[test]
+    fn odd_sizes_do_not_fit() {
+        let s = |height, width| Conv3x3Shape {
+            batch: 1,
+            c_in: 1,
+            c_out: 1,
+            height,
+            width,
+        };
+        assert!(fits(&s(4, 4)) && fits(&s(2, 6)));
+        assert!(!fits(&s(5, 4)) && !fits(&s(4, 1)) && !fits(&s(1, 1)));
+    }
+}
