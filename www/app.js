@@ -846,14 +846,18 @@ function buildEdits() {
   }
 }
 
-function resetEditSliders() {
+// Sets the sliders to `edits` (`[[name, amount], …]`), the others to 0.
+function setEditSliders(edits) {
+  const amounts = new Map(edits);
   for (const input of $('edit-sliders').querySelectorAll('input')) {
-    input.value = '0';
-    input.nextElementSibling.textContent = '0.0';
+    input.value = String(amounts.get(input.dataset.direction) ?? 0);
+    input.nextElementSibling.textContent = Number(input.value).toFixed(1);
   }
 }
 
-// Redraws the opened face moved along every slider's direction; its link holds the edited latent.
+// Redraws the opened face moved along every slider's direction; its link holds the face it
+// started from and the edits (`#seed=5&edit=age:2.5`), so a shared edit opens as it was made,
+// sliders and all.
 const applyEdits = latest(async () => {
   if (!state.editBase) return;
   const edits = Array.from($('edit-sliders').querySelectorAll('input'))
@@ -863,9 +867,11 @@ const applyEdits = latest(async () => {
   let link = state.editBase.link;
   if (edits.length) {
     ({ latent } = await state.engine.request('edit', { latent, edits }));
-    // The link stores a latent in half precision: draw exactly what it will reproduce.
-    const made = await state.engine.request('make-link', { latent, truncation: state.truncation });
-    ({ latent, link } = made);
+    // The base as its own link stores it (a seed, or a latent already in half precision).
+    const base = state.editBase.face;
+    ({ link } = await state.engine.request('make-link', base.seed != null
+      ? { seed: base.seed, truncation: state.truncation, edits }
+      : { latent: base.latent, truncation: state.truncation, edits }));
   }
   state.current = edits.length ? { latent, seed: null } : state.editBase.face;
   draw($('detail-canvas'), await render(latent), 0, edits.length ? `edited ${edits.map(([n, a]) => `${n} ${a.toFixed(1)}`).join(' ')}` : 'unedited');
@@ -891,7 +897,7 @@ async function openFace(face, { focus = true, step = false, keepEdits = false } 
   $('detail-label').textContent = face.seed != null ? `Seed ${face.seed}` : 'A latent from a blend or a link';
   // Edits start from this face.
   state.editBase = { face, latent: face.latent, link: made.link, label: $('detail-label').textContent };
-  if (!keepEdits) resetEditSliders();
+  if (!keepEdits) setEditSliders([]);
   const reply = await render(face.latent);
   draw($('detail-canvas'), reply, 0, 'unedited');
   if (step && !wasOpen) history.pushState({ face: true }, '', `#${made.link}`);
@@ -912,12 +918,17 @@ async function followLink() {
   try {
     const parsed = await state.engine.request('parse-link', { hash });
     if (parsed.truncation !== undefined) setTruncation(parsed.truncation);
+    // A link's edits set the sliders (the face opens with them applied).
+    const edits = parsed.edits || [];
+    if (edits.length) setEditSliders(edits);
+    const options = { keepEdits: edits.length > 0 };
     if (parsed.kind === 'seed') {
       const { latents } = await state.engine.request('latents', { seeds: [parsed.seed] });
-      await openFace({ latent: latents, seed: parsed.seed });
+      await openFace({ latent: latents, seed: parsed.seed }, options);
     } else if (parsed.kind === 'latent') {
-      await openFace({ latent: parsed.latent, seed: null });
+      await openFace({ latent: parsed.latent, seed: null }, options);
     }
+    if (edits.length) await applyEdits();
     showError('');
   } catch (err) {
     if (err.stopped) return;
@@ -1313,7 +1324,7 @@ function wire() {
   $('record').addEventListener('click', recordVideo);
   $('walk').addEventListener('click', walk);
   $('edit-reset').addEventListener('click', () => {
-    resetEditSliders();
+    setEditSliders([]);
     applyEdits();
   });
   $('load-stages').addEventListener('click', loadStages);

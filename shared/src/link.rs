@@ -7,7 +7,10 @@
 //!   base64url without padding (a 512-long latent is 1,366 characters);
 //!
 //! optionally followed by how the face is drawn: `&psi=0.7`, the truncation ψ
-//! ([`crate::Generator::forward_truncated`]), a number from 0 to 1 (1, no truncation, is left out).
+//! ([`crate::Generator::forward_truncated`]), a number from 0 to 1 (1, no truncation, is left out);
+//! and by edits of the face, `&edit=age:2.5,gender:-1`: amounts along the model's named latent
+//! directions ([`crate::latent::edit_latent`]), in standard deviations from −3 to 3
+//! ([`MAX_EDIT`]). Which names a model has, only the model knows: the page checks them.
 //!
 //! Parsing looks at the length before anything else and only ever decodes numbers: a link can name
 //! a face and nothing more. Every error says what was wrong in words a visitor can act on.
@@ -18,6 +21,13 @@ use half::f16;
 
 /// Longest link accepted, in characters (a latent of 8,192 values fits).
 pub const MAX_LINK_CHARS: usize = 22_000;
+
+/// The largest edit amount a link (and the page's sliders) may give, in standard deviations of
+/// the latent along a direction.
+pub const MAX_EDIT: f64 = 3.0;
+
+/// Longest direction name in a link.
+const MAX_EDIT_NAME: usize = 24;
 
 /// What a link names.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,6 +47,8 @@ pub struct Link {
     pub target: LinkTarget,
     /// The truncation ψ (0 … 1), when the link gives one.
     pub truncation: Option<f64>,
+    /// Edits of the face: `(direction name, amount)`, in the link's order, each name once.
+    pub edits: Vec<(String, f64)>,
 }
 
 /// Why a link was refused.
@@ -69,8 +81,29 @@ pub enum LinkError {
     #[error("the truncation “psi={0}” in the link is not a number from 0 to 1")]
     Truncation(String),
     /// Something after the face that links do not hold.
-    #[error("the link holds “{0}”, which is not something a link can say (only &psi=…)")]
+    #[error(
+        "the link holds “{0}”, which is not something a link can say (only &psi=… and &edit=…)"
+    )]
     Option(String),
+    /// An edit that is not `name:amount`.
+    #[error(
+        "the edit “{0}” in the link should look like age:2.5 (a direction's name and an amount)"
+    )]
+    EditForm(String),
+    /// An edit amount beyond ±[`MAX_EDIT`].
+    #[error("the edit “{name}” by {amount} is out of range: amounts go from −3 to +3")]
+    EditRange {
+        /// The direction.
+        name: String,
+        /// The amount asked for.
+        amount: f64,
+    },
+    /// The same direction twice.
+    #[error("the link edits “{0}” twice")]
+    EditTwice(String),
+    /// Edits without a face to edit.
+    #[error("the link gives edits but no face (#seed=… or #z=…) to edit")]
+    EditNothing,
 }
 
 /// Shortens `s` to a few characters for an error message.
@@ -97,9 +130,11 @@ pub fn parse_full_link(link: &str, latent_size: usize) -> Result<Link, LinkError
     let mut parts = body.split('&');
     let face = parts.next().unwrap_or("");
     let mut truncation = None;
+    let mut edits = Vec::new();
     for option in parts {
         match option.split_once('=') {
             Some(("psi", value)) => truncation = Some(parse_truncation(value)?),
+            Some(("edit", value)) => edits = parse_edits(value)?,
             _ => return Err(LinkError::Option(excerpt(option))),
         }
     }
@@ -108,10 +143,70 @@ pub fn parse_full_link(link: &str, latent_size: usize) -> Result<Link, LinkError
         Some(("psi", value)) if truncation.is_none() => ("", Some(parse_truncation(value)?)),
         _ => (face, truncation),
     };
+    let target = parse_face(face, latent_size)?;
+    if target == LinkTarget::Empty && !edits.is_empty() {
+        return Err(LinkError::EditNothing);
+    }
     Ok(Link {
-        target: parse_face(face, latent_size)?,
+        target,
         truncation,
+        edits,
     })
+}
+
+/// Edits from a link: `name:amount` pairs separated by commas; names of lower-case letters,
+/// digits and `_`, amounts plain decimals within ±[`MAX_EDIT`].
+fn parse_edits(value: &str) -> Result<Vec<(String, f64)>, LinkError> {
+    let mut edits: Vec<(String, f64)> = Vec::new();
+    for edit in value.split(',') {
+        let form = || LinkError::EditForm(excerpt(edit));
+        let (name, amount) = edit.split_once(':').ok_or_else(form)?;
+        let name_ok = !name.is_empty()
+            && name.len() <= MAX_EDIT_NAME
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        let digits = amount.strip_prefix(['+', '-']).unwrap_or(amount);
+        let amount_ok = !digits.is_empty()
+            && digits.len() <= 8
+            && digits.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+        let amount = match amount.parse::<f64>() {
+            Ok(a) if name_ok && amount_ok && a.is_finite() => a,
+            _ => return Err(form()),
+        };
+        if amount.abs() > MAX_EDIT {
+            return Err(LinkError::EditRange {
+                name: name.to_string(),
+                amount,
+            });
+        }
+        if edits.iter().any(|(n, _)| n == name) {
+            return Err(LinkError::EditTwice(name.to_string()));
+        }
+        edits.push((name.to_string(), amount));
+    }
+    Ok(edits)
+}
+
+/// The link's suffix for edits: `&edit=age:2.5,gender:-1` (amounts to a hundredth; edits of
+/// 0 left out), or nothing without any.
+pub fn edits_suffix(edits: &[(String, f64)]) -> String {
+    let parts: Vec<String> = edits
+        .iter()
+        .map(|(name, amount)| {
+            (
+                name,
+                (amount.clamp(-MAX_EDIT, MAX_EDIT) * 100.0).round() / 100.0,
+            )
+        })
+        .filter(|(_, amount)| *amount != 0.0)
+        .map(|(name, amount)| format!("{name}:{amount}"))
+        .collect();
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("&edit={}", parts.join(","))
+    }
 }
 
 /// A truncation ψ from a link: a plain decimal from 0 to 1.
@@ -266,7 +361,8 @@ mod tests {
             full("#seed=5&psi=0.7"),
             Ok(Link {
                 target: LinkTarget::Seed(5),
-                truncation: Some(0.7)
+                truncation: Some(0.7),
+                edits: vec![]
             })
         );
         let z = latent_link(&latent_for_seed(1, 8));
@@ -277,7 +373,8 @@ mod tests {
             full("#psi=0.25"),
             Ok(Link {
                 target: LinkTarget::Empty,
-                truncation: Some(0.25)
+                truncation: Some(0.25),
+                edits: vec![]
             })
         );
         assert_eq!(full("#seed=5").unwrap().truncation, None);
@@ -301,6 +398,74 @@ mod tests {
                 .to_string()
                 .contains("psi=7")
         );
+    }
+
+    #[test]
+    fn links_carry_edits() {
+        let full = |l: &str| parse_full_link(l, 8);
+        let edits = |l: &str| full(l).map(|link| link.edits);
+        let pair = |n: &str, a: f64| (n.to_string(), a);
+        assert_eq!(
+            full("#seed=5&psi=0.7&edit=age:2.5,gender:-1"),
+            Ok(Link {
+                target: LinkTarget::Seed(5),
+                truncation: Some(0.7),
+                edits: vec![pair("age", 2.5), pair("gender", -1.0)]
+            })
+        );
+        let z = latent_link(&latent_for_seed(1, 8));
+        assert_eq!(
+            edits(&format!("#{z}&edit=sefa1:+0.25")),
+            Ok(vec![pair("sefa1", 0.25)])
+        );
+        assert_eq!(
+            edits("#seed=5&edit=age:3,gender:-3"),
+            Ok(vec![pair("age", 3.0), pair("gender", -3.0)])
+        );
+        // The suffix writes what parses back, to a hundredth, zero edits left out.
+        let made = [pair("age", 2.456), pair("gender", 0.0), pair("sefa2", -1.0)];
+        assert_eq!(edits_suffix(&made), "&edit=age:2.46,sefa2:-1");
+        assert_eq!(
+            edits(&format!("#seed=5{}", edits_suffix(&made))),
+            Ok(vec![pair("age", 2.46), pair("sefa2", -1.0)])
+        );
+        assert_eq!(edits_suffix(&[pair("age", 0.0)]), "");
+        // Out of range, named with its amount.
+        let err = full("#seed=5&edit=age:9").unwrap_err();
+        assert_eq!(
+            err,
+            LinkError::EditRange {
+                name: "age".into(),
+                amount: 9.0
+            }
+        );
+        assert!(err.to_string().contains("age") && err.to_string().contains('9'));
+        assert!(matches!(
+            full("#seed=5&edit=age:-3.01"),
+            Err(LinkError::EditRange { .. })
+        ));
+        for bad in [
+            "age", "age:", ":2", "Age:1", "age:1e1", "age:NaN", "age:inf", "a-b:1", "age:1:2", "",
+        ] {
+            assert!(
+                matches!(
+                    full(&format!("#seed=5&edit={bad}")),
+                    Err(LinkError::EditForm(_))
+                ),
+                "{bad}: {:?}",
+                full(&format!("#seed=5&edit={bad}"))
+            );
+        }
+        assert_eq!(
+            full("#seed=5&edit=age:1,age:2"),
+            Err(LinkError::EditTwice("age".into()))
+        );
+        assert_eq!(
+            full("#edit=age:1"),
+            Err(LinkError::Form("edit=age:1".into()))
+        );
+        assert_eq!(full("#psi=0.5&edit=age:1"), Err(LinkError::EditNothing));
+        assert_eq!(edits("#seed=5"), Ok(vec![]));
     }
 
     #[test]

@@ -21,8 +21,8 @@
 //! | `load-fades` | `level` | (that level's fade-in snapshots are loaded) |
 //! | `generate` | `stage` (index into the manifest's stages, −1 = final) or `fade` (index into its fade-in snapshots), `latents` (Float32Array), `truncation` (ψ 0 … 1, default 1) | `pixels`, `count`, `size`, `ms` |
 //! | `latents` | `seeds` (decimal strings) | `latents` |
-//! | `parse-link` | `hash` | `kind` (`empty`/`seed`/`latent`), `seed`, `latent`, `truncation` (when the link has `&psi=`) |
-//! | `make-link` | `seed` or `latent`, `truncation` | `link` (with `&psi=` below 1), and `latent` as the link stores it |
+//! | `parse-link` | `hash` | `kind` (`empty`/`seed`/`latent`), `seed`, `latent`, `truncation` (when the link has `&psi=`), `edits` (`[[name, amount], …]`, each a direction of this model) |
+//! | `make-link` | `seed` or `latent`, `truncation`, `edits` (optional) | `link` (with `&psi=` below 1, `&edit=` for edits not 0), and `latent` as the link stores it |
 //! | `blend` | `a`, `b`, `t` | `latent` |
 //! | `edit` | `latent`, `edits` (`[[name, amount], …]`, amounts −3…3) | `latent` (on the sphere) |
 //! | `walk` | `seed`, `frames`, `sigma` | `latents` |
@@ -38,7 +38,8 @@ use gloo_utils::format::JsValueSerdeExt;
 use js_sys::{Array, Float32Array, Object, Reflect, Uint8ClampedArray};
 use pggan_model::latent::{blend_latents, edit_latent, latent_for_seed, smooth_walk};
 use pggan_model::link::{
-    LinkTarget, latent_link, parse_full_link, parse_link, seed_link, truncation_suffix,
+    LinkTarget, MAX_EDIT, edits_suffix, latent_link, parse_full_link, parse_link, seed_link,
+    truncation_suffix,
 };
 use pggan_model::manifest::Manifest;
 use serde::Deserialize;
@@ -92,6 +93,9 @@ enum Request {
         latent: Option<F32s>,
         /// The truncation ψ the face is drawn with (kept in the link below 1).
         truncation: Option<f64>,
+        /// Edits of the face (kept in the link when not 0).
+        #[serde(default)]
+        edits: Vec<(String, f64)>,
     },
     /// The blend of latents `a` and `b` at `t`.
     Blend { a: F32s, b: F32s, t: f64 },
@@ -231,7 +235,8 @@ async fn handle(data: JsValue) {
                 seed,
                 latent,
                 truncation,
-            } => link_make(seed, latent.map(|z| z.0), truncation, &reply),
+                edits,
+            } => link_make(seed, latent.map(|z| z.0), truncation, &edits, &reply),
             Request::Blend { a, b, t } => blend(&a.0, &b.0, t, &reply),
             Request::Edit { latent, edits } => edit(&latent.0, &edits, &reply),
             Request::Walk {
@@ -487,6 +492,28 @@ fn link_parse(hash: &str, reply: &Object) -> Result<(), String> {
     if let Some(psi) = link.truncation {
         set(reply, "truncation", psi);
     }
+    if !link.edits.is_empty() {
+        let engine = engine()?;
+        let names: Vec<&str> = engine.directions.iter().map(|d| d.name.as_str()).collect();
+        let list = Array::new();
+        for (name, amount) in &link.edits {
+            if !names.contains(&name.as_str()) {
+                return Err(if names.is_empty() {
+                    format!("the link edits “{name}”, but this model has no edits")
+                } else {
+                    format!(
+                        "the link edits “{name}”, which this model does not have (it has {})",
+                        names.join(", ")
+                    )
+                });
+            }
+            list.push(&Array::of2(
+                &JsValue::from_str(name),
+                &JsValue::from_f64(*amount),
+            ));
+        }
+        set(reply, "edits", list);
+    }
     match link.target {
         LinkTarget::Empty => set(reply, "kind", "empty"),
         LinkTarget::Seed(seed) => {
@@ -505,6 +532,7 @@ fn link_make(
     seed: Option<String>,
     latent: Option<Vec<f32>>,
     truncation: Option<f64>,
+    edits: &[(String, f64)],
     reply: &Object,
 ) -> Result<(), String> {
     let link = match (seed, latent) {
@@ -528,7 +556,11 @@ fn link_make(
         (None, None) => return Err("make-link needs a `seed` or a `latent`".into()),
     };
     let suffix = truncation.map(truncation_suffix).unwrap_or_default();
-    set(reply, "link", format!("{link}{suffix}"));
+    set(
+        reply,
+        "link",
+        format!("{link}{suffix}{}", edits_suffix(edits)),
+    );
     Ok(())
 }
 
@@ -549,9 +581,6 @@ fn blend(a: &[f32], b: &[f32], t: f64, reply: &Object) -> Result<(), String> {
     );
     Ok(())
 }
-
-/// The largest edit amount the page asks for, in standard deviations.
-const MAX_EDIT: f64 = 3.0;
 
 fn edit(latent: &[f32], edits: &[(String, f64)], reply: &Object) -> Result<(), String> {
     let engine = engine()?;
