@@ -1,5 +1,5 @@
-//! The page's benchmark, in headless Chromium on this machine, for the model the page ships (or
-//! `--model NAME` under www/models): time to first face; warm, a grid of 16 faces from the
+//! The page's benchmark, in headless Chromium on this machine, for each model the page ships
+//! (`www/models/index.json`; or `--model NAME` under www/models, or `--model-dir` an export): time to first face; warm, a grid of 16 faces from the
 //! click to its last face, per face ("grid ms/face", what a visitor waits), and the workers' own
 //! time per face inside it; one opened face; on WebGPU and on the CPU fallback; the longest
 //! main-thread task while generating; the first and a second visit (first face, full grid,
@@ -10,6 +10,7 @@
 //!     cargo run --release -p pggan-e2e --bin web-bench -- --model-dir path/to/export
 
 use std::io::Write as _;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use pggan_e2e::browser::Browser;
@@ -42,22 +43,47 @@ fn main() {
             .cloned()
     };
     let model_dir = opt("--model-dir").map(std::path::PathBuf::from);
-    let model = if model_dir.is_some() {
-        Some("bench".to_string())
-    } else {
-        opt("--model")
-    };
     let rounds: usize = opt("--rounds").and_then(|r| r.parse().ok()).unwrap_or(5);
+    // `--only cpu` or `--only webgpu`: that backend's row alone.
+    let only = opt("--only");
+    if model_dir.is_some() {
+        return bench("bench", model_dir, rounds, only.as_deref());
+    }
+    if let Some(model) = opt("--model") {
+        return bench(&model, None, rounds, only.as_deref());
+    }
+    // Every model the page lists, its default first.
+    let index = web_dist().join("models").join("index.json");
+    let index: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(&index)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", index.display())),
+    )
+    .unwrap_or_else(|e| panic!("{} is not JSON: {e}", index.display()));
+    let mut names: Vec<String> = index["models"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m["name"].as_str().map(String::from))
+        .collect();
+    names.sort_by_key(|n| Some(n.as_str()) != index["default"].as_str());
+    for (i, name) in names.iter().enumerate() {
+        if i > 0 {
+            println!();
+        }
+        println!("== model {name}");
+        bench(name, None, rounds, only.as_deref());
+    }
+}
+
+/// The benchmark for one model (`model` under www/models, or the export in `model_dir`).
+fn bench(model: &str, model_dir: Option<PathBuf>, rounds: usize, only: Option<&str>) {
     let dist = web_dist();
     let mounts = model_dir
         .iter()
         .map(|d| ("/models/bench/".to_string(), d.clone()))
         .collect();
     let server = Server::start(&dist, mounts);
-    let query = model
-        .as_ref()
-        .map(|m| format!("model={m}&"))
-        .unwrap_or_default();
+    let query = format!("model={model}&");
     let wait = Duration::from_secs(600);
 
     println!("page benchmark ({} rounds of 16 faces per backend)", rounds);
@@ -70,8 +96,6 @@ fn main() {
         "one face ms",
         "longest task ms"
     );
-    // `--only cpu` or `--only webgpu`: that backend's row alone.
-    let only = opt("--only");
     let total_sent = |server: &Server| server.bytes_sent().values().sum::<u64>();
     // Per row: (label, first visit, second visit).
     let mut visits: Vec<(&str, Visit, Visit)> = Vec::new();
@@ -81,10 +105,7 @@ fn main() {
         ("the page's own choice", true, ""),
         ("CPU fallback", true, "backend=cpu"),
     ] {
-        if only
-            .as_ref()
-            .is_some_and(|o| !backend.ends_with(o.as_str()))
-        {
+        if only.is_some_and(|o| !backend.ends_with(o)) {
             continue;
         }
         let mut b = Browser::launch(webgpu);
@@ -270,10 +291,7 @@ fn main() {
     );
 
     // The growth stages load only when the visitor asks for them.
-    let model_root = model_dir.unwrap_or_else(|| {
-        dist.join("models")
-            .join(model.as_deref().unwrap_or("utk64"))
-    });
+    let model_root = model_dir.unwrap_or_else(|| dist.join("models").join(model));
     if let Ok(text) = std::fs::read_to_string(model_root.join("manifest.json")) {
         let m: serde_json::Value = serde_json::from_str(&text).unwrap();
         let (mut raw, mut gz) = (0, 0);
