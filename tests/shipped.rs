@@ -335,6 +335,69 @@ fn edit_directions_move_their_attribute_and_leave_the_other() {
     assert_eq!(sweep.dimensions(), (128, 5 * 64));
     let middle = image::imageops::crop_imm(&sweep, 0, 128, 64, 64).to_image();
     assert!(diff(&middle, &a) <= 1, "the middle row is unedited");
+    // `generate --link`: a page link's face, its truncation and edits, as the same options
+    // give it; the page's whole address works too.
+    let by_options = dir.arg("by-options.png");
+    pggan_ok(&[
+        "generate",
+        "--model",
+        ship,
+        "--seed",
+        "5",
+        "--truncation",
+        "0.7",
+        "--edit",
+        "age=2.5,gender=-1",
+        "--out",
+        &by_options,
+        "--backend",
+        "flex",
+    ]);
+    for link in [
+        "seed=5&psi=0.7&edit=age:2.5,gender:-1",
+        "http://127.0.0.1:8000/?model=utk64#seed=5&psi=0.7&edit=age:2.5,gender:-1",
+    ] {
+        let by_link = dir.arg("by-link.png");
+        pggan_ok(&[
+            "generate",
+            "--model",
+            ship,
+            "--link",
+            link,
+            "--out",
+            &by_link,
+            "--backend",
+            "flex",
+        ]);
+        assert_eq!(
+            read_rgb(Path::new(&by_link)),
+            read_rgb(Path::new(&by_options)),
+            "{link}"
+        );
+    }
+    for (link, says) in [
+        ("seed=5&edit=age:9", "out of range"),
+        ("seed=5&edit=race:1", "no direction “race”"),
+        ("psi=0.5", "names no face"),
+        ("seed=x", "not a whole number"),
+    ] {
+        let out = pggan_e2e::pggan(&[
+            "generate",
+            "--model",
+            ship,
+            "--out",
+            &dir.arg("x.png"),
+            "--backend",
+            "flex",
+            "--link",
+            link,
+        ])
+        .output()
+        .unwrap();
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(says), "{link}: {stderr}");
+    }
     for (edit, says) in [
         ("race=1", "no direction “race”"),
         ("age=50", "between −10 and 10"),

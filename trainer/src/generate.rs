@@ -5,6 +5,7 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
 use pggan_model::latent::latents_for_seeds;
+use pggan_model::link::LinkTarget;
 use pggan_model::weights::generator_from_bytes;
 
 use crate::images::{grid, save_png};
@@ -45,22 +46,75 @@ pub fn generate(
     let l = loaded.config.latent_size;
     let mut latents = latents_for_seeds(seed, count, l);
     if let Some(edit) = edit {
-        // The same numbers as the page's sliders: `z + Σ amount·direction`, onto the sphere.
-        let directions = crate::directions::Directions::load(model)?;
-        anyhow::ensure!(
-            directions.latent_size == l,
-            "{}/directions.json is for latents of {}, the model's are {l}",
-            model.display(),
-            directions.latent_size
-        );
-        let edits = crate::directions::parse_edits(edit)?
-            .into_iter()
-            .map(|(name, amount)| Ok((directions.get(&name)?.clone(), amount)))
-            .collect::<Result<Vec<_>>>()?;
-        let pairs: Vec<_> = edits.iter().map(|(d, a)| (d, *a)).collect();
-        latents = crate::directions::apply_edits(&latents, l, &pairs);
+        latents = edited(model, latents, l, &crate::directions::parse_edits(edit)?)?;
     }
-    let mut images = loaded.images(&latents);
+    write_images(&loaded, &latents, seed, out, cell)
+}
+
+/// `latents` (`[n, l]`) moved along the named directions of the model's `directions.json` — the
+/// same numbers as the page's sliders: `z + Σ amount·direction`, onto the sphere.
+fn edited(model: &Path, latents: Vec<f32>, l: usize, edits: &[(String, f64)]) -> Result<Vec<f32>> {
+    let directions = crate::directions::Directions::load(model)?;
+    anyhow::ensure!(
+        directions.latent_size == l,
+        "{}/directions.json is for latents of {}, the model's are {l}",
+        model.display(),
+        directions.latent_size
+    );
+    let pairs = edits
+        .iter()
+        .map(|(name, amount)| Ok((directions.get(name)?, *amount)))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(crate::directions::apply_edits(&latents, l, &pairs))
+}
+
+/// The face a page link names (`#seed=5&psi=0.7&edit=age:2.5`, or `#z=…`), drawn as the page
+/// draws it — its truncation and edits included — into `out` (a `.png` file, or a folder that
+/// gets `face.png`). Returns the file written.
+pub fn generate_link(source: &Source, link: &str, out: &Path) -> Result<std::path::PathBuf> {
+    let mut loaded = source.load()?;
+    let l = loaded.config.latent_size;
+    // The whole address of the page, or only what follows its `#`.
+    let link = link.rsplit_once('#').map_or(link, |(_, hash)| hash);
+    let link =
+        pggan_model::link::parse_full_link(link, l).map_err(|e| anyhow::anyhow!("--link: {e}"))?;
+    let latent = match link.target {
+        LinkTarget::Seed(seed) => latents_for_seeds(seed, 1, l),
+        LinkTarget::Latent(z) => z,
+        LinkTarget::Empty => bail!("--link names no face (give #seed=… or #z=…)"),
+    };
+    if let Some(psi) = link.truncation {
+        loaded.truncation = psi;
+    }
+    let latent = if link.edits.is_empty() {
+        latent
+    } else {
+        edited(source.model, latent, l, &link.edits)?
+    };
+    let file = if out
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("png"))
+    {
+        out.to_path_buf()
+    } else {
+        out.join("face.png")
+    };
+    write_images(&loaded, &latent, 0, &file, None)?;
+    Ok(file)
+}
+
+/// Draws `latents` and writes them: one PNG (a grid of several, cells `cell` pixels) when `out`
+/// ends in `.png`, else a folder of `seedNNNNNN.png` numbered from `first_seed`.
+fn write_images(
+    loaded: &LoadedModel,
+    latents: &[f32],
+    first_seed: u64,
+    out: &Path,
+    cell: Option<u32>,
+) -> Result<Vec<std::path::PathBuf>> {
+    let mut images = loaded.images(latents);
+    let count = images.len();
+    let seed = first_seed;
     let mut written = Vec::new();
     if out
         .extension()

@@ -122,6 +122,10 @@ enum Command {
         /// `pggan directions`): NAME=AMOUNT,… in standard deviations, like `age=+2,gender=-1`.
         #[arg(long, conflicts_with = "stages")]
         edit: Option<String>,
+        /// The face of a page link, as the page draws it: the page's address or what follows its
+        /// `#` (`seed=5&psi=0.7&edit=age:2.5`, or `z=…`), its truncation and edits included.
+        #[arg(long, conflicts_with_all = ["seed", "count", "stages", "edit", "sweep", "truncation", "cell"])]
+        link: Option<String>,
         /// One picture of the faces along a direction: a row per amount (−3, −1.5, 0, 1.5, 3
         /// standard deviations), a column per seed.
         #[arg(long, conflicts_with_all = ["stages", "edit"])]
@@ -426,6 +430,7 @@ fn run() -> Result<()> {
             cell,
             stages,
             edit,
+            link,
             sweep,
             truncation,
             backend,
@@ -444,7 +449,10 @@ fn run() -> Result<()> {
                 truncation,
                 device: &device,
             };
-            if let Some(name) = sweep {
+            if let Some(link) = link {
+                let file = generate::generate_link(&source, &link, &out)?;
+                println!("wrote the linked face to {}", file.display());
+            } else if let Some(name) = sweep {
                 generate::generate_sweep(&source, seed, count, &name, &out, cell)?;
                 println!(
                     "wrote seeds {seed}–{} along “{name}” (−3 … +3) to {}",
