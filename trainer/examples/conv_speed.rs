@@ -109,7 +109,7 @@ fn main() {
         let x = rng.normals_f32(b * c * r * r);
         let w = rng.normals_f32(o * c * 9);
         let gflop = 2.0 * (b * o * c * 9 * r * r) as f64 / 1e9;
-        let im2col = time_ms(|| drop(kernels::conv3x3_im2col(&x, &w, 1.0, s)));
+        let im2col = time_ms(|| drop(kernels::conv3x3(&x, &w, 1.0, s)));
         let winograd = time_ms(|| drop(conv3x3_winograd::conv3x3(&x, &w, 1.0, s)));
         println!(
             "{:>28}  {im2col:>9.2} {:>7.0}  {winograd:>9.2} {:>7.0}",

@@ -51,16 +51,14 @@ pub fn run(reps: usize) -> String {
         let x = rng.normals_f32(c_in * r * r);
         let w = rng.normals_f32(c_out * c_in * 9);
         let scale = (2.0 / (c_in * 9) as f32).sqrt();
-        let a = conv3x3_kernels::conv3x3_im2col(&x, &w, scale, s);
+        let a = conv3x3_kernels::conv3x3(&x, &w, scale, s);
         let b = conv3x3_winograd::conv3x3(&x, &w, scale, s);
         let diff = a
             .iter()
             .zip(&b)
             .map(|(p, q)| (p - q).abs())
             .fold(0.0f32, f32::max);
-        let im2col = time_ms(reps, || {
-            drop(conv3x3_kernels::conv3x3_im2col(&x, &w, scale, s))
-        });
+        let im2col = time_ms(reps, || drop(conv3x3_kernels::conv3x3(&x, &w, scale, s)));
         let winograd = time_ms(reps, || drop(conv3x3_winograd::conv3x3(&x, &w, scale, s)));
         total_im2col += im2col;
         total_winograd += winograd;

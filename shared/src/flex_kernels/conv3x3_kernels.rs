@@ -329,21 +329,7 @@ fn check_lengths<T>(input: &[T], input_channels: usize, weight: &[T], s: &Conv3x
 }
 
 /// `y = conv(x, w·scale)`: `x` `[B, C_in, H, W]`, `w` `[C_out, C_in, 3, 3]` → `[B, C_out, H, W]`.
-///
-/// In WebAssembly (the page's CPU fallback) images of even size go through Winograd's form
-/// ([`super::conv3x3_winograd`]): there the general matrix product runs at about 3 GMAC/s and
-/// the Winograd form's own products 5× faster in all (`trainer/examples/conv_speed.rs` times both
-/// natively, where the matrix product's AVX kernels win and im2col stays).
 pub fn conv3x3<T: Float>(x: &[T], w: &[T], scale: T, s: Conv3x3Shape) -> Vec<T> {
-    check_lengths(x, s.c_in, w, &s);
-    if cfg!(target_arch = "wasm32") && super::conv3x3_winograd::fits(&s) {
-        return super::conv3x3_winograd::convolve(x, w, scale, s.c_in, s.c_out, &s);
-    }
-    convolve(x, w, scale, s.c_in, s.c_out, &s)
-}
-
-/// [`conv3x3`] always in the im2col form, on every target (for comparisons).
-pub fn conv3x3_im2col<T: Float>(x: &[T], w: &[T], scale: T, s: Conv3x3Shape) -> Vec<T> {
     check_lengths(x, s.c_in, w, &s);
     convolve(x, w, scale, s.c_in, s.c_out, &s)
 }

@@ -331,7 +331,7 @@ pub fn conv3x3<T: Float>(x: &[T], w: &[T], scale: T, s: Conv3x3Shape) -> Vec<T> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flex_kernels::conv3x3_kernels::conv3x3_im2col as im2col;
+    use crate::flex_kernels::conv3x3_kernels::conv3x3 as im2col;
     use crate::rng::SplitMix64;
 
     fn normals(n: usize, rng: &mut SplitMix64) -> Vec<f64> {

@@ -5,7 +5,8 @@
 //!   critic's hand-written gradient also uses) and their weight gradient, as tiled matrix
 //!   products ([`conv3x3_kernels`]). Flex lowers a convolution's weight gradient to a
 //!   convolution with an H×W kernel and ran these layers at a third to a half of PyTorch's speed
-//!   on the same CPU (`bench/conv.sh`).
+//!   on the same CPU (`bench/conv.sh`). In WebAssembly the forward convolution is Winograd's
+//!   F(2×2, 3×3) instead ([`conv3x3_winograd`]).
 //! - [`lrelu`]: the leaky ReLU and its input gradient as one branch-free, parallel pass
 //!   (flex's `mask_where` is a serial loop with a data-dependent branch).
 //! - [`pixel_norm`]: pixelwise feature normalisation and its gradient, one pass each.
