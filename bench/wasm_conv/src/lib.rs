@@ -1,6 +1,7 @@
 //! Times the two forms of the 3×3 convolution kernel (`conv3x3_kernels`: im2col and a general
 //! matrix product; `conv3x3_winograd`) on plain slices in WebAssembly, for each layer shape of
 //! the 128×128 demo generator at batch 1 (what a page worker draws).
+#![cfg(target_arch = "wasm32")]
 
 use pggan_model::flex_kernels::conv3x3_kernels::{self, Conv3x3Shape};
 use pggan_model::flex_kernels::conv3x3_winograd;
