@@ -165,6 +165,22 @@ impl Page {
             .wait_for("document.body.dataset.grid === 'done'", LOAD);
     }
 
+    /// Opens `path` (a page address with a bad link) and checks the page refuses the link: a
+    /// message that it names no face and says `says`, the grid drawn, no face opened.
+    fn refuses_link(&mut self, path: &str, says: &str) {
+        self.goto(path);
+        self.wait_ready();
+        self.browser
+            .wait_for("!document.getElementById('error').hidden", LOAD);
+        let error = self.text("error");
+        assert!(
+            error.contains("does not name a face") && error.contains(says),
+            "{path:.60}: {error}"
+        );
+        check_faces_drawn(self);
+        assert!(!self.visible("detail"), "{path:.60}: no face opened");
+    }
+
     fn text(&mut self, id: &str) -> String {
         self.browser
             .eval(&format!("document.getElementById('{id}').textContent"))
@@ -811,17 +827,7 @@ fn edit_sliders_change_the_face_and_links_keep_the_edit() {
         ),
         ("#seed=77&edit=age:lots", "should look like age:2.5"),
     ] {
-        page.goto(&format!("/?model=edits{bad}"));
-        page.wait_ready();
-        page.browser
-            .wait_for("!document.getElementById('error').hidden", LOAD);
-        let error = page.text("error");
-        assert!(
-            error.contains("does not name a face") && error.contains(says),
-            "{bad}: {error}"
-        );
-        check_faces_drawn(&mut page);
-        assert!(!page.visible("detail"), "{bad}: no face opened");
+        page.refuses_link(&format!("/?model=edits{bad}"), says);
     }
     // A model without directions: no sliders.
     page.goto("/?model=e2e#seed=77");
@@ -890,17 +896,7 @@ fn bad_links_and_models_show_a_message() {
         ("#hello", "should look like"),
         (long.as_str(), "characters long"),
     ] {
-        page.goto(&format!("/?model=e2e{link}"));
-        page.wait_ready();
-        page.browser
-            .wait_for("!document.getElementById('error').hidden", LOAD);
-        let error = page.text("error");
-        assert!(
-            error.contains("does not name a face") && error.contains(says),
-            "{link:.40}: {error}"
-        );
-        check_faces_drawn(&mut page);
-        assert!(!page.visible("detail"), "no face opened from a bad link");
+        page.refuses_link(&format!("/?model=e2e{link}"), says);
     }
     page.shot("bad-link");
     for (model, says) in [

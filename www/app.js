@@ -855,6 +855,12 @@ function setEditSliders(edits) {
   }
 }
 
+// The link of `face` (a seed's, or a latent's) as drawn now, with `edits` when given.
+function makeLink(face, edits = []) {
+  const what = face.seed != null ? { seed: face.seed } : { latent: face.latent };
+  return state.engine.request('make-link', { ...what, truncation: state.truncation, edits });
+}
+
 // Redraws the opened face moved along every slider's direction; its link holds the face it
 // started from and the edits (`#seed=5&edit=age:2.5`), so a shared edit opens as it was made,
 // sliders and all.
@@ -868,10 +874,7 @@ const applyEdits = latest(async () => {
   if (edits.length) {
     ({ latent } = await state.engine.request('edit', { latent, edits }));
     // The base as its own link stores it (a seed, or a latent already in half precision).
-    const base = state.editBase.face;
-    ({ link } = await state.engine.request('make-link', base.seed != null
-      ? { seed: base.seed, truncation: state.truncation, edits }
-      : { latent: base.latent, truncation: state.truncation, edits }));
+    ({ link } = await makeLink(state.editBase.face, edits));
   }
   state.current = edits.length ? { latent, seed: null } : state.editBase.face;
   draw($('detail-canvas'), await render(latent), 0, edits.length ? `edited ${edits.map(([n, a]) => `${n} ${a.toFixed(1)}`).join(' ')}` : 'unedited');
@@ -888,9 +891,7 @@ async function openFace(face, { focus = true, step = false, keepEdits = false } 
   const from = document.activeElement;
   if (focus && !state.opener && from && from !== document.body && !$('detail').contains(from)) state.opener = from;
   // A latent's link holds it in half precision: show the face as the link will reproduce it.
-  const made = await state.engine.request('make-link', face.seed != null
-    ? { seed: face.seed, truncation: state.truncation }
-    : { latent: face.latent, truncation: state.truncation });
+  const made = await makeLink(face);
   if (face.seed == null) face = { latent: made.latent, seed: null };
   state.current = face;
   $('detail').hidden = false;

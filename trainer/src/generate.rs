@@ -114,7 +114,6 @@ fn write_images(
 ) -> Result<Vec<std::path::PathBuf>> {
     let mut images = loaded.images(latents);
     let count = images.len();
-    let seed = first_seed;
     let mut written = Vec::new();
     if out
         .extension()
@@ -134,7 +133,7 @@ fn write_images(
     } else {
         std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
         for (i, img) in images.iter().enumerate() {
-            let path = out.join(format!("seed{:06}.png", seed + i as u64));
+            let path = out.join(format!("seed{:06}.png", first_seed + i as u64));
             save_png(img, &path)?;
             written.push(path);
         }

@@ -228,6 +228,25 @@ pub fn load_slot(
 }
 
 impl Engine {
+    /// The model's direction `name`; else what it has, as the end of a sentence that names the
+    /// direction (“smile”, which this model does not have (it has age, gender)).
+    pub fn direction(&self, name: &str) -> Result<&EditDirection, String> {
+        self.directions
+            .iter()
+            .find(|d| d.name == name)
+            .ok_or_else(|| {
+                let names: Vec<&str> = self.directions.iter().map(|d| d.name.as_str()).collect();
+                if names.is_empty() {
+                    format!("“{name}”, but this model has no edits")
+                } else {
+                    format!(
+                        "“{name}”, which this model does not have (it has {})",
+                        names.join(", ")
+                    )
+                }
+            })
+    }
+
     /// The generator to draw with, once loaded.
     pub fn slot(&self, which: Which) -> Result<Rc<Slot>, String> {
         let (list, index, what) = match which {

@@ -494,19 +494,11 @@ fn link_parse(hash: &str, reply: &Object) -> Result<(), String> {
     }
     if !link.edits.is_empty() {
         let engine = engine()?;
-        let names: Vec<&str> = engine.directions.iter().map(|d| d.name.as_str()).collect();
         let list = Array::new();
         for (name, amount) in &link.edits {
-            if !names.contains(&name.as_str()) {
-                return Err(if names.is_empty() {
-                    format!("the link edits “{name}”, but this model has no edits")
-                } else {
-                    format!(
-                        "the link edits “{name}”, which this model does not have (it has {})",
-                        names.join(", ")
-                    )
-                });
-            }
+            engine
+                .direction(name)
+                .map_err(|e| format!("the link edits {e}"))?;
             list.push(&Array::of2(
                 &JsValue::from_str(name),
                 &JsValue::from_f64(*amount),
@@ -591,10 +583,8 @@ fn edit(latent: &[f32], edits: &[(String, f64)], reply: &Object) -> Result<(), S
     let mut pairs = Vec::new();
     for (name, amount) in edits {
         let direction = engine
-            .directions
-            .iter()
-            .find(|d| &d.name == name)
-            .ok_or_else(|| format!("this model has no direction “{name}”"))?;
+            .direction(name)
+            .map_err(|e| format!("an edit along {e}"))?;
         if !amount.is_finite() || amount.abs() > MAX_EDIT {
             return Err(format!(
                 "an edit of {amount} along “{name}” is outside −{MAX_EDIT} … {MAX_EDIT}"
