@@ -1068,11 +1068,12 @@ async function recordVideo() {
   link.href = URL.createObjectURL(blob);
   link.download = `${what}.webm`;
   link.textContent = `Download the video (WebM, ${(blob.size / 1e6).toFixed(1)} MB)`;
-  link.hidden = false;
-  // What was made, for a look from outside (the page's policy keeps blob: URLs from fetch).
+  // What was made, for a look from outside (the page's policy keeps blob: URLs from fetch);
+  // written before the link shows, so whoever sees the link sees them.
   const head = new Uint8Array(await blob.slice(0, 4).arrayBuffer());
   link.dataset.bytes = String(blob.size);
   link.dataset.head = Array.from(head, (b) => b.toString(16).padStart(2, '0')).join('');
+  link.hidden = false;
   $('record').textContent = 'Save as a video';
   $('record').disabled = false;
   link.focus();
