@@ -10,6 +10,7 @@ double backprop), generator step, EMA update, Adam(lr 1e-3, β1 0, β2 0.99, ε 
 prints img/s per resolution in the same format as `pggan bench`.
 """
 import argparse
+import os
 import copy
 import json
 import math
@@ -177,7 +178,14 @@ def main():
     n_g = sum(p.numel() for p in G.parameters())
     n_d = sum(p.numel() for p in D.parameters())
     chans = [nf(l + 1, a.fmap_base, a.fmap_max) for l in range(levels)]
-    where = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU, threads {torch.get_num_threads()}"
+    if dev.type == "cuda":
+        where = torch.cuda.get_device_name(dev)
+    else:
+        # ATen's vector kernels; oneDNN (convolutions) and MKL (matrix products) follow their own
+        # limits, ONEDNN_MAX_CPU_ISA and MKL_ENABLE_INSTRUCTIONS, when set.
+        isa = torch.backends.cpu.get_cpu_capability()
+        limits = ", ".join(f"{k}={os.environ[k]}" for k in ("ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS") if k in os.environ)
+        where = f"CPU, threads {torch.get_num_threads()}, {isa}" + (f" ({limits})" if limits else "")
     print(f"pytorch twin {torch.__version__}: {where}, G {n_g} params, D {n_d} params, channels {chans}, latent {a.latent}, minibatch {a.minibatch}")
     rows = []
     for level in range(levels):

@@ -55,6 +55,9 @@ FEATURES="pggan-trainer/vulkan,pggan-trainer/wgpu,pggan-e2e/gpu"
 echo "== format and lint (cargo fmt --check, cargo clippy -D warnings)"
 cargo fmt --all --check
 cargo clippy --release -j"$JOBS" --workspace --all-targets --features "$FEATURES" -- -D warnings
+# The CPU-only build the README gives first (`cargo build --release -p pggan-trainer`) compiles
+# other code paths than the build with every backend: checked and linted on its own.
+cargo clippy --release -j"$JOBS" -p pggan-trainer --all-targets -- -D warnings
 
 # `pggan` and every test in one build: with the tests' dev-dependencies in the same feature
 # resolution, the `cargo test` below reuses it instead of building Burn a second time.

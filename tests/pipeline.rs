@@ -607,3 +607,63 @@ fn a_fade_of_one_step_exports() {
         );
     }
 }
+
+/// `pggan bench` names the instruction set its CPU kernels use on this machine in its first line
+/// (AVX-512 where the CPU has it: the tests' `pggan` is built with its default `avx512`
+/// feature), measures every level up to `--resolution`, and refuses what it cannot measure.
+#[test]
+fn bench_names_its_instruction_set_and_measures_each_level() {
+    let said = pggan_ok(&[
+        "bench",
+        "--backend",
+        "flex",
+        "--resolution",
+        "8",
+        "--latent",
+        "16",
+        "--fmap-base",
+        "64",
+        "--fmap-max",
+        "16",
+        "--minibatch",
+        "4",
+        "--steps",
+        "1",
+        "--json",
+    ]);
+    let first = said.lines().next().unwrap();
+    #[cfg(target_arch = "x86_64")]
+    {
+        let expected = if std::arch::is_x86_feature_detected!("avx512f") {
+            "AVX-512"
+        } else if std::arch::is_x86_feature_detected!("avx2") {
+            "AVX2"
+        } else {
+            "SSE2"
+        };
+        assert!(
+            first.starts_with("pggan bench: ") && first.contains(&format!(", {expected};")),
+            "{first}"
+        );
+    }
+    let rows: Vec<serde_json::Value> =
+        serde_json::from_str(said.lines().last().unwrap()).expect("the --json line");
+    let resolutions: Vec<u64> = rows
+        .iter()
+        .map(|r| r["resolution"].as_u64().unwrap())
+        .collect();
+    assert_eq!(resolutions, [4, 8], "{said}");
+    assert!(
+        rows.iter().all(|r| r["img_per_s"].as_f64().unwrap() > 0.0),
+        "{said}"
+    );
+    let out = pggan(&["bench", "--backend", "flex", "--minibatch", "0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--minibatch and --steps must be at least 1"),
+        "{}",
+        describe(&out)
+    );
+}

@@ -151,29 +151,17 @@ impl BackendKind {
         if count <= 1 {
             return Ok(vec![first]);
         }
-        let device_type = match self.resolve() {
-            BackendKind::Flex => return Ok(vec![first; count]),
+        match self.resolve() {
+            BackendKind::Flex => Ok(vec![first; count]),
             #[cfg(feature = "vulkan")]
-            BackendKind::Vulkan => burn::tensor::DeviceType::Vulkan,
-            #[cfg(feature = "wgpu")]
-            BackendKind::Wgpu => burn::tensor::DeviceType::Wgpu,
-            #[cfg(feature = "cuda")]
-            BackendKind::Cuda => burn::tensor::DeviceType::Cuda,
-            other => bail!("--devices: backend `{}` is not compiled in", other.name()),
-        };
-        #[allow(unreachable_code)]
-        {
-            let mut all: Vec<Device> = Device::enumerate(device_type).into_vec();
-            if all.len() < count {
-                bail!(
-                    "--devices {count}: backend `{}` has {} device(s) here",
-                    self.resolve().name(),
-                    all.len()
-                );
+            BackendKind::Vulkan => {
+                gpu_devices(self, burn::tensor::DeviceType::Vulkan, first, count)
             }
-            // The first device first, then the others in the order listed.
-            all.retain(|d| *d != first);
-            Ok(std::iter::once(first).chain(all).take(count).collect())
+            #[cfg(feature = "wgpu")]
+            BackendKind::Wgpu => gpu_devices(self, burn::tensor::DeviceType::Wgpu, first, count),
+            #[cfg(feature = "cuda")]
+            BackendKind::Cuda => gpu_devices(self, burn::tensor::DeviceType::Cuda, first, count),
+            other => bail!("--devices: backend `{}` is not compiled in", other.name()),
         }
     }
 
@@ -187,6 +175,27 @@ impl BackendKind {
             BackendKind::Cuda => "cuda",
         }
     }
+}
+
+/// `count` adapters of `device_type` for `backend`, `first` first, then the others in the order
+/// listed; refused when it has fewer.
+#[cfg(any(feature = "vulkan", feature = "wgpu", feature = "cuda"))]
+fn gpu_devices(
+    backend: BackendKind,
+    device_type: burn::tensor::DeviceType,
+    first: Device,
+    count: usize,
+) -> Result<Vec<Device>> {
+    let mut all: Vec<Device> = Device::enumerate(device_type).into_vec();
+    if all.len() < count {
+        bail!(
+            "--devices {count}: backend `{}` has {} device(s) here",
+            backend.resolve().name(),
+            all.len()
+        );
+    }
+    all.retain(|d| *d != first);
+    Ok(std::iter::once(first).chain(all).take(count).collect())
 }
 
 /// Whether `device_type` has an adapter that is a real GPU (not a software renderer).

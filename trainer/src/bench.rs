@@ -75,15 +75,21 @@ pub struct BenchRow {
     pub peak_mib: Option<f64>,
 }
 
-/// The vector instruction set this CPU gives the CPU kernels, for the first line.
+/// The vector instruction set the CPU kernels use on this CPU, for the first line: AVX-512 only
+/// where the CPU has it and the binary has its kernels (feature `avx512`, on by default).
 pub fn instruction_set() -> &'static str {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx512f") {
+        let avx512 = std::arch::is_x86_feature_detected!("avx512f");
+        if avx512 && cfg!(feature = "avx512") {
             return "AVX-512";
         }
         if std::arch::is_x86_feature_detected!("avx2") {
-            return "AVX2";
+            return if avx512 {
+                "AVX2 (AVX-512 CPU, binary built without AVX-512 kernels)"
+            } else {
+                "AVX2"
+            };
         }
         "SSE2"
     }
