@@ -6,9 +6,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/pggan-target}"
 source bench/venv.sh
-cargo build --release -j"$THREADS" -p pggan-trainer --example conv_speed >&2
+# In the CPU build's own folder (as bench/run.sh), away from the tests' build with GPU backends.
+cargo build --release -j"$THREADS" -p pggan-trainer --example conv_speed \
+    --target-dir "$CARGO_TARGET_DIR/cpu" >&2
 echo "== machine: $(lscpu | sed -n 's/^Model name: *//p'), $THREADS cores"
 echo "== Burn flex"
-"$CARGO_TARGET_DIR/release/examples/conv_speed"
+"$CARGO_TARGET_DIR/cpu/release/examples/conv_speed"
 echo "== PyTorch $("$VENV/bin/python" -c 'import torch; print(torch.__version__)' 2>/dev/null), $THREADS threads"
 "$VENV/bin/python" -W ignore bench/conv_twin.py --threads "$THREADS" 2>/dev/null

@@ -30,8 +30,10 @@ if [ "$ISA" = avx2 ]; then
         --target-dir "$PGGAN_TARGET" >&2
     export ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 ATEN_CPU_CAPABILITY=avx2
 else
-    PGGAN_TARGET="$CARGO_TARGET_DIR"
-    cargo build --release -j"$THREADS" -p pggan-trainer >&2
+    # The CPU build a user makes, in a folder of its own: the tests' `pggan` (with the GPU
+    # backends) in $CARGO_TARGET_DIR/release stays as it is.
+    PGGAN_TARGET="$CARGO_TARGET_DIR/cpu"
+    cargo build --release -j"$THREADS" -p pggan-trainer --target-dir "$PGGAN_TARGET" >&2
 fi
 PGGAN="$PGGAN_TARGET/release/pggan"
 TWIN=("$VENV/bin/python" -W ignore bench/pggan_twin.py --threads "$THREADS")

@@ -50,8 +50,9 @@ start)
     [ -z "$(trainer_pid)" ] || die "already running: pid $(trainer_pid)"
     mkdir -p "$WORK"
     if [ ! -x "$BIN" ]; then
-        cargo build --release -j"$(nproc)" -p pggan-trainer
-        cp "$CARGO_TARGET_DIR/release/pggan" "$BIN"
+        # The CPU build, in its own folder (as bench/run.sh), away from the tests' build.
+        cargo build --release -j"$(nproc)" -p pggan-trainer --target-dir "$CARGO_TARGET_DIR/cpu"
+        cp "$CARGO_TARGET_DIR/cpu/release/pggan" "$BIN"
     fi
     if [ ! -f "$PACK" ]; then
         [ -f "$TAR" ] || die "no pack $PACK and no $TAR to make it from (set UTKFACE_TAR)"
