@@ -2,7 +2,7 @@
 //! file names, `pggan attributes train` learns age and gender from them and beats the trivial
 //! baselines on the held-out images.
 
-use pggan_e2e::{Lcg, Scratch, pggan, pggan_ok};
+use pggan_e2e::{Lcg, Scratch, pggan_ok};
 
 #[test]
 fn the_predictor_learns_age_and_gender_from_labelled_names() {
@@ -85,17 +85,15 @@ fn the_predictor_learns_age_and_gender_from_labelled_names() {
     assert!(dir.path("predictor/attributes.safetensors").exists());
     // A pack without labels is refused with what to do.
     pggan_e2e::tiny_pack(&dir, 3);
-    let out = pggan(&[
-        "attributes",
-        "train",
-        "--data",
-        &dir.arg("p.pack"),
-        "--out",
-        &dir.arg("none"),
-    ])
-    .output()
-    .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("has no labels"), "{stderr}");
+    pggan_e2e::pggan_fails(
+        &[
+            "attributes",
+            "train",
+            "--data",
+            &dir.arg("p.pack"),
+            "--out",
+            &dir.arg("none"),
+        ],
+        &["has no labels"],
+    );
 }

@@ -1,6 +1,6 @@
 //! `pggan eval`: SWD and MS-SSIM from the command line, on packs, folders and models.
 
-use pggan_e2e::{Lcg, Scratch, describe, pggan, pggan_ok};
+use pggan_e2e::{Lcg, Scratch, pggan_ok};
 
 /// 80 smooth random 16×16 images in `dir`.
 fn images(dir: &std::path::Path) {
@@ -147,39 +147,29 @@ fn eval_compares_reals_images_and_models() {
 fn eval_refuses_what_it_cannot_measure() {
     let dir = Scratch::new("eval-bad");
     images(&dir.path("imgs"));
-    let out = pggan(&[
-        "eval",
-        "--images",
-        &dir.arg("imgs"),
-        "--reference",
-        &dir.arg("imgs"),
-        "--resolution",
-        "8",
-    ])
-    .output()
-    .unwrap();
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("16"),
-        "{}",
-        describe(&out)
+    pggan_e2e::pggan_fails(
+        &[
+            "eval",
+            "--images",
+            &dir.arg("imgs"),
+            "--reference",
+            &dir.arg("imgs"),
+            "--resolution",
+            "8",
+        ],
+        &["16"],
     );
-    let out = pggan(&[
-        "eval",
-        "--images",
-        &dir.arg("imgs"),
-        "--reference",
-        &dir.arg("nowhere"),
-        "--resolution",
-        "16",
-    ])
-    .output()
-    .unwrap();
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("nowhere"),
-        "{}",
-        describe(&out)
+    pggan_e2e::pggan_fails(
+        &[
+            "eval",
+            "--images",
+            &dir.arg("imgs"),
+            "--reference",
+            &dir.arg("nowhere"),
+            "--resolution",
+            "16",
+        ],
+        &["nowhere"],
     );
 }
 

@@ -88,21 +88,16 @@ fn prepare_counts_what_it_skips_and_converts() {
     assert_eq!(r2["skipped"], r["skipped"]);
 
     // Too high a resolution skips everything, and says so.
-    let out = pggan(&[
-        "prepare",
-        &dir.arg("images"),
-        "--out",
-        &dir.arg("c.pack"),
-        "--resolution",
-        "64",
-    ])
-    .output()
-    .unwrap();
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("too_small"),
-        "{}",
-        describe(&out)
+    pggan_e2e::pggan_fails(
+        &[
+            "prepare",
+            &dir.arg("images"),
+            "--out",
+            &dir.arg("c.pack"),
+            "--resolution",
+            "64",
+        ],
+        &["too_small"],
     );
 }
 
@@ -657,13 +652,12 @@ fn bench_names_its_instruction_set_and_measures_each_level() {
         rows.iter().all(|r| r["img_per_s"].as_f64().unwrap() > 0.0),
         "{said}"
     );
-    let out = pggan(&["bench", "--backend", "flex", "--minibatch", "0"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("--minibatch and --steps must be at least 1"),
-        "{}",
-        describe(&out)
+    pggan_e2e::pggan_fails(
+        &["bench", "--backend", "flex", "--minibatch", "0"],
+        &["--minibatch and --steps must be at least 1"],
+    );
+    pggan_e2e::pggan_fails(
+        &["bench", "--backend", "flex", "--gp-fraction", "1.5"],
+        &["--gp-fraction must be in (0, 1]"],
     );
 }

@@ -229,7 +229,7 @@ fn carry_run_takes_a_run_away_and_back() {
     let dir = Scratch::new("carry-run");
     pggan_e2e::tiny_pack(&dir, 3);
     train(&dir, "home", Some("0.3"), false);
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/carry-run.sh");
+    let script = pggan_e2e::repo_root().join("scripts/carry-run.sh");
     let sh = |args: &[&str], tmp: Option<&str>| {
         let mut cmd = std::process::Command::new("bash");
         cmd.args(args).env("PGGAN_BIN", pggan_e2e::pggan_bin());
@@ -434,8 +434,5 @@ fn a_run_trains_on_two_devices_and_resumes_on_one() {
     assert!(worst < 1e-2, "{worst}");
     // 8 images do not split into 3 shards of whole groups of 4.
     let three = [args, vec!["--devices", "3", "--resume"]].concat();
-    let out = pggan_e2e::pggan(&three).output().unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("multiple of 12"), "{stderr}");
+    pggan_e2e::pggan_fails(&three, &["multiple of 12"]);
 }

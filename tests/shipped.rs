@@ -8,7 +8,7 @@ use pggan_e2e::{Scratch, max_abs_diff, mean_pairwise_difference, pggan, pggan_ok
 use serde_json::Value;
 
 fn shipped() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../www/models/utk64")
+    pggan_e2e::repo_root().join("www/models/utk64")
 }
 
 fn manifest() -> Value {
@@ -169,7 +169,7 @@ fn the_shipped_model_draws_varied_64x64_pictures() {
 }
 
 fn predictor() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/attributes-utk")
+    pggan_e2e::repo_root().join("models/attributes-utk")
 }
 
 /// Face edits on the shipped model, measured with the shipped attribute predictor on fresh faces
@@ -378,22 +378,20 @@ fn edit_directions_move_their_attribute_and_leave_the_other() {
         ("--edit", "age=50", "between −10 and 10"),
         ("--edit", "age", "NAME=AMOUNT"),
     ] {
-        let out = pggan_e2e::pggan(&[
-            "generate",
-            "--model",
-            ship,
-            "--out",
-            &dir.arg("x.png"),
-            "--backend",
-            "flex",
-            option,
-            value,
-        ])
-        .output()
-        .unwrap();
-        assert!(!out.status.success());
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains(says), "{option} {value}: {stderr}");
+        pggan_e2e::pggan_fails(
+            &[
+                "generate",
+                "--model",
+                ship,
+                "--out",
+                &dir.arg("x.png"),
+                "--backend",
+                "flex",
+                option,
+                value,
+            ],
+            &[says],
+        );
     }
 }
 
@@ -447,7 +445,7 @@ fn truncation_draws_more_typical_faces() {
 /// folders with a manifest the trainer wrote.
 #[test]
 fn the_model_list_names_shipped_models() {
-    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../www/models");
+    let models = pggan_e2e::repo_root().join("www/models");
     let index: Value =
         serde_json::from_str(&std::fs::read_to_string(models.join("index.json")).unwrap()).unwrap();
     let listed: Vec<&str> = index["models"]

@@ -1465,7 +1465,7 @@ fn the_cpu_grid_is_shared_by_a_worker_per_core_and_drawn_face_by_face() {
 /// What `pggan generate` draws for `seed` of the shipped model at truncation `psi`, as RGB bytes.
 fn native_shipped_face(seed: u64, psi: f64) -> Vec<u8> {
     let dir = Scratch::new(&format!("web-native-shipped-{seed}-{psi}"));
-    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../www/models/utk64");
+    let model = pggan_e2e::repo_root().join("www/models/utk64");
     pggan_ok(&[
         "generate",
         "--model",
@@ -1702,7 +1702,7 @@ fn link_previews_show_generated_faces_and_the_page_can_link_its_source() {
     let root = scratch.path("dist");
     copy_tree(&dist, &root);
     let page_file = root.join("index.html");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/page-urls.sh");
+    let script = pggan_e2e::repo_root().join("scripts/page-urls.sh");
     let run = |kind: &str, url: &str| {
         std::process::Command::new("bash")
             .arg(&script)
@@ -1944,7 +1944,7 @@ fn the_demo_server_compresses_and_the_page_works_through_it() {
     use std::io::{BufRead, Read};
     let _one = BROWSER.lock().unwrap_or_else(|e| e.into_inner());
     let dist = web_dist();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/serve.py");
+    let script = pggan_e2e::repo_root().join("scripts/serve.py");
     /// The server, stopped however the test ends.
     struct Stop(std::process::Child);
     impl Drop for Stop {

@@ -26,6 +26,21 @@ pub fn pggan_bin() -> PathBuf {
     bin
 }
 
+/// The root of the checkout under test. Cargo sets `CARGO_MANIFEST_DIR` when it runs a test, so
+/// this is the checkout being tested even where its test binaries were built by another checkout
+/// that shares the build folder (as CI's clone and a working copy on one machine do): cargo does
+/// not rebuild a workspace member's tests for a checkout elsewhere whose files are older, and the
+/// path compiled into them would be the other checkout's.
+pub fn repo_root() -> PathBuf {
+    let tests = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    tests
+        .parent()
+        .expect("the tests crate is a folder of the repository")
+        .to_path_buf()
+}
+
 /// A `pggan` command with these arguments.
 pub fn pggan(args: &[&str]) -> Command {
     let mut c = Command::new(pggan_bin());
@@ -42,6 +57,22 @@ pub fn pggan_ok(args: &[&str]) -> String {
         describe(&out)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs `pggan`, which must fail with a message that contains every one of `expect` (bad input
+/// gets a clear error naming the problem); returns that message.
+pub fn pggan_fails(args: &[&str], expect: &[&str]) -> String {
+    let out = pggan(args).output().expect("run pggan");
+    assert!(!out.status.success(), "pggan {args:?} was accepted");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    for e in expect {
+        assert!(
+            stderr.contains(e),
+            "pggan {args:?}: expected `{e}` in:\n{}",
+            describe(&out)
+        );
+    }
+    stderr
 }
 
 /// Both output streams of a finished command.
@@ -155,7 +186,7 @@ impl Lcg {
 pub fn web_dist() -> PathBuf {
     let dist = std::env::var_os("PGGAN_WEB_DIST")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../www/dist"));
+        .unwrap_or_else(|| repo_root().join("www/dist"));
     assert!(
         dist.join("index.html").exists(),
         "the page is not built at {}: run `bash scripts/test.sh`, or `source scripts/setup-web.sh; WEB_DIST=www/dist build_page`",

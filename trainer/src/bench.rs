@@ -57,6 +57,9 @@ pub struct BenchOptions {
     /// Data-parallel over this many devices of the backend, as `train --devices`.
     #[arg(long, default_value_t = 1)]
     pub devices: usize,
+    /// The share of the minibatch the gradient penalty is taken on, as `train --gp-fraction`.
+    #[arg(long, default_value_t = 1.0)]
+    pub gp_fraction: f64,
 }
 
 /// One measured level.
@@ -115,6 +118,9 @@ pub fn bench(o: &BenchOptions) -> Result<Vec<BenchRow>> {
     if o.minibatch == 0 || o.steps == 0 {
         bail!("--minibatch and --steps must be at least 1");
     }
+    if !(o.gp_fraction > 0.0 && o.gp_fraction <= 1.0) {
+        bail!("--gp-fraction must be in (0, 1] (got {})", o.gp_fraction);
+    }
     let backend = o.backend.resolve();
     if o.check && backend == BackendKind::Flex {
         bail!(
@@ -147,7 +153,8 @@ pub fn bench(o: &BenchOptions) -> Result<Vec<BenchRow>> {
         None => None,
     };
     let mut nets = Networks::new(&config, &mut SplitMix64::new(1), &device);
-    let settings = StepSettings::default();
+    let mut settings = StepSettings::default();
+    settings.wgan.gp_fraction = o.gp_fraction;
     let (mut latent_rng, mut mix_rng, mut reals_rng) =
         (SplitMix64::new(4), SplitMix64::new(5), SplitMix64::new(6));
     let hardware = crate::sessions::hardware_description(
@@ -155,7 +162,7 @@ pub fn bench(o: &BenchOptions) -> Result<Vec<BenchRow>> {
         BackendKind::adapter_name(&plain).as_deref(),
     );
     println!(
-        "pggan bench: {hardware}{}, {}; G {} params, D {} params, channels {:?}, latent {}, minibatch {}, reals {}",
+        "pggan bench: {hardware}{}, {}; G {} params, D {} params, channels {:?}, latent {}, minibatch {}, penalty on {} of the minibatch, reals {}",
         if devices.len() > 1 {
             format!(" ×{} devices", devices.len())
         } else {
@@ -169,6 +176,7 @@ pub fn bench(o: &BenchOptions) -> Result<Vec<BenchRow>> {
             .collect::<Vec<_>>(),
         o.latent,
         o.minibatch,
+        settings.wgan.gp_fraction,
         o.data
             .as_ref()
             .map_or("random".to_string(), |p| p.display().to_string()),

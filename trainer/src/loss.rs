@@ -7,6 +7,7 @@
 use burn::module::Module;
 use burn::tensor::Tensor;
 use clap::ValueEnum;
+use pggan_model::layers::mbstd_group;
 use pggan_model::{Critic, Generator};
 use serde::{Deserialize, Serialize};
 
@@ -27,6 +28,8 @@ pub struct WganParams {
     pub gp_lambda: f64,
     /// Target gradient norm (1).
     pub gp_target: f64,
+    /// The share of the minibatch the penalty is taken on (1, the paper's: all of it).
+    pub gp_fraction: f64,
     /// ε of the drift term `ε·D(real)²` (0.001).
     pub drift: f64,
 }
@@ -53,7 +56,9 @@ pub fn fakes_for_critic(g: &Generator, z: Tensor<2>, level: usize, alpha: f64) -
 /// The critic's loss on a minibatch of reals and (detached) fakes.
 ///
 /// WGAN-GP: `mean D(fake) − mean D(real) + λ·mean((‖∇D(x̂)‖ − 1)²) + ε·mean D(real)²`, with
-/// `x̂ = real + (fake − real)·mix` and `mix` (`[n, 1, 1, 1]`) uniform in `[0, 1)` per sample.
+/// `x̂ = real + (fake − real)·mix` and `mix` (`[n, 1, 1, 1]`) uniform in `[0, 1)` per sample;
+/// the penalty's mean is over the first [`penalty_samples`] of them (all, the paper's, unless
+/// `p.gp_fraction` is below 1).
 /// LSGAN: `mean (D(real) − 1)² + mean D(fake)²`.
 #[allow(clippy::too_many_arguments)]
 pub fn critic_loss(
@@ -71,12 +76,28 @@ pub fn critic_loss(
     let wdist = real_scores.clone().mean() - fake_scores.clone().mean(); // [1]
     match kind {
         LossKind::WganGp => {
-            let mixed = reals.clone() + (fakes - reals) * mix; // [n, 3, r, r]
-            let (norms, _) = critic.input_gradient_norms(mixed.detach(), level, alpha); // [n]
-            let penalty = (norms - p.gp_target)
-                .square()
-                .mean()
-                .mul_scalar(p.gp_lambda / (p.gp_target * p.gp_target));
+            // The penalty on the first m images (λ 0: none, and none of its passes run).
+            let [n, ..] = reals.dims();
+            let m = penalty_samples(n, p.gp_fraction, mbstd_group(critic.mbstd_group_size, n));
+            let penalty = if p.gp_lambda == 0.0 {
+                wdist.zeros_like()
+            } else {
+                let (reals, fakes, mix) = if m < n {
+                    (
+                        reals.clone().narrow(0, 0, m),
+                        fakes.narrow(0, 0, m),
+                        mix.narrow(0, 0, m),
+                    )
+                } else {
+                    (reals.clone(), fakes, mix)
+                };
+                let mixed = reals.clone() + (fakes - reals) * mix; // [m, 3, r, r]
+                let (norms, _) = critic.input_gradient_norms(mixed.detach(), level, alpha); // [m]
+                (norms - p.gp_target)
+                    .square()
+                    .mean()
+                    .mul_scalar(p.gp_lambda / (p.gp_target * p.gp_target))
+            };
             let drift = real_scores.square().mean().mul_scalar(p.drift);
             let loss = -wdist.clone() + penalty.clone() + drift.clone();
             let stats = Tensor::cat(vec![loss.clone(), wdist, penalty, drift], 0).detach();
@@ -89,6 +110,14 @@ pub fn critic_loss(
             CriticLoss { loss, stats }
         }
     }
+}
+
+/// How many of a minibatch of `n` images the penalty is taken on: `fraction` of them, rounded up
+/// to whole minibatch-stddev groups of `group`, at least one group and at most all.
+pub fn penalty_samples(n: usize, fraction: f64, group: usize) -> usize {
+    let group = group.clamp(1, n.max(1));
+    let m = (n as f64 * fraction.clamp(0.0, 1.0)).ceil() as usize;
+    (m.div_ceil(group) * group).clamp(group, n.max(1))
 }
 
 /// The generator's loss on its fakes as judged by `critic`: `−mean D(fake)` (WGAN) or

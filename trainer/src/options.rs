@@ -118,6 +118,12 @@ pub struct RunOptions {
     /// Gradient penalty weight λ. May change on resume.
     #[arg(long, default_value_t = 10.0)]
     pub gp_lambda: f64,
+    /// The share of each minibatch the gradient penalty is taken on (whole minibatch-stddev
+    /// groups; 1 = all of it, the paper's): its passes are most of a critic step's cost. May
+    /// change on resume.
+    #[arg(long, default_value_t = 1.0)]
+    #[serde(default = "default_gp_fraction")]
+    pub gp_fraction: f64,
     /// Drift term weight ε. May change on resume.
     #[arg(long, default_value_t = 0.001)]
     pub drift: f64,
@@ -164,12 +170,15 @@ fn default_metrics_kimg() -> f64 {
 fn default_metrics_count() -> usize {
     2000
 }
+fn default_gp_fraction() -> f64 {
+    1.0
+}
 
 /// Options a resumed run may be given new values for. They change only what happens from the
 /// checkpoint on (a resumed run given one is no longer the same as a straight run). The schedule
 /// options may change too, but only as long as the new schedule agrees with the old one for
 /// every image already shown. Every other option is the run's for good.
-pub const CHANGEABLE_ON_RESUME: [&str; 14] = [
+pub const CHANGEABLE_ON_RESUME: [&str; 15] = [
     "total_kimg",
     "tick_kimg",
     "grid",
@@ -180,6 +189,7 @@ pub const CHANGEABLE_ON_RESUME: [&str; 14] = [
     "beta2",
     "adam_eps",
     "gp_lambda",
+    "gp_fraction",
     "drift",
     "ema_beta",
     "ema_kimg",
@@ -306,6 +316,7 @@ impl RunOptions {
             wgan: WganParams {
                 gp_lambda: self.gp_lambda,
                 gp_target: 1.0,
+                gp_fraction: self.gp_fraction,
                 drift: self.drift,
             },
             adam: AdamParams {
@@ -368,6 +379,12 @@ impl RunOptions {
         }
         if !(0.0..=1.0).contains(&self.ema_beta) {
             bail!("--ema-beta must be in [0, 1]");
+        }
+        if !(self.gp_fraction > 0.0 && self.gp_fraction <= 1.0) {
+            bail!(
+                "--gp-fraction must be in (0, 1] (1: the penalty on the whole minibatch; got {})",
+                self.gp_fraction
+            );
         }
         if self.grid == 0 || self.grid > 32 {
             bail!("--grid must be between 1 and 32");
@@ -435,11 +452,29 @@ mod tests {
         // The same value again is fine; a changeable one takes effect.
         let r = resume(
             &run,
-            &["--latent", "64", "--lr", "0.0005", "--total-kimg", "99"],
+            &[
+                "--latent",
+                "64",
+                "--lr",
+                "0.0005",
+                "--total-kimg",
+                "99",
+                "--gp-fraction",
+                "0.25",
+            ],
             5000,
         )
         .unwrap();
-        assert_eq!((r.latent, r.lr, r.total_kimg), (64, 0.0005, Some(99.0)));
+        assert_eq!(
+            (r.latent, r.lr, r.total_kimg, r.gp_fraction),
+            (64, 0.0005, Some(99.0), 0.25)
+        );
+        assert_eq!(r.step_settings().wgan.gp_fraction, 0.25);
+        // A run stored before --gp-fraction existed opens with the penalty on every image.
+        let mut stored = serde_json::to_value(&r).unwrap();
+        stored.as_object_mut().unwrap().remove("gp_fraction");
+        let old: RunOptions = serde_json::from_value(stored).unwrap();
+        assert_eq!(old.gp_fraction, 1.0);
         // The run's own: refused, naming it and what it was.
         let err = resume(&run, &["--latent", "128", "--seed", "3"], 5000)
             .unwrap_err()

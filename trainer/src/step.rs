@@ -37,6 +37,7 @@ impl Default for StepSettings {
             wgan: WganParams {
                 gp_lambda: 10.0,
                 gp_target: 1.0,
+                gp_fraction: 1.0,
                 drift: 0.001,
             },
             adam: AdamParams {
@@ -415,7 +416,7 @@ fn gather_grads<M: Module>(
 #[cfg(all(test, feature = "flex"))]
 mod tests {
     use super::*;
-    use crate::loss::LossKind;
+    use crate::loss::{LossKind, penalty_samples};
     use pggan_model::tensor::tensor_to_f32;
 
     /// The largest difference between the gradients `a` and `b` as a fraction of the largest
@@ -484,6 +485,72 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    /// `gp_fraction`: the penalty on the minibatch's first `m` images (`m` a multiple of the
+    /// stddev group), exactly as a minibatch of only those would have it; λ 0 skips it; the
+    /// Wasserstein estimate and the drift stay those of the whole minibatch.
+    #[test]
+    fn the_penalty_may_run_on_part_of_the_minibatch() {
+        assert_eq!(
+            [
+                penalty_samples(32, 1.0, 4),
+                penalty_samples(32, 0.25, 4),
+                penalty_samples(32, 0.2, 4),
+                penalty_samples(16, 0.1, 4),
+                penalty_samples(6, 0.5, 3),
+            ],
+            [32, 8, 8, 4, 3]
+        );
+        let config = crate::parity::small_config();
+        let dev = Device::flex().autodiff();
+        let nets = Networks::new(&config, &mut SplitMix64::new(11), &dev);
+        let (n, level, r) = (16, 1, 8);
+        let mut rng = SplitMix64::new(5);
+        let reals = tensor_from_f32(rng.normals_f32(n * 3 * r * r), [n, 3, r, r], &dev);
+        let fakes = tensor_from_f32(rng.normals_f32(n * 3 * r * r), [n, 3, r, r], &dev);
+        let mix: Vec<f32> = (0..n).map(|_| rng.uniform_f64() as f32).collect();
+        let mix = tensor_from_f32(mix, [n, 1, 1, 1], &dev);
+        // [loss, Wasserstein estimate, penalty, drift] on the first `m` images.
+        let stats = |m: usize, gp_lambda: f64, gp_fraction: f64| {
+            let p = WganParams {
+                gp_lambda,
+                gp_fraction,
+                ..StepSettings::default().wgan
+            };
+            let l = crate::loss::critic_loss(
+                LossKind::WganGp,
+                &nets.d,
+                reals.clone().narrow(0, 0, m),
+                fakes.clone().narrow(0, 0, m),
+                mix.clone().narrow(0, 0, m),
+                level,
+                1.0,
+                p,
+            );
+            tensor_to_f32(l.stats)
+        };
+        let (whole, quarter, first4, none) = (
+            stats(n, 10.0, 1.0),
+            stats(n, 10.0, 0.25),
+            stats(4, 10.0, 1.0),
+            stats(n, 0.0, 1.0),
+        );
+        println!("whole {whole:?}, a quarter {quarter:?}, first 4 {first4:?}, λ 0 {none:?}");
+        let close = |a: f32, b: f32| (a - b).abs() <= 1e-5 * b.abs().max(1e-3);
+        assert!(
+            whole[2] > 1e-3 && !close(whole[2], first4[2]),
+            "{whole:?} {first4:?}"
+        );
+        assert!(close(quarter[2], first4[2]), "{quarter:?} {first4:?}");
+        assert_eq!(none[2], 0.0);
+        for s in [&quarter, &none] {
+            assert!(
+                close(s[1], whole[1]) && close(s[3], whole[3]),
+                "{s:?} {whole:?}"
+            );
+            assert!(close(s[0], -s[1] + s[2] + s[3]), "{s:?}");
         }
     }
 }
