@@ -84,12 +84,12 @@ pub fn critic_loss(
             } else {
                 let (reals, fakes, mix) = if m < n {
                     (
-                        reals.clone().narrow(0, 0, m),
+                        reals.narrow(0, 0, m),
                         fakes.narrow(0, 0, m),
                         mix.narrow(0, 0, m),
                     )
                 } else {
-                    (reals.clone(), fakes, mix)
+                    (reals, fakes, mix)
                 };
                 let mixed = reals.clone() + (fakes - reals) * mix; // [m, 3, r, r]
                 let (norms, _) = critic.input_gradient_norms(mixed.detach(), level, alpha); // [m]
