@@ -118,9 +118,7 @@ pub fn bench(o: &BenchOptions) -> Result<Vec<BenchRow>> {
     if o.minibatch == 0 || o.steps == 0 {
         bail!("--minibatch and --steps must be at least 1");
     }
-    if !(o.gp_fraction > 0.0 && o.gp_fraction <= 1.0) {
-        bail!("--gp-fraction must be in (0, 1] (got {})", o.gp_fraction);
-    }
+    crate::loss::check_gp_fraction(o.gp_fraction)?;
     let backend = o.backend.resolve();
     if o.check && backend == BackendKind::Flex {
         bail!(

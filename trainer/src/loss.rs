@@ -4,6 +4,7 @@
 //! ([`pggan_model::Critic::input_gradient`]), so one `backward()` over the whole critic loss gives
 //! every critic gradient.
 
+use anyhow::{Result, bail};
 use burn::module::Module;
 use burn::tensor::Tensor;
 use clap::ValueEnum;
@@ -110,6 +111,16 @@ pub fn critic_loss(
             CriticLoss { loss, stats }
         }
     }
+}
+
+/// Refuses a `--gp-fraction` outside (0, 1], naming it (`train` and `bench` both take it).
+pub fn check_gp_fraction(fraction: f64) -> Result<()> {
+    if !(fraction > 0.0 && fraction <= 1.0) {
+        bail!(
+            "--gp-fraction must be in (0, 1] (1: the penalty on the whole minibatch; got {fraction})"
+        );
+    }
+    Ok(())
 }
 
 /// How many of a minibatch of `n` images the penalty is taken on: `fraction` of them, rounded up

@@ -380,12 +380,7 @@ impl RunOptions {
         if !(0.0..=1.0).contains(&self.ema_beta) {
             bail!("--ema-beta must be in [0, 1]");
         }
-        if !(self.gp_fraction > 0.0 && self.gp_fraction <= 1.0) {
-            bail!(
-                "--gp-fraction must be in (0, 1] (1: the penalty on the whole minibatch; got {})",
-                self.gp_fraction
-            );
-        }
+        crate::loss::check_gp_fraction(self.gp_fraction)?;
         if self.grid == 0 || self.grid > 32 {
             bail!("--grid must be between 1 and 32");
         }
