@@ -16,7 +16,7 @@ KIT=bench/gpu-kit
 
 prepare() {
     export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/pggan-target}"
-    # The test command's build (CPU and Vulkan backends), so this reuses it.
+    # The build of `scripts/test.sh --gpu` (CPU, Vulkan and wgpu backends), so each reuses the other.
     cargo build --release -j"${JOBS:-2}" --workspace --all-targets \
         --features pggan-trainer/vulkan,pggan-trainer/wgpu,pggan-e2e/gpu
     rm -rf "$KIT" && mkdir -p "$KIT"

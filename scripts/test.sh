@@ -1,8 +1,19 @@
 #!/usr/bin/env bash
-# Runs every test of the project on a fresh machine; installs what it needs when missing.
-#   bash scripts/test.sh
+# Runs the project's tests on a fresh machine; installs what it needs when missing.
+#   bash scripts/test.sh          every test that needs no GPU: the CPU backend, the page in
+#                                 headless Chromium; the GPU backends' code is linted, not built
+#   bash scripts/test.sh --gpu    also builds pggan with its GPU backends and runs the GPU tests
+#                                 (on Mesa's software driver, llvmpipe, where there is no GPU):
+#                                 about 40 minutes more on a new 2-core machine
 set -euo pipefail
 cd "$(dirname "$0")/.."
+GPU=0
+for arg in "$@"; do
+    case "$arg" in
+    --gpu) GPU=1 ;;
+    *) echo "test.sh: unknown option '$arg' (the one option is --gpu)" >&2; exit 2 ;;
+    esac
+done
 # A persistent build folder outside the clone: the next run on this machine reuses it.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/pggan-target}"
 JOBS="${JOBS:-2}"
@@ -22,8 +33,8 @@ source scripts/setup-web.sh
 # old list never installs an old browser):
 # - Chromium $CHROMIUM_MIN or newer, for the page's tests (the WebGPU flags of
 #   tests/common/browser.rs were measured on 148 and 156);
-# - the Vulkan loader, and Mesa's Vulkan and OpenGL (EGL) drivers: their software renderer,
-#   llvmpipe, runs the GPU tests on a machine without a GPU.
+# - with --gpu, the Vulkan loader, and Mesa's Vulkan and OpenGL (EGL) drivers: their software
+#   renderer, llvmpipe, runs the GPU tests on a machine without a GPU.
 CHROMIUM_MIN=148
 chromium_major() { "$1" --version 2>/dev/null | grep -oE '[0-9]+\.[0-9.]+' | head -n1 | cut -d. -f1; }
 CHROMIUM_BIN="${CHROMIUM:-$(command -v chromium || command -v chromium-browser || true)}"
@@ -31,7 +42,9 @@ PACKAGES=()
 if [ -z "${CHROMIUM:-}" ] && { [ -z "$CHROMIUM_BIN" ] || [ "$(chromium_major "$CHROMIUM_BIN")" -lt "$CHROMIUM_MIN" ]; }; then
     PACKAGES+=(chromium)
 fi
-for pkg in libvulkan1 mesa-vulkan-drivers libegl1 libegl-mesa0 libgl1-mesa-dri; do
+GPU_PACKAGES=()
+[ "$GPU" = 0 ] || GPU_PACKAGES=(libvulkan1 mesa-vulkan-drivers libegl1 libegl-mesa0 libgl1-mesa-dri)
+for pkg in "${GPU_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || PACKAGES+=("$pkg")
 done
 if [ "${#PACKAGES[@]}" -gt 0 ]; then
@@ -48,21 +61,25 @@ if [ -z "$got" ] || [ "$got" -lt "$CHROMIUM_MIN" ]; then
 fi
 echo "== $("$CHROMIUM_BIN" --version 2>/dev/null)"
 
-# One feature set for every cargo command below, so they share one build: pggan with the CPU
-# backend and the GPU ones, Vulkan and wgpu (fusion, autotuning), and the GPU tests.
-FEATURES="pggan-trainer/vulkan,pggan-trainer/wgpu,pggan-e2e/gpu"
+# The GPU backends, Vulkan and wgpu (fusion, autotuning), and the GPU tests.
+GPU_FEATURES="pggan-trainer/vulkan,pggan-trainer/wgpu,pggan-e2e/gpu"
+# One feature set for the build and the tests below, so they share one build.
+FEATURES=()
+[ "$GPU" = 0 ] || FEATURES=(--features "$GPU_FEATURES")
 
 echo "== format and lint (cargo fmt --check, cargo clippy -D warnings)"
 cargo fmt --all --check
-cargo clippy --release -j"$JOBS" --workspace --all-targets --features "$FEATURES" -- -D warnings
+# Linting checks the code without generating any (minutes, where building the GPU backends takes
+# half an hour on two cores), so the GPU code is linted on every run, built only with --gpu.
+cargo clippy --release -j"$JOBS" --workspace --all-targets --features "$GPU_FEATURES" -- -D warnings
 # The CPU-only build the README gives first (`cargo build --release -p pggan-trainer`) compiles
 # other code paths than the build with every backend: checked and linted on its own.
 cargo clippy --release -j"$JOBS" -p pggan-trainer --all-targets -- -D warnings
 
 # `pggan` and every test in one build: with the tests' dev-dependencies in the same feature
 # resolution, the `cargo test` below reuses it instead of building Burn a second time.
-echo "== building pggan (flex, vulkan, wgpu) and the tests (release)"
-cargo build --release -j"$JOBS" --workspace --all-targets --features "$FEATURES"
+echo "== building pggan ($([ "$GPU" = 0 ] && echo flex || echo flex, vulkan, wgpu)) and the tests (release)"
+cargo build --release -j"$JOBS" --workspace --all-targets "${FEATURES[@]}"
 
 # The page: the model crate and the worker crate for wasm32, with their JavaScript glue.
 build_page
@@ -73,7 +90,7 @@ echo "== unit, model, end-to-end and browser tests (screenshots: $PGGAN_ARTIFACT
 LOG="$(mktemp)"
 trap 'rm -f "$LOG"' EXIT
 status=0
-cargo test --release -j"$JOBS" --workspace --features "$FEATURES" --no-fail-fast 2>&1 | tee "$LOG" || status=$?
+cargo test --release -j"$JOBS" --workspace "${FEATURES[@]}" --no-fail-fast 2>&1 | tee "$LOG" || status=$?
 # One closing line over every test binary.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$LOG"

@@ -5,7 +5,7 @@
 //!
 //! On a machine without a GPU these run on Mesa's software Vulkan driver (llvmpipe), with fusion
 //! and autotuning on as in a GPU build. They fail, naming the problem, when no Vulkan adapter is
-//! found: the test command installs `mesa-vulkan-drivers` for them.
+//! found: `bash scripts/test.sh --gpu` installs Mesa's drivers for them.
 
 use burn::cubecl::wgpu::{WgpuBackend, WgpuDevice};
 use burn::tensor::{Device, DeviceType, Tensor};
