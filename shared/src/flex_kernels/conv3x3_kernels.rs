@@ -193,12 +193,19 @@ impl Tiling {
 
 /// `[B, C, H·W]` ↔ `[C, B, H·W]`: swaps the first two axes of a batch of channel planes.
 fn swap_batch_and_channels<T: Float>(x: &[T], first: usize, second: usize, plane: usize) -> Vec<T> {
-    let mut out = vec![T::default(); x.len()];
-    out.par_chunks_mut(plane).enumerate().for_each(|(ji, dst)| {
+    let mut out: Vec<T> = Vec::with_capacity(x.len());
+    let dst = SendPtr(out.spare_capacity_mut().as_mut_ptr().cast::<T>());
+    (0..first * second).into_par_iter().for_each(|ji| {
+        // The whole `SendPtr` is captured (and sent to the thread), not its raw-pointer field.
+        #[allow(clippy::redundant_locals)]
+        let dst = dst;
         let (j, i) = (ji / first, ji % first);
-        let src = (i * second + j) * plane;
-        dst.copy_from_slice(&x[src..src + plane]);
+        let src = &x[(i * second + j) * plane..][..plane];
+        // SAFETY: plane `ji` of `out`'s capacity, written by this iteration alone.
+        unsafe { core::ptr::copy_nonoverlapping(src.as_ptr(), dst.0.add(ji * plane), plane) };
     });
+    // SAFETY: the `first · second` planes cover all of it.
+    unsafe { out.set_len(x.len()) };
     out
 }
 
@@ -274,40 +281,41 @@ fn convolve<T: Float>(
     thread_ranges(tiling.tiles())
         .into_par_iter()
         .for_each(|tiles| {
-            let mut col = vec![T::default(); c_in * 9 * TILE];
-            let mut runs = Vec::new();
-            for t in tiles {
-                let (start, len) = tiling.tile(t);
-                tiling.runs(start, len, &mut runs);
-                tiling.im2col(x, c_in, &runs, len, &mut col);
-                // Direct: tile t is columns i0.. of image b in [B, O, H·W]; else columns start.. of
-                // [O, B·H·W]. Either way each tile writes its own columns only.
-                let (offset, row_stride) = if direct {
-                    let (b, i0) = (start / tiling.image, start % tiling.image);
-                    (b * c_out * tiling.image + i0, tiling.image)
-                } else {
-                    (start, tiling.positions)
-                };
-                // The whole `SendPtr` is captured (and sent to the thread), not its raw-pointer field.
-                #[allow(clippy::redundant_locals)]
-                let dst = dst;
-                // SAFETY: the weight is [c_out, c_in·9] row-major, the column block [c_in·9, TILE];
-                // the destination block is c_out rows of `len` inside `out`'s capacity. gemm does not
-                // read the destination when not accumulating.
-                unsafe {
-                    matmul(
-                        (c_out, len, c_in * 9),
-                        dst.0.add(offset),
-                        (row_stride, 1),
-                        false,
-                        weight.as_ptr(),
-                        (c_in * 9, 1),
-                        col.as_ptr(),
-                        (TILE, 1),
-                        scale,
-                    );
+            T::with_scratch(c_in * 9 * TILE, |col| {
+                let mut runs = Vec::new();
+                for t in tiles {
+                    let (start, len) = tiling.tile(t);
+                    tiling.runs(start, len, &mut runs);
+                    tiling.im2col(x, c_in, &runs, len, col);
+                    // Direct: tile t is columns i0.. of image b in [B, O, H·W]; else columns start.. of
+                    // [O, B·H·W]. Either way each tile writes its own columns only.
+                    let (offset, row_stride) = if direct {
+                        let (b, i0) = (start / tiling.image, start % tiling.image);
+                        (b * c_out * tiling.image + i0, tiling.image)
+                    } else {
+                        (start, tiling.positions)
+                    };
+                    // The whole `SendPtr` is captured (and sent to the thread), not its raw-pointer field.
+                    #[allow(clippy::redundant_locals)]
+                    let dst = dst;
+                    // SAFETY: the weight is [c_out, c_in·9] row-major, the column block [c_in·9, TILE];
+                    // the destination block is c_out rows of `len` inside `out`'s capacity. gemm does not
+                    // read the destination when not accumulating.
+                    unsafe {
+                        matmul(
+                            (c_out, len, c_in * 9),
+                            dst.0.add(offset),
+                            (row_stride, 1),
+                            false,
+                            weight.as_ptr(),
+                            (c_in * 9, 1),
+                            col.as_ptr(),
+                            (TILE, 1),
+                            scale,
+                        );
+                    }
                 }
-            }
+            })
         });
     // SAFETY: the tiles cover every position of every output row, so all `len_out` elements
     // were written above.
@@ -379,38 +387,47 @@ pub fn conv3x3_weight_grad<T: Float>(x: &[T], g_out: &[T], scale: T, s: Conv3x3S
     let partials: Vec<Vec<T>> = thread_ranges(tiling.tiles())
         .into_par_iter()
         .map(|tiles| {
-            let mut dw = vec![T::default(); s.c_out * k];
-            let mut col = vec![T::default(); k * TILE];
-            let mut runs = Vec::new();
-            let mut first = true;
-            for t in tiles {
-                let (start, len) = tiling.tile(t);
-                tiling.runs(start, len, &mut runs);
-                tiling.im2col(x, s.c_in, &runs, len, &mut col);
-                let (g, row_stride) = if direct {
-                    let (b, i0) = (start / tiling.image, start % tiling.image);
-                    (&g_out[b * s.c_out * tiling.image + i0..], tiling.image)
-                } else {
-                    (&g_rows[start..], tiling.positions)
-                };
-                // SAFETY: dw is [c_out, k] row-major; the gradient tile is c_out rows of `len`
-                // with the given row stride inside `g`; the im2col block is read transposed.
-                unsafe {
-                    matmul(
-                        (s.c_out, k, len),
-                        dw.as_mut_ptr(),
-                        (k, 1),
-                        !first,
-                        g.as_ptr(),
-                        (row_stride, 1),
-                        col.as_ptr(),
-                        (1, TILE),
-                        scale,
-                    );
+            T::with_scratch(k * TILE, |col| {
+                // Written whole by the first tile's product (which does not read it), summed into after.
+                let mut dw: Vec<T> = Vec::with_capacity(s.c_out * k);
+                let mut runs = Vec::new();
+                let mut first = true;
+                for t in tiles {
+                    let (start, len) = tiling.tile(t);
+                    tiling.runs(start, len, &mut runs);
+                    tiling.im2col(x, s.c_in, &runs, len, col);
+                    let (g, row_stride) = if direct {
+                        let (b, i0) = (start / tiling.image, start % tiling.image);
+                        (&g_out[b * s.c_out * tiling.image + i0..], tiling.image)
+                    } else {
+                        (&g_rows[start..], tiling.positions)
+                    };
+                    // SAFETY: dw is [c_out, k] row-major within its capacity; the gradient tile is
+                    // c_out rows of `len` with the given row stride inside `g`; the im2col block is
+                    // read transposed.
+                    unsafe {
+                        matmul(
+                            (s.c_out, k, len),
+                            dw.spare_capacity_mut().as_mut_ptr().cast::<T>(),
+                            (k, 1),
+                            !first,
+                            g.as_ptr(),
+                            (row_stride, 1),
+                            col.as_ptr(),
+                            (1, TILE),
+                            scale,
+                        );
+                    }
+                    first = false;
                 }
-                first = false;
-            }
-            dw
+                if first {
+                    dw.resize(s.c_out * k, T::default());
+                } else {
+                    // SAFETY: the first product wrote all c_out·k elements.
+                    unsafe { dw.set_len(s.c_out * k) };
+                }
+                dw
+            })
         })
         .collect();
     let mut total = partials.into_iter();
@@ -418,9 +435,9 @@ pub fn conv3x3_weight_grad<T: Float>(x: &[T], g_out: &[T], scale: T, s: Conv3x3S
         .next()
         .unwrap_or_else(|| vec![T::default(); s.c_out * k]);
     for part in total {
-        for (a, b) in dw.iter_mut().zip(part) {
-            *a += b;
-        }
+        dw.par_chunks_mut(k)
+            .zip(part.par_chunks(k))
+            .for_each(|(a, b)| a.iter_mut().zip(b).for_each(|(a, b)| *a += *b));
     }
     dw
 }
@@ -586,6 +603,35 @@ mod tests {
                     "{s:?} dw[{i}]"
                 );
             }
+        }
+    }
+
+    /// The im2col blocks live in each thread's reused scratch buffer: whatever an earlier
+    /// kernel left there (NaN here, on every thread of rayon's pool) must not reach a result.
+    #[test]
+    fn a_reused_scratch_buffer_leaves_no_trace() {
+        let mut rng = SplitMix64::new(4);
+        for s in SHAPES {
+            let poison = || {
+                rayon::broadcast(|_| f64::with_scratch(1 << 16, |b| b.fill(f64::NAN)));
+            };
+            let x = normals(s.batch * s.c_in * s.height * s.width, &mut rng);
+            let w = normals(s.c_out * s.c_in * 9, &mut rng);
+            let g = normals(s.batch * s.c_out * s.height * s.width, &mut rng);
+            poison();
+            let y = conv3x3(&x, &w, 1.0, s);
+            assert!(max_diff(&y, &naive(&x, &w, s)) < 1e-12, "{s:?}");
+            poison();
+            let dx = conv3x3_transpose(&g, &w, 1.0, s);
+            poison();
+            let dw = conv3x3_weight_grad(&x, &g, 1.0, s);
+            assert!(dx.iter().chain(&dw).all(|v| v.is_finite()), "{s:?}");
+            let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(p, q)| p * q).sum::<f64>();
+            let reference = dot(&g, &y);
+            assert!(
+                (reference - dot(&dw, &w)).abs() < 1e-9 * (1.0 + reference.abs()),
+                "{s:?}"
+            );
         }
     }
 

@@ -51,6 +51,10 @@ pub trait Float:
     /// 1 if `b`, else 0 (arithmetic the compiler vectorises, where a choice between two
     /// constants may become a table lookup).
     fn indicator(b: bool) -> Self;
+    /// Runs `f` on a buffer of `len` values kept by this thread between calls, so a kernel's
+    /// working block costs no allocation, zero fill or fresh pages per call. Its contents on
+    /// entry are whatever the last user left: `f` must write before it reads.
+    fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [Self]) -> R) -> R;
 }
 
 macro_rules! impl_float {
@@ -65,6 +69,19 @@ macro_rules! impl_float {
             }
             fn indicator(b: bool) -> Self {
                 <$t>::from(u8::from(b))
+            }
+            fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [Self]) -> R) -> R {
+                thread_local! {
+                    static SCRATCH: core::cell::Cell<Vec<$t>> = const { core::cell::Cell::new(Vec::new()) };
+                }
+                // Taken out while in use, so a nested call on this thread gets a buffer of its own.
+                let mut buffer = SCRATCH.take();
+                if buffer.len() < len {
+                    buffer.resize(len, 0.0);
+                }
+                let result = f(&mut buffer[..len]);
+                SCRATCH.set(buffer);
+                result
             }
         }
     };
