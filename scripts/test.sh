@@ -4,7 +4,7 @@
 #                                 headless Chromium; the GPU backends' code is linted, not built
 #   bash scripts/test.sh --gpu    also builds pggan with its GPU backends and runs the GPU tests
 #                                 (on Mesa's software driver, llvmpipe, where there is no GPU):
-#                                 about 40 minutes more on a new 2-core machine
+#                                 29.5 minutes on a new 2-core machine whose CPU build was done
 set -euo pipefail
 cd "$(dirname "$0")/.."
 GPU=0
@@ -69,8 +69,8 @@ FEATURES=()
 
 echo "== format and lint (cargo fmt --check, cargo clippy -D warnings)"
 cargo fmt --all --check
-# Linting checks the code without generating any (minutes, where building the GPU backends takes
-# half an hour on two cores), so the GPU code is linted on every run, built only with --gpu.
+# Linting checks the code without generating any, so the GPU code is linted on every run and
+# built only with --gpu.
 cargo clippy --release -j"$JOBS" --workspace --all-targets --features "$GPU_FEATURES" -- -D warnings
 # The CPU-only build the README gives first (`cargo build --release -p pggan-trainer`) compiles
 # other code paths than the build with every backend: checked and linted on its own.
