@@ -8,10 +8,10 @@
 #                           gzipped and cut into parts of 15 MiB
 #         train.tar.gz      the pack's training split as JPEGs (`pggan unpack`)
 #         run/              the run's checkpoint in parts, bf16, Adam restarting (`pggan compact`),
-#                           with its options and logs (its stage snapshots stay at home)
+#                           with its options and logs (its stage and fade snapshots stay at home)
 #         train-here.sh     run on the GPU machine: bash DIR/train-here.sh MINUTES BACK_DIR [BACKEND]
 #       train-here.sh packs the images again, resumes the run for MINUTES, and writes
-#       BACK_DIR/run-back.tar.gz (the run, compacted again, with any new stage snapshots).
+#       BACK_DIR/run-back.tar.gz (the run, compacted again, with any new stage and fade snapshots).
 #
 #       (PGGAN_BIN=path carries that binary instead of building one.)
 #
@@ -70,10 +70,12 @@ out)
     echo "== the run"
     rm -rf "$TO/run"
     "$PGGAN" compact --run "$RUN" --out "$TO/run" --max-file-mib 15
-    # Training does not read the stage snapshots (the checkpoint says which are done): they stay
-    # at home, and only their names travel, so that only new ones come back.
-    ls "$TO/run/stages" 2>/dev/null | sort > "$TO/run/stages-at-home.txt" || true
-    rm -rf "$TO/run/stages"
+    # Training does not read the stage and fade snapshots (the checkpoint says which are done):
+    # they stay at home, and only their names travel, so that only new ones come back.
+    for folder in stages fades; do
+        ls "$TO/run/$folder" 2>/dev/null | sort > "$TO/run/$folder-at-home.txt" || true
+        rm -rf "${TO:?}/run/$folder"
+    done
     cat > "$TO/train-here.sh" <<EOF
 #!/usr/bin/env bash
 # Resumes the carried run here for MINUTES and leaves it in BACK_DIR/run-back.tar.gz.
@@ -86,11 +88,14 @@ mkdir -p "\$work" "\$back"
 cat "\$here"/pggan.gz.[0-9][0-9] | gunzip -c > "\$work/pggan" && chmod +x "\$work/pggan"
 [ -f "\$work/train.pack" ] || "\$work/pggan" prepare "\$here/train.tar.gz" --out "\$work/train.pack" --resolution $resolution --padded keep > "\$work/prepare.json"
 [ -d "\$work/run" ] || cp -r "\$here/run" "\$work/run"
-sort "\$here/run/stages-at-home.txt" > "\$work/stages-before"
+for folder in stages fades; do sort "\$here/run/\$folder-at-home.txt" > "\$work/\$folder-before" 2>/dev/null || true; done
 "\$work/pggan" train --data "\$work/train.pack" --run "\$work/run" --resume --backend "\$backend" --max-minutes "\$minutes"
 rm -rf "\$work/back" && "\$work/pggan" compact --run "\$work/run" --out "\$work/back" --max-file-mib 15
-# Only the stage snapshots made here travel back (the rest are at home already).
-( cd "\$work/back" && ls stages 2>/dev/null | sort | comm -12 - "\$work/stages-before" | sed 's#^#stages/#' | xargs -r rm -f )
+# Only the snapshots made here travel back (the rest are at home already).
+for folder in stages fades; do
+    [ -d "\$work/back/\$folder" ] || continue
+    ( cd "\$work/back" && ls \$folder | sort | comm -12 - "\$work/\$folder-before" | sed "s#^#\$folder/#" | xargs -r rm -f )
+done
 tar czf "\$back/run-back.tar.gz" -C "\$work/back" .
 ls -l "\$back/run-back.tar.gz"
 EOF

@@ -83,7 +83,7 @@ save)
     stop
     [ -x "$BIN" ] || die "no trainer binary $BIN"
     mkdir -p "$CARRIED"
-    rm -rf "$CARRIED/stages"
+    rm -rf "$CARRIED/stages" "$CARRIED/fades"
     "$BIN" compact --run "$RUN" --out "$CARRIED" --dtype f32
     du -sh "$CARRIED"
     ;;

@@ -156,9 +156,9 @@ fn a_compacted_run_carries_in_small_files_and_resumes() {
             "{name} not carried"
         );
     }
-    // The growth-stage snapshots travel too (the export needs them).
-    let stages = |d: &str| -> Vec<(std::ffi::OsString, Vec<u8>)> {
-        let mut v: Vec<_> = std::fs::read_dir(dir.path(&format!("{d}/stages")))
+    // The growth-stage snapshots and those of the fade-in travel too (the export ships them).
+    let snapshots = |d: &str, folder: &str| -> Vec<(std::ffi::OsString, Vec<u8>)> {
+        let mut v: Vec<_> = std::fs::read_dir(dir.path(&format!("{d}/{folder}")))
             .map(|r| {
                 r.map(|e| {
                     let e = e.unwrap();
@@ -170,11 +170,17 @@ fn a_compacted_run_carries_in_small_files_and_resumes() {
         v.sort();
         v
     };
-    assert!(
-        !stages("first").is_empty(),
-        "the test run should have a stage snapshot"
-    );
-    assert_eq!(stages("first"), stages("carried"));
+    for folder in ["stages", "fades"] {
+        assert!(
+            !snapshots("first", folder).is_empty(),
+            "the test run, stopped inside a fade, should have a snapshot in {folder}/"
+        );
+        assert_eq!(
+            snapshots("first", folder),
+            snapshots("carried", folder),
+            "{folder}/"
+        );
+    }
     train_wide(&dir, "carried", None, true);
     let (a, _) =
         decode(&std::fs::read(dir.path("straight/checkpoint.safetensors")).unwrap()).unwrap();
@@ -267,6 +273,7 @@ fn carry_run_takes_a_run_away_and_back() {
         "run/checkpoint-part000.safetensors",
         "run/options.json",
         "run/stages-at-home.txt",
+        "run/fades-at-home.txt",
     ] {
         let len = std::fs::metadata(dir.path(&format!("carry/{f}")))
             .unwrap_or_else(|e| panic!("carry/{f}: {e}"))
@@ -279,8 +286,8 @@ fn carry_run_takes_a_run_away_and_back() {
         assert!(len < 16 << 20, "{:?} is {len} bytes", entry.path());
     }
     assert!(
-        !dir.path("carry/run/stages").exists(),
-        "the stage snapshots stay at home"
+        !dir.path("carry/run/stages").exists() && !dir.path("carry/run/fades").exists(),
+        "the stage and fade snapshots stay at home"
     );
     // "The other machine": only the carried folder, the run finished there.
     std::fs::create_dir_all(dir.path("tmp")).unwrap();
@@ -320,6 +327,16 @@ fn carry_run_takes_a_run_away_and_back() {
     assert!(
         dir.path("home/stages/level1-8x8.safetensors").exists()
             && dir.path("home/stages/level0-4x4.safetensors").exists()
+    );
+    // So did the fade's snapshots: its end made away, its start (before 0.3 kimg) at home.
+    assert!(
+        back.contains("fades/level1-8x8-a100.safetensors")
+            && !back.contains("fades/level1-8x8-a000"),
+        "{back}"
+    );
+    assert!(
+        dir.path("home/fades/level1-8x8-a100.safetensors").exists()
+            && dir.path("home/fades/level1-8x8-a000.safetensors").exists()
     );
     let sessions = std::fs::read_to_string(dir.path("home/sessions.jsonl")).unwrap();
     assert_eq!(sessions.lines().count(), 2, "{sessions}");

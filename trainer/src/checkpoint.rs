@@ -312,9 +312,9 @@ pub struct CompactReport {
 
 /// Writes a run's checkpoint into `out` as parts of at most `max_file_bytes` each, the weights in
 /// `dtype`, Adam's moments (f32) only if `keep_optimizer`, with `options.json`, `metrics.jsonl`,
-/// `sessions.jsonl` and the stage snapshots: a run folder that `--resume` continues (not
-/// bit-exactly unless f32 with the optimiser). For carrying a run between machines with file-size
-/// limits.
+/// `sessions.jsonl`, the stage snapshots and those kept through each fade-in (the export ships
+/// both): a run folder that `--resume` continues (not bit-exactly unless f32 with the optimiser).
+/// For carrying a run between machines with file-size limits.
 pub fn compact(
     run: &Path,
     out: &Path,
@@ -374,18 +374,21 @@ pub fn compact(
             files.push((out.join(name), std::fs::metadata(out.join(name))?.len()));
         }
     }
-    // The growth-stage snapshots, for the export.
-    let stages = run.join("stages");
-    if stages.is_dir() {
-        std::fs::create_dir_all(out.join("stages"))?;
-        let mut names: Vec<PathBuf> = std::fs::read_dir(&stages)?
+    // The growth-stage and fade snapshots, for the export.
+    for folder in ["stages", "fades"] {
+        let from_dir = run.join(folder);
+        if !from_dir.is_dir() {
+            continue;
+        }
+        std::fs::create_dir_all(out.join(folder))?;
+        let mut names: Vec<PathBuf> = std::fs::read_dir(&from_dir)?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.is_file())
             .collect();
         names.sort();
         for from in names {
             let to = out
-                .join("stages")
+                .join(folder)
                 .join(from.file_name().expect("a file name"));
             std::fs::copy(&from, &to).with_context(|| format!("copying {}", from.display()))?;
             files.push((to.clone(), std::fs::metadata(&to)?.len()));
