@@ -177,8 +177,9 @@ enum Command {
         attributes: Option<PathBuf>,
     },
     /// Write a run's checkpoint as parts of at most --max-file-mib each (half-precision weights,
-    /// Adam's moments only with --keep-optimizer), with options.json and metrics.jsonl: a small
-    /// run folder to carry between machines and continue with `train --resume`.
+    /// Adam's moments only with --keep-optimizer), with options.json, metrics.jsonl and the stage
+    /// and fade snapshots: a small run folder to carry between machines and continue with `train
+    /// --resume`.
     Compact {
         /// Run folder.
         #[arg(long)]
