@@ -126,6 +126,17 @@ impl Browser {
     }
 
     fn send(&mut self, method: &str, params: Value, session: Option<&str>) -> Value {
+        self.try_send(method, params, session)
+            .unwrap_or_else(|err| panic!("DevTools {method} failed: {err}"))
+    }
+
+    /// A DevTools command; its error (as DevTools gives it) where it failed.
+    fn try_send(
+        &mut self,
+        method: &str,
+        params: Value,
+        session: Option<&str>,
+    ) -> Result<Value, Value> {
         self.next_id += 1;
         let id = self.next_id;
         let mut msg = json!({"id": id, "method": method, "params": params});
@@ -144,9 +155,9 @@ impl Browser {
             let v: Value = serde_json::from_str(text).unwrap_or(Value::Null);
             if v["id"].as_u64() == Some(id) {
                 if let Some(err) = v.get("error") {
-                    panic!("DevTools {method} failed: {err}");
+                    return Err(err.clone());
                 }
-                return v["result"].clone();
+                return Ok(v["result"].clone());
             }
             self.note_event(&v);
         }
@@ -235,14 +246,24 @@ impl Browser {
     }
 
     /// Polls `expression` until it is truthy; returns its value. Panics after `timeout`. An
-    /// expression that throws (say, while the page is still loading) counts as not yet.
+    /// expression that throws (say, while the page is still loading) counts as not yet, and so
+    /// does an evaluation that DevTools refuses because the page is navigating away.
     pub fn wait_for(&mut self, expression: &str, timeout: Duration) -> Value {
         let start = Instant::now();
         let guarded = format!(
             "(() => {{ try {{ return ({expression}); }} catch (e) {{ return null; }} }})()"
         );
+        let session = self.session.clone();
         loop {
-            let v = self.eval(&guarded);
+            let v = match self.try_send(
+                "Runtime.evaluate",
+                json!({"expression": guarded, "awaitPromise": true, "returnByValue": true}),
+                Some(&session),
+            ) {
+                Ok(r) => r["result"]["value"].clone(),
+                Err(err) if is_navigation_error(&err) => Value::Null,
+                Err(err) => panic!("DevTools Runtime.evaluate failed: {err}"),
+            };
             let truthy =
                 !matches!(v, Value::Null | Value::Bool(false)) && v != json!(0) && v != json!("");
             if truthy {
@@ -320,4 +341,17 @@ impl Drop for Browser {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Whether a DevTools error says the page navigated (or its script context went) while a command
+/// ran: a reload the page does itself, such as on a change of model.
+fn is_navigation_error(err: &Value) -> bool {
+    let message = err["message"].as_str().unwrap_or("");
+    [
+        "navigated or closed",
+        "Execution context was destroyed",
+        "Cannot find context",
+    ]
+    .iter()
+    .any(|m| message.contains(m))
 }

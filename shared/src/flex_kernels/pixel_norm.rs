@@ -4,6 +4,7 @@
 //! backend the backward runs `pixel_norm_backward`; it is not differentiated again, which the
 //! generator (the only user) never needs.
 
+use super::{Float, dims_of, par_vec, run_kernel, takes};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
@@ -14,9 +15,6 @@ use burn::backend::{
     Autodiff, AutodiffBackend, Backend, Dispatch, Flex, TensorMetadata, backend_extension,
 };
 use burn::tensor::Tensor;
-use rayon::prelude::*;
-
-use super::{Float, dims_of, run_kernel, takes};
 
 /// Pixel norm over the channel axis of `[N, C, H, W]` (flex only; [`pixel_norm`] routes other
 /// devices to Burn's operations).
@@ -48,51 +46,46 @@ fn inverse_rms<T: Float>(x: &[T], channels: usize, pixels: usize, eps: f64) -> V
 }
 
 fn forward<T: Float>(x: &[T], channels: usize, pixels: usize, eps: f64) -> Vec<T> {
-    let mut out = vec![T::default(); x.len()];
-    out.par_chunks_mut(channels * pixels)
-        .zip(x.par_chunks(channels * pixels))
-        .for_each(|(y, x)| {
-            let r = inverse_rms(x, channels, pixels, eps);
-            for (y, x) in y.chunks_exact_mut(pixels).zip(x.chunks_exact(pixels)) {
-                for ((y, &x), &r) in y.iter_mut().zip(x).zip(&r) {
-                    *y = x * r;
-                }
+    let image = channels * pixels;
+    par_vec(x.len(), image, |b, y| {
+        let x = &x[b * image..][..image];
+        let r = inverse_rms(x, channels, pixels, eps);
+        for (y, x) in y.chunks_exact_mut(pixels).zip(x.chunks_exact(pixels)) {
+            for ((y, &x), &r) in y.iter_mut().zip(x).zip(&r) {
+                *y = x * r;
             }
-        });
-    out
+        }
+    })
 }
 
 fn backward<T: Float>(x: &[T], g: &[T], channels: usize, pixels: usize, eps: f64) -> Vec<T> {
-    let mut out = vec![T::default(); x.len()];
     let image = channels * pixels;
-    out.par_chunks_mut(image)
-        .zip(x.par_chunks(image).zip(g.par_chunks(image)))
-        .for_each(|(dx, (x, g))| {
-            let r = inverse_rms(x, channels, pixels, eps);
-            let mut dot = vec![T::default(); pixels];
-            for (xp, gp) in x.chunks_exact(pixels).zip(g.chunks_exact(pixels)) {
-                for ((d, &x), &g) in dot.iter_mut().zip(xp).zip(gp) {
-                    *d += x * g;
-                }
+    par_vec(x.len(), image, |b, dx| {
+        let (x, g) = (&x[b * image..][..image], &g[b * image..][..image]);
+        let r = inverse_rms(x, channels, pixels, eps);
+        let mut dot = vec![T::default(); pixels];
+        for (xp, gp) in x.chunks_exact(pixels).zip(g.chunks_exact(pixels)) {
+            for ((d, &x), &g) in dot.iter_mut().zip(xp).zip(gp) {
+                *d += x * g;
             }
-            let inv_c = T::from_f64(1.0 / channels as f64);
-            // coefficient of x: r³·mean_c(g·x)
-            let coef: Vec<T> = r
-                .iter()
-                .zip(&dot)
-                .map(|(&r, &d)| r * r * r * d * inv_c)
-                .collect();
-            for ((dx, x), g) in dx
-                .chunks_exact_mut(pixels)
-                .zip(x.chunks_exact(pixels))
-                .zip(g.chunks_exact(pixels))
-            {
-                for i in 0..pixels {
-                    dx[i] = r[i] * g[i] - x[i] * coef[i];
-                }
+        }
+        let inv_c = T::from_f64(1.0 / channels as f64);
+        // coefficient of x: r³·mean_c(g·x)
+        let coef: Vec<T> = r
+            .iter()
+            .zip(&dot)
+            .map(|(&r, &d)| r * r * r * d * inv_c)
+            .collect();
+        for ((dx, x), g) in dx
+            .chunks_exact_mut(pixels)
+            .zip(x.chunks_exact(pixels))
+            .zip(g.chunks_exact(pixels))
+        {
+            for i in 0..pixels {
+                dx[i] = r[i] * g[i] - x[i] * coef[i];
             }
-        });
-    out
+        }
+    })
 }
 
 /// Channels and pixels per channel of `[N, C, H, W]`.

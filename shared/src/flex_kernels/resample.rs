@@ -5,6 +5,7 @@
 //! both are single passes over each image plane, split across rayon's threads; on the autodiff
 //! backend the backward of each is the other with the same scale.
 
+use super::{Float, par_vec, run_kernel, takes};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
@@ -13,9 +14,6 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Dispatch, Flex, TensorMetadata, backend_extension};
 use burn::tensor::Tensor;
-use rayon::prelude::*;
-
-use super::{Float, run_kernel, takes};
 
 /// The pair of resampling operations (flex only; the public functions route other devices to
 /// Burn's operations).
@@ -28,38 +26,32 @@ pub trait ResampleBackend: Backend {
 }
 
 fn upsample_planes<T: Float>(x: &[T], h: usize, w: usize, scale: T) -> Vec<T> {
-    let mut out = vec![T::default(); x.len() * 4];
-    out.par_chunks_mut(4 * h * w)
-        .zip(x.par_chunks(h * w))
-        .for_each(|(dst, src)| {
-            for (y, row) in src.chunks_exact(w).enumerate() {
-                let (top, bottom) = dst[2 * y * 2 * w..(2 * y + 2) * 2 * w].split_at_mut(2 * w);
-                for (x, &v) in row.iter().enumerate() {
-                    let v = v * scale;
-                    top[2 * x] = v;
-                    top[2 * x + 1] = v;
-                }
-                bottom.copy_from_slice(top);
+    par_vec(x.len() * 4, 4 * h * w, |plane, dst| {
+        let src = &x[plane * h * w..][..h * w];
+        for (y, row) in src.chunks_exact(w).enumerate() {
+            let (top, bottom) = dst[2 * y * 2 * w..(2 * y + 2) * 2 * w].split_at_mut(2 * w);
+            for (x, &v) in row.iter().enumerate() {
+                let v = v * scale;
+                top[2 * x] = v;
+                top[2 * x + 1] = v;
             }
-        });
-    out
+            bottom.copy_from_slice(top);
+        }
+    })
 }
 
 fn pool_planes<T: Float>(x: &[T], h: usize, w: usize, scale: T) -> Vec<T> {
     // h, w: the output's size.
-    let mut out = vec![T::default(); x.len() / 4];
-    out.par_chunks_mut(h * w)
-        .zip(x.par_chunks(4 * h * w))
-        .for_each(|(dst, src)| {
-            for (y, row) in dst.chunks_exact_mut(w).enumerate() {
-                let top = &src[2 * y * 2 * w..][..2 * w];
-                let bottom = &src[(2 * y + 1) * 2 * w..][..2 * w];
-                for (x, o) in row.iter_mut().enumerate() {
-                    *o = (top[2 * x] + top[2 * x + 1] + bottom[2 * x] + bottom[2 * x + 1]) * scale;
-                }
+    par_vec(x.len() / 4, h * w, |plane, dst| {
+        let src = &x[plane * 4 * h * w..][..4 * h * w];
+        for (y, row) in dst.chunks_exact_mut(w).enumerate() {
+            let top = &src[2 * y * 2 * w..][..2 * w];
+            let bottom = &src[(2 * y + 1) * 2 * w..][..2 * w];
+            for (x, o) in row.iter_mut().enumerate() {
+                *o = (top[2 * x] + top[2 * x + 1] + bottom[2 * x] + bottom[2 * x + 1]) * scale;
             }
-        });
-    out
+        }
+    })
 }
 
 fn resample_flex(x: FlexTensor, scale: f64, up: bool) -> FlexTensor {
