@@ -1,6 +1,7 @@
 //! The 3×3 convolutions of a 32×32 PGGAN training step on Burn's flex CPU backend: forward, and
 //! forward + backward (input and weight gradients), in ms and GFLOP/s, through Burn's own
-//! `conv2d` and through the model crate's `conv3x3` (the tiled kernels the trainer uses).
+//! `conv2d` and through the model crate's `conv3x3` (the kernels the trainer uses); then each
+//! of the model crate's kernels by itself, im2col beside direct.
 //! `bench/conv.sh` runs it beside the same measurement in PyTorch (`bench/conv_twin.py`).
 use std::time::Instant;
 
@@ -8,7 +9,8 @@ use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Distribution, Tensor};
 use pggan_model::flex_kernels::conv3x3::conv3x3;
-use pggan_model::flex_kernels::conv3x3_kernels::{self as kernels, Conv3x3Shape};
+use pggan_model::flex_kernels::conv3x3_direct;
+use pggan_model::flex_kernels::conv3x3_kernels::{self as kernels, Conv3x3Shape, Method};
 use pggan_model::flex_kernels::conv3x3_winograd;
 use pggan_model::rng::SplitMix64;
 
@@ -21,6 +23,15 @@ const SHAPES: [[usize; 4]; 5] = [
     [16, 256, 256, 8],
 ];
 const REPS: usize = 5;
+
+/// The 64×64 and 128×128 levels of the faces issue's 128×128 network (`--fmap-base 2048
+/// --fmap-max 128`), generator and critic.
+const RUN_128: [[usize; 4]; 4] = [
+    [16, 128, 64, 64],
+    [16, 64, 64, 64],
+    [16, 64, 32, 128],
+    [16, 32, 32, 128],
+];
 
 /// Mean milliseconds of `f` over `REPS` runs after one warm-up.
 fn time_ms(mut f: impl FnMut()) -> f64 {
@@ -85,11 +96,22 @@ fn main() {
         }
         println!("{line}");
     }
-    // The two forms of the forward kernel on plain slices: im2col with a general matrix product,
-    // and Winograd's F(2×2, 3×3); the page's generator (batch 1) and the training shapes.
+    // The kernels on plain slices: im2col with a general matrix product, the direct AVX-512
+    // kernels (where the CPU has AVX-512), and Winograd's F(2×2, 3×3) (forward only, the page's);
+    // the training shapes and the page's generator (batch 1). Each pair is timed alternately,
+    // three rounds, and the best round kept, so the machine's drift favours neither side.
+    let direct = conv3x3_direct::available();
     println!(
-        "{:>28}  {:>9} {:>7}  {:>9} {:>7}",
-        "forward kernel [batch, in→out, res]", "im2col", "GFLOP/s", "Winograd", "GFLOP/s"
+        "{:>28}  {:>24}  {:>24}  {:>24}  {:>9}",
+        "kernel [batch, in→out, res]",
+        "forward im2col / direct",
+        "input grad im2col / dir.",
+        "weight grad im2col / dir.",
+        "Winograd"
+    );
+    println!(
+        "{:>28}  {:>24}  {:>24}  {:>24}  {:>9}",
+        "GFLOP/s", "", "", "", ""
     );
     let page = [
         [1, 128, 128, 32],
@@ -97,7 +119,15 @@ fn main() {
         [1, 64, 32, 128],
         [1, 32, 32, 128],
     ];
-    for [b, c, o, r] in SHAPES.into_iter().chain(page) {
+    let best_of = |a: &dyn Fn(), b: &dyn Fn()| {
+        let (mut best_a, mut best_b) = (f64::MAX, f64::MAX);
+        for _ in 0..3 {
+            best_a = best_a.min(time_ms(a));
+            best_b = best_b.min(time_ms(b));
+        }
+        (best_a, best_b)
+    };
+    for [b, c, o, r] in SHAPES.into_iter().chain(RUN_128).chain(page) {
         let s = Conv3x3Shape {
             batch: b,
             c_in: c,
@@ -108,15 +138,71 @@ fn main() {
         let mut rng = SplitMix64::new(1);
         let x = rng.normals_f32(b * c * r * r);
         let w = rng.normals_f32(o * c * 9);
+        let g = rng.normals_f32(b * o * r * r);
         let gflop = 2.0 * (b * o * c * 9 * r * r) as f64 / 1e9;
-        let im2col = time_ms(|| drop(kernels::conv3x3(&x, &w, 1.0, s)));
+        let rate = |(im2col, direct): (f64, f64)| {
+            format!(
+                "{:>11.0} / {:>10.0}",
+                gflop / im2col * 1e3,
+                gflop / direct * 1e3
+            )
+        };
+        let forward = best_of(
+            &|| drop(kernels::conv3x3_by(Method::Im2col, &x, &w, 1.0, s)),
+            &|| drop(kernels::conv3x3_by(Method::Fastest, &x, &w, 1.0, s)),
+        );
+        let input_grad = best_of(
+            &|| {
+                drop(kernels::conv3x3_transpose_by(
+                    Method::Im2col,
+                    &g,
+                    &w,
+                    1.0,
+                    s,
+                ))
+            },
+            &|| {
+                drop(kernels::conv3x3_transpose_by(
+                    Method::Fastest,
+                    &g,
+                    &w,
+                    1.0,
+                    s,
+                ))
+            },
+        );
+        let weight_grad = best_of(
+            &|| {
+                drop(kernels::conv3x3_weight_grad_by(
+                    Method::Im2col,
+                    &x,
+                    &g,
+                    1.0,
+                    s,
+                ))
+            },
+            &|| {
+                drop(kernels::conv3x3_weight_grad_by(
+                    Method::Fastest,
+                    &x,
+                    &g,
+                    1.0,
+                    s,
+                ))
+            },
+        );
         let winograd = time_ms(|| drop(conv3x3_winograd::conv3x3(&x, &w, 1.0, s)));
         println!(
-            "{:>28}  {im2col:>9.2} {:>7.0}  {winograd:>9.2} {:>7.0}",
+            "{:>28}  {}  {}  {}  {:>9.0}",
             format!("[{b}, {c}→{o}, {r}×{r}]"),
-            gflop / im2col * 1e3,
+            rate(forward),
+            rate(input_grad),
+            rate(weight_grad),
             gflop / winograd * 1e3
         );
+    }
+    if !direct {
+        println!("(no AVX-512 here, or a build without it: both columns of a pair are im2col)");
     }
     // The matrix product under it, for scale.
     let plain = Device::flex();

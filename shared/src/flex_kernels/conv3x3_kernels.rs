@@ -15,7 +15,7 @@
 
 use rayon::prelude::*;
 
-use super::Float;
+use super::{Float, conv3x3_direct};
 
 /// Output positions per tile: of 96, 128, 256 and 512, 128 was fastest on the shapes that
 /// `trainer/examples/conv_speed.rs` times (a 32×32 model's layers, batch 16), and its im2col
@@ -273,9 +273,6 @@ fn convolve<T: Float>(
     c_out: usize,
     s: &Conv3x3Shape,
 ) -> Vec<T> {
-    if let Some(y) = T::conv3x3_direct(x, weight, scale, c_in, c_out, s) {
-        return y;
-    }
     let tiling = Tiling::new(s);
     let direct = tiling.tiles_within_images();
     let len_out = c_out * tiling.positions;
@@ -339,15 +336,58 @@ fn check_lengths<T>(input: &[T], input_channels: usize, weight: &[T], s: &Conv3x
     assert_eq!(weight.len(), s.c_out * s.c_in * 9, "conv3x3: weight length");
 }
 
+/// Which kernels compute a convolution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    /// The direct AVX-512 kernels ([`conv3x3_direct`]) where they run, im2col elsewhere: what the
+    /// model uses.
+    Fastest,
+    /// im2col tiles and `gemm` only, as without AVX-512 (to compare the two).
+    Im2col,
+}
+
+/// [`convolve`], through the direct kernel where `method` allows it and it runs.
+fn convolve_by<T: Float>(
+    method: Method,
+    x: &[T],
+    weight: &[T],
+    scale: T,
+    (c_in, c_out): (usize, usize),
+    s: &Conv3x3Shape,
+) -> Vec<T> {
+    let direct = (method == Method::Fastest)
+        .then(|| T::as_f32(x).zip(T::as_f32(weight)))
+        .flatten()
+        .and_then(|(x, w)| conv3x3_direct::conv3x3(x, w, scale.to_f32(), c_in, c_out, s))
+        .and_then(T::from_f32);
+    direct.unwrap_or_else(|| convolve(x, weight, scale, c_in, c_out, s))
+}
+
 /// `y = conv(x, w·scale)`: `x` `[B, C_in, H, W]`, `w` `[C_out, C_in, 3, 3]` → `[B, C_out, H, W]`.
 pub fn conv3x3<T: Float>(x: &[T], w: &[T], scale: T, s: Conv3x3Shape) -> Vec<T> {
+    conv3x3_by(Method::Fastest, x, w, scale, s)
+}
+
+/// [`conv3x3`] by the given kernels.
+pub fn conv3x3_by<T: Float>(method: Method, x: &[T], w: &[T], scale: T, s: Conv3x3Shape) -> Vec<T> {
     check_lengths(x, s.c_in, w, &s);
-    convolve(x, w, scale, s.c_in, s.c_out, &s)
+    convolve_by(method, x, w, scale, (s.c_in, s.c_out), &s)
 }
 
 /// The input gradient of [`conv3x3`] (a transposed convolution with the scaled weight): `g` `[B, C_out, H, W]`,
 /// `w` `[C_out, C_in, 3, 3]` → `[B, C_in, H, W]`.
 pub fn conv3x3_transpose<T: Float>(g_out: &[T], w: &[T], scale: T, s: Conv3x3Shape) -> Vec<T> {
+    conv3x3_transpose_by(Method::Fastest, g_out, w, scale, s)
+}
+
+/// [`conv3x3_transpose`] by the given kernels.
+pub fn conv3x3_transpose_by<T: Float>(
+    method: Method,
+    g_out: &[T],
+    w: &[T],
+    scale: T,
+    s: Conv3x3Shape,
+) -> Vec<T> {
     check_lengths(g_out, s.c_out, w, &s);
     // Flip the taps and swap the channel axes: [C_in, C_out, 3, 3].
     let mut flipped = vec![T::default(); w.len()];
@@ -362,12 +402,23 @@ pub fn conv3x3_transpose<T: Float>(g_out: &[T], w: &[T], scale: T, s: Conv3x3Sha
                 }
             }
         });
-    convolve(g_out, &flipped, scale, s.c_out, s.c_in, &s)
+    convolve_by(method, g_out, &flipped, scale, (s.c_out, s.c_in), &s)
 }
 
 /// The gradient of [`conv3x3`] with respect to `w` (`scale` times that with respect to the scaled
 /// weight): `x` `[B, C_in, H, W]`, `g` `[B, C_out, H, W]` → `[C_out, C_in, 3, 3]`.
 pub fn conv3x3_weight_grad<T: Float>(x: &[T], g_out: &[T], scale: T, s: Conv3x3Shape) -> Vec<T> {
+    conv3x3_weight_grad_by(Method::Fastest, x, g_out, scale, s)
+}
+
+/// [`conv3x3_weight_grad`] by the given kernels.
+pub fn conv3x3_weight_grad_by<T: Float>(
+    method: Method,
+    x: &[T],
+    g_out: &[T],
+    scale: T,
+    s: Conv3x3Shape,
+) -> Vec<T> {
     assert_eq!(
         x.len(),
         s.batch * s.c_in * s.height * s.width,
@@ -378,6 +429,14 @@ pub fn conv3x3_weight_grad<T: Float>(x: &[T], g_out: &[T], scale: T, s: Conv3x3S
         s.batch * s.c_out * s.height * s.width,
         "conv3x3: gradient length"
     );
+    let direct = (method == Method::Fastest)
+        .then(|| T::as_f32(x).zip(T::as_f32(g_out)))
+        .flatten()
+        .and_then(|(x, g)| conv3x3_direct::conv3x3_weight_grad(x, g, scale.to_f32(), &s))
+        .and_then(T::from_f32);
+    if let Some(dw) = direct {
+        return dw;
+    }
     let tiling = Tiling::new(&s);
     let direct = tiling.tiles_within_images();
     // [C_out, B·H·W] when tiles cross images; the gradient itself otherwise.

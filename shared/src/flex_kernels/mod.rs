@@ -6,8 +6,8 @@
 //!   products ([`conv3x3_kernels`]). Flex lowers a convolution's weight gradient to a
 //!   convolution with an H×W kernel and ran these layers at a third to a half of PyTorch's speed
 //!   on the same CPU (`bench/conv.sh`). In WebAssembly the forward convolution is Winograd's
-//!   F(2×2, 3×3) instead ([`conv3x3_winograd`]); on CPUs with AVX-512, images 16 wide and up
-//!   skip im2col ([`conv3x3_direct`]).
+//!   F(2×2, 3×3) instead ([`conv3x3_winograd`]); on CPUs with AVX-512 all three skip im2col
+//!   ([`conv3x3_direct`]).
 //! - [`lrelu`]: the leaky ReLU and its input gradient as one branch-free, parallel pass
 //!   (flex's `mask_where` is a serial loop with a data-dependent branch).
 //! - [`pixel_norm`]: pixelwise feature normalisation and its gradient, one pass each.
@@ -59,20 +59,17 @@ pub trait Float:
     /// working block costs no allocation, zero fill or fresh pages per call. Its contents on
     /// entry are whatever the last user left: `f` must write before it reads.
     fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [Self]) -> R) -> R;
-    /// [`conv3x3_direct::conv3x3`] in this type, where it runs (f32 only): `None` sends the
-    /// convolution through the im2col kernels.
-    fn conv3x3_direct(
-        x: &[Self],
-        w: &[Self],
-        scale: Self,
-        c_in: usize,
-        c_out: usize,
-        s: &conv3x3_kernels::Conv3x3Shape,
-    ) -> Option<Vec<Self>>;
+    /// This value rounded to f32.
+    fn to_f32(self) -> f32;
+    /// `values` as f32, if this type is f32: the kernels that exist in f32 only
+    /// ([`conv3x3_direct`]) are reached through it.
+    fn as_f32(values: &[Self]) -> Option<&[f32]>;
+    /// f32 values as this type, if it is f32.
+    fn from_f32(values: Vec<f32>) -> Option<Vec<Self>>;
 }
 
 macro_rules! impl_float {
-    ($t:ty, $direct:expr) => {
+    ($t:ty, $as_f32:expr, $from_f32:expr) => {
         impl Float for $t {
             const ONE: Self = 1.0;
             fn from_f64(v: f64) -> Self {
@@ -97,28 +94,20 @@ macro_rules! impl_float {
                 SCRATCH.set(buffer);
                 result
             }
-            fn conv3x3_direct(
-                x: &[Self],
-                w: &[Self],
-                scale: Self,
-                c_in: usize,
-                c_out: usize,
-                s: &conv3x3_kernels::Conv3x3Shape,
-            ) -> Option<Vec<Self>> {
-                $direct(x, w, scale, c_in, c_out, s)
+            fn to_f32(self) -> f32 {
+                self as f32
+            }
+            fn as_f32(values: &[Self]) -> Option<&[f32]> {
+                $as_f32(values)
+            }
+            fn from_f32(values: Vec<f32>) -> Option<Vec<Self>> {
+                $from_f32(values)
             }
         }
     };
 }
-impl_float!(f32, conv3x3_direct::conv3x3);
-impl_float!(f64, |_: &[f64],
-                  _: &[f64],
-                  _: f64,
-                  _: usize,
-                  _: usize,
-                  _: &conv3x3_kernels::Conv3x3Shape| {
-    None
-});
+impl_float!(f32, Some, Some);
+impl_float!(f64, |_| None, |_| None);
 
 /// A vector of `len` values written on rayon's threads, chunk by chunk: `fill(i, chunk)` writes
 /// chunk `i` (values `i·chunk_len..`, the last chunk possibly shorter), which the same thread has
