@@ -134,6 +134,7 @@ mod avx512 {
     use rayon::prelude::*;
 
     use super::super::conv3x3_kernels::{Conv3x3Shape, SendPtr, thread_ranges};
+    use super::super::par_vec;
     use super::{LANES, ROWS, VECTORS};
 
     /// Where one unit's vectors read each tap — the offset in the input of channel 0 of the
@@ -377,19 +378,13 @@ mod avx512 {
                 dwt
             })
             .collect();
-        let mut total = partials.into_iter();
-        let mut dwt = total.next().unwrap_or_else(|| vec![0.0; pairs * c_out]);
-        for part in total {
-            dwt.iter_mut().zip(&part).for_each(|(a, b)| *a += *b);
-        }
-        // [C·9, O] → [O, C·9], scaled.
-        let mut dw = vec![0.0f32; c_out * pairs];
-        dw.par_chunks_mut(pairs).enumerate().for_each(|(o, row)| {
+        // dw[o, c·9 + k] = scale · Σ_threads dwᵀ[c·9 + k, o]: the sum and the transpose in one
+        // pass, a row of output channels per task.
+        par_vec(c_out * pairs, pairs, |o, row| {
             for (j, v) in row.iter_mut().enumerate() {
-                *v = dwt[j * c_out + o] * scale;
+                *v = partials.iter().map(|dwt| dwt[j * c_out + o]).sum::<f32>() * scale;
             }
-        });
-        dw
+        })
     }
 
     /// One pass of the weight gradient over a chunk: `V` vectors of output channels by `P`
@@ -470,7 +465,7 @@ mod tests {
     use super::*;
     use crate::rng::SplitMix64;
 
-    /// The convolution by its definition, in f64.
+    /// The convolution by its definition, in f64, with `c_in` and `c_out` as given.
     fn naive(
         x: &[f32],
         w: &[f32],
@@ -479,31 +474,10 @@ mod tests {
         c_out: usize,
         s: &Conv3x3Shape,
     ) -> Vec<f64> {
-        let (h, wd) = (s.height as isize, s.width as isize);
-        let mut y = vec![0.0; s.batch * c_out * s.height * s.width];
-        for b in 0..s.batch {
-            for o in 0..c_out {
-                for oy in 0..h {
-                    for ox in 0..wd {
-                        let mut sum = 0.0;
-                        for c in 0..c_in {
-                            for k in 0..9 {
-                                let (iy, ix) = (oy + k / 3 - 1, ox + k % 3 - 1);
-                                if iy < 0 || ix < 0 || iy >= h || ix >= wd {
-                                    continue;
-                                }
-                                let xi = ((b * c_in + c) as isize * h + iy) * wd + ix;
-                                sum += f64::from(x[xi as usize])
-                                    * f64::from(w[(o * c_in + c) * 9 + k as usize]);
-                            }
-                        }
-                        y[((b * c_out + o) as isize * h * wd + oy * wd + ox) as usize] =
-                            sum * scale;
-                    }
-                }
-            }
-        }
-        y
+        let wide = |v: &[f32]| v.iter().map(|v| f64::from(*v)).collect::<Vec<_>>();
+        let s = Conv3x3Shape { c_in, c_out, ..*s };
+        let y = super::super::conv3x3_kernels::tests::naive(&wide(x), &wide(w), s);
+        y.into_iter().map(|y| y * scale).collect()
     }
 
     /// Shapes the kernel takes: every row remainder of [`ROWS`] (1…6 channels left over),

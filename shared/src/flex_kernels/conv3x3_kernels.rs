@@ -505,11 +505,12 @@ pub fn conv3x3_weight_grad_by<T: Float>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::rng::SplitMix64;
 
-    fn naive(x: &[f64], w: &[f64], s: Conv3x3Shape) -> Vec<f64> {
+    /// The convolution by its definition.
+    pub(in crate::flex_kernels) fn naive(x: &[f64], w: &[f64], s: Conv3x3Shape) -> Vec<f64> {
         let (h, wd) = (s.height as isize, s.width as isize);
         let mut y = vec![0.0; s.batch * s.c_out * s.height * s.width];
         for b in 0..s.batch {
