@@ -1,7 +1,9 @@
 //! The 3×3 convolutions of a 32×32 PGGAN training step on Burn's flex CPU backend: forward, and
 //! forward + backward (input and weight gradients), in ms and GFLOP/s, through Burn's own
 //! `conv2d` and through the model crate's `conv3x3` (the kernels the trainer uses); then each
-//! of the model crate's kernels by itself, im2col beside direct.
+//! of the model crate's kernels by itself, im2col beside the direct ones (GFLOP/s always counts
+//! all nine taps, so a kernel that skips the taps outside the image can show more than the CPU's
+//! peak).
 //! `bench/conv.sh` runs it beside the same measurement in PyTorch (`bench/conv_twin.py`).
 use std::time::Instant;
 
@@ -44,6 +46,25 @@ fn time_ms(mut f: impl FnMut()) -> f64 {
 }
 
 fn main() {
+    // `conv_speed 8`: only the kernel table, only its shapes of at most 8×8.
+    let only_up_to: Option<usize> = match std::env::args().nth(1) {
+        None => None,
+        Some(arg) => match arg.parse() {
+            Ok(resolution) => Some(resolution),
+            Err(_) => {
+                eprintln!("conv_speed: {arg:?} is not a resolution (usage: conv_speed [RES])");
+                std::process::exit(2);
+            }
+        },
+    };
+    if only_up_to.is_none() {
+        burn_beside_pggan();
+    }
+    kernels_by_method(only_up_to.unwrap_or(usize::MAX));
+}
+
+/// Burn's `conv2d` beside the model crate's `conv3x3`, forward and forward + backward.
+fn burn_beside_pggan() {
     let device = Device::flex().autodiff();
     let options = || ConvOptions::new([1, 1], [1, 1], [1, 1], 1);
     println!(
@@ -96,22 +117,24 @@ fn main() {
         }
         println!("{line}");
     }
+}
+
+/// Each of the model crate's kernels by itself, on shapes of at most `max_resolution`.
+fn kernels_by_method(max_resolution: usize) {
     // The kernels on plain slices: im2col with a general matrix product, the direct AVX-512
-    // kernels (where the CPU has AVX-512), and Winograd's F(2×2, 3×3) (forward only, the page's);
-    // the training shapes and the page's generator (batch 1). Each pair is timed alternately,
-    // three rounds, and the best round kept, so the machine's drift favours neither side.
+    // kernels with positions in the lanes and (4×4 and 8×8, batches of 16) with images in the
+    // lanes (where the CPU has AVX-512), and Winograd's F(2×2, 3×3) (forward only, the page's);
+    // the training shapes and the page's generator (batch 1). The kernels of a cell are timed
+    // alternately, three rounds, and the best round of each kept, so the machine's drift
+    // favours none of them.
     let direct = conv3x3_direct::available();
     println!(
-        "{:>28}  {:>24}  {:>24}  {:>24}  {:>9}",
-        "kernel [batch, in→out, res]",
-        "forward im2col / direct",
-        "input grad im2col / dir.",
-        "weight grad im2col / dir.",
-        "Winograd"
+        "{:>28}  {:>20}  {:>20}  {:>16}  {:>9}",
+        "kernel [batch, in→out, res]", "forward", "input gradient", "weight gradient", "Winograd"
     );
     println!(
-        "{:>28}  {:>24}  {:>24}  {:>24}  {:>9}",
-        "GFLOP/s", "", "", "", ""
+        "{:>28}  {:>20}  {:>20}  {:>16}  {:>9}",
+        "GFLOP/s", "im2col / pos. / all", "im2col / pos. / all", "im2col / direct", ""
     );
     let page = [
         [1, 128, 128, 32],
@@ -119,15 +142,20 @@ fn main() {
         [1, 64, 32, 128],
         [1, 32, 32, 128],
     ];
-    let best_of = |a: &dyn Fn(), b: &dyn Fn()| {
-        let (mut best_a, mut best_b) = (f64::MAX, f64::MAX);
+    let best_of = |runs: &[&dyn Fn()]| {
+        let mut best = vec![f64::MAX; runs.len()];
         for _ in 0..3 {
-            best_a = best_a.min(time_ms(a));
-            best_b = best_b.min(time_ms(b));
+            for (best, run) in best.iter_mut().zip(runs) {
+                *best = best.min(time_ms(run));
+            }
         }
-        (best_a, best_b)
+        best
     };
-    for [b, c, o, r] in SHAPES.into_iter().chain(RUN_128).chain(page) {
+    let small = [[16, 256, 256, 4], [32, 256, 256, 8]];
+    for [b, c, o, r] in SHAPES.into_iter().chain(small).chain(RUN_128).chain(page) {
+        if r > max_resolution {
+            continue;
+        }
         let s = Conv3x3Shape {
             batch: b,
             c_in: c,
@@ -139,70 +167,34 @@ fn main() {
         let x = rng.normals_f32(b * c * r * r);
         let w = rng.normals_f32(o * c * 9);
         let g = rng.normals_f32(b * o * r * r);
+        let (x, w, g) = (&x, &w, &g);
         let gflop = 2.0 * (b * o * c * 9 * r * r) as f64 / 1e9;
-        let rate = |(im2col, direct): (f64, f64)| {
-            format!(
-                "{:>11.0} / {:>10.0}",
-                gflop / im2col * 1e3,
-                gflop / direct * 1e3
-            )
+        let rates = |ms: Vec<f64>| {
+            ms.iter()
+                .map(|ms| format!("{:.0}", gflop / ms * 1e3))
+                .collect::<Vec<_>>()
+                .join(" / ")
         };
-        let forward = best_of(
-            &|| drop(kernels::conv3x3_by(Method::Im2col, &x, &w, 1.0, s)),
-            &|| drop(kernels::conv3x3_by(Method::Fastest, &x, &w, 1.0, s)),
-        );
-        let input_grad = best_of(
-            &|| {
-                drop(kernels::conv3x3_transpose_by(
-                    Method::Im2col,
-                    &g,
-                    &w,
-                    1.0,
-                    s,
-                ))
-            },
-            &|| {
-                drop(kernels::conv3x3_transpose_by(
-                    Method::Fastest,
-                    &g,
-                    &w,
-                    1.0,
-                    s,
-                ))
-            },
-        );
-        let weight_grad = best_of(
-            &|| {
-                drop(kernels::conv3x3_weight_grad_by(
-                    Method::Im2col,
-                    &x,
-                    &g,
-                    1.0,
-                    s,
-                ))
-            },
-            &|| {
-                drop(kernels::conv3x3_weight_grad_by(
-                    Method::Fastest,
-                    &x,
-                    &g,
-                    1.0,
-                    s,
-                ))
-            },
-        );
-        let winograd = time_ms(|| drop(conv3x3_winograd::conv3x3(&x, &w, 1.0, s)));
+        const ALL: [Method; 3] = [Method::Im2col, Method::PositionLanes, Method::Fastest];
+        let forward = ALL.map(|m| move || drop(kernels::conv3x3_by(m, x, w, 1.0, s)));
+        let input_grad = ALL.map(|m| move || drop(kernels::conv3x3_transpose_by(m, g, w, 1.0, s)));
+        let weight_grad = [Method::Im2col, Method::Fastest]
+            .map(|m| move || drop(kernels::conv3x3_weight_grad_by(m, x, g, 1.0, s)));
+        let forward = best_of(&forward.each_ref().map(|f| f as &dyn Fn()));
+        let input_grad = best_of(&input_grad.each_ref().map(|f| f as &dyn Fn()));
+        let weight_grad = best_of(&weight_grad.each_ref().map(|f| f as &dyn Fn()));
+        let winograd = time_ms(|| drop(conv3x3_winograd::conv3x3(x, w, 1.0, s)));
         println!(
-            "{:>28}  {}  {}  {}  {:>9.0}",
+            "{:>28}  {:>20}  {:>20}  {:>16}  {:>9.0}",
             format!("[{b}, {c}→{o}, {r}×{r}]"),
-            rate(forward),
-            rate(input_grad),
-            rate(weight_grad),
+            rates(forward),
+            rates(input_grad),
+            rates(weight_grad),
             gflop / winograd * 1e3
         );
     }
     if !direct {
-        println!("(no AVX-512 here, or a build without it: both columns of a pair are im2col)");
+        println!("(no AVX-512 here, or a build without it: every column of a cell is im2col)");
     }
     // The matrix product under it, for scale.
     let plain = Device::flex();

@@ -15,7 +15,7 @@
 
 use rayon::prelude::*;
 
-use super::{Float, conv3x3_direct};
+use super::{Float, conv3x3_batch_lanes, conv3x3_direct};
 
 /// Output positions per tile: of 96, 128, 256 and 512, 128 was fastest on the shapes that
 /// `trainer/examples/conv_speed.rs` times (a 32×32 model's layers, batch 16), and its im2col
@@ -339,14 +339,18 @@ fn check_lengths<T>(input: &[T], input_channels: usize, weight: &[T], s: &Conv3x
 /// Which kernels compute a convolution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Method {
-    /// The direct AVX-512 kernels ([`conv3x3_direct`]) where they run, im2col elsewhere: what the
-    /// model uses.
+    /// The fastest kernel that takes the shape: the batch-lane kernel ([`conv3x3_batch_lanes`])
+    /// for 4×4 and 8×8 images, the position-lane direct kernels ([`conv3x3_direct`]) for the
+    /// rest, both AVX-512 only, and im2col elsewhere: what the model uses.
     Fastest,
+    /// The position-lane direct kernels where they run, im2col elsewhere: [`Method::Fastest`]
+    /// without the batch-lane kernel (to compare the two).
+    PositionLanes,
     /// im2col tiles and `gemm` only, as without AVX-512 (to compare the two).
     Im2col,
 }
 
-/// [`convolve`], through the direct kernel where `method` allows it and it runs.
+/// [`convolve`], through a direct kernel where `method` allows it and one runs.
 fn convolve_by<T: Float>(
     method: Method,
     x: &[T],
@@ -355,10 +359,16 @@ fn convolve_by<T: Float>(
     (c_in, c_out): (usize, usize),
     s: &Conv3x3Shape,
 ) -> Vec<T> {
-    let direct = (method == Method::Fastest)
+    let direct = (method != Method::Im2col)
         .then(|| T::as_f32(x).zip(T::as_f32(weight)))
         .flatten()
-        .and_then(|(x, w)| conv3x3_direct::conv3x3(x, w, scale.to_f32(), c_in, c_out, s))
+        .and_then(|(x, w)| {
+            let scale = scale.to_f32();
+            (method == Method::Fastest)
+                .then(|| conv3x3_batch_lanes::conv3x3(x, w, scale, c_in, c_out, s))
+                .flatten()
+                .or_else(|| conv3x3_direct::conv3x3(x, w, scale, c_in, c_out, s))
+        })
         .and_then(T::from_f32);
     direct.unwrap_or_else(|| convolve(x, weight, scale, c_in, c_out, s))
 }
@@ -389,6 +399,14 @@ pub fn conv3x3_transpose_by<T: Float>(
     s: Conv3x3Shape,
 ) -> Vec<T> {
     check_lengths(g_out, s.c_out, w, &s);
+    let direct = (method == Method::Fastest)
+        .then(|| T::as_f32(g_out).zip(T::as_f32(w)))
+        .flatten()
+        .and_then(|(g, w)| conv3x3_batch_lanes::conv3x3_transpose(g, w, scale.to_f32(), &s))
+        .and_then(T::from_f32);
+    if let Some(dx) = direct {
+        return dx;
+    }
     // Flip the taps and swap the channel axes: [C_in, C_out, 3, 3].
     let mut flipped = vec![T::default(); w.len()];
     flipped
@@ -429,7 +447,7 @@ pub fn conv3x3_weight_grad_by<T: Float>(
         s.batch * s.c_out * s.height * s.width,
         "conv3x3: gradient length"
     );
-    let direct = (method == Method::Fastest)
+    let direct = (method != Method::Im2col)
         .then(|| T::as_f32(x).zip(T::as_f32(g_out)))
         .flatten()
         .and_then(|(x, g)| conv3x3_direct::conv3x3_weight_grad(x, g, scale.to_f32(), &s))

@@ -19,6 +19,7 @@
 //! operations, so the model gives the same results everywhere.
 
 pub mod conv3x3;
+pub mod conv3x3_batch_lanes;
 pub mod conv3x3_direct;
 pub mod conv3x3_kernels;
 pub mod conv3x3_winograd;
