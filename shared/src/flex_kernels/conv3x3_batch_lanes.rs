@@ -5,7 +5,8 @@
 //! two rows of an 8×8 one, so no tap is wholly outside a vector's image and every tap is
 //! multiplied, zeros included: 144 products per output channel and input channel of a 4×4
 //! image where only 100 are inside it, 576 where 484 are at 8×8. oneDNN's convolution (the
-//! PyTorch twin's) skips them, and at 4×4 and 8×8 that is the gap between the two.
+//! PyTorch twin's) does not multiply them: timed by itself at 4×4 it does more "products" per
+//! second than the CPU's peak (docs/performance.md), and that was the twin's lead at 8×8.
 //!
 //! Here the lanes hold 16 images of the batch at one position, so each position reads only its
 //! in-image taps. Positions are grouped by which taps they have (a corner, an edge, the
@@ -33,7 +34,8 @@ const OUT_CHANNELS: usize = 8;
 const POSITIONS: usize = 3;
 
 /// The largest image (in positions) the kernel takes: 8×8. From 16×16 up the taps outside the
-/// image are under a tenth of the products, and the position-lane kernel is the faster.
+/// image are under a tenth of the products, and the position-lane kernel was the faster at
+/// 16×16 (`conv_speed 16`, three runs: 204–222 against 175–205 GFLOP/s forward).
 const MAX_PLANE: usize = 64;
 
 /// Whether [`conv3x3`] takes this shape (its CPU check aside): images of at most
@@ -46,8 +48,8 @@ pub fn fits(c_out: usize, s: &Conv3x3Shape) -> bool {
 
 /// `conv(x, w·scale)` with padding 1, `x` `[B, C_in, H, W]` and `w` `[C_out, C_in, 3, 3]` →
 /// `[B, C_out, H, W]`; `None` where the kernel does not run (no AVX-512 in the CPU or the build,
-/// or a shape [`fits`] refuses). `c_in` and `c_out` are given apart from the shape because the
-/// input gradient runs through this function with the two swapped.
+/// or a shape [`fits`] refuses). `c_in` and `c_out` are given apart from the shape, as
+/// [`super::conv3x3_direct::conv3x3`] takes them.
 pub fn conv3x3(
     x: &[f32],
     w: &[f32],
