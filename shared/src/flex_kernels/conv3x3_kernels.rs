@@ -359,18 +359,29 @@ fn convolve_by<T: Float>(
     (c_in, c_out): (usize, usize),
     s: &Conv3x3Shape,
 ) -> Vec<T> {
-    let direct = (method != Method::Im2col)
-        .then(|| T::as_f32(x).zip(T::as_f32(weight)))
-        .flatten()
-        .and_then(|(x, w)| {
-            let scale = scale.to_f32();
-            (method == Method::Fastest)
-                .then(|| conv3x3_batch_lanes::conv3x3(x, w, scale, c_in, c_out, s))
-                .flatten()
-                .or_else(|| conv3x3_direct::conv3x3(x, w, scale, c_in, c_out, s))
-        })
-        .and_then(T::from_f32);
+    let direct = on_f32(method != Method::Im2col, x, weight, scale, |x, w, scale| {
+        (method == Method::Fastest)
+            .then(|| conv3x3_batch_lanes::conv3x3(x, w, scale, c_in, c_out, s))
+            .flatten()
+            .or_else(|| conv3x3_direct::conv3x3(x, w, scale, c_in, c_out, s))
+    });
     direct.unwrap_or_else(|| convolve(x, weight, scale, c_in, c_out, s))
+}
+
+/// `kernel(a, b, scale)` where `allowed` and `T` is `f32` (the direct kernels' type), its result
+/// as `T`; `None` otherwise or where the kernel does not run.
+fn on_f32<T: Float>(
+    allowed: bool,
+    a: &[T],
+    b: &[T],
+    scale: T,
+    kernel: impl FnOnce(&[f32], &[f32], f32) -> Option<Vec<f32>>,
+) -> Option<Vec<T>> {
+    allowed
+        .then(|| T::as_f32(a).zip(T::as_f32(b)))
+        .flatten()
+        .and_then(|(a, b)| kernel(a, b, scale.to_f32()))
+        .and_then(T::from_f32)
 }
 
 /// `y = conv(x, w·scale)`: `x` `[B, C_in, H, W]`, `w` `[C_out, C_in, 3, 3]` → `[B, C_out, H, W]`.
@@ -399,11 +410,9 @@ pub fn conv3x3_transpose_by<T: Float>(
     s: Conv3x3Shape,
 ) -> Vec<T> {
     check_lengths(g_out, s.c_out, w, &s);
-    let direct = (method == Method::Fastest)
-        .then(|| T::as_f32(g_out).zip(T::as_f32(w)))
-        .flatten()
-        .and_then(|(g, w)| conv3x3_batch_lanes::conv3x3_transpose(g, w, scale.to_f32(), &s))
-        .and_then(T::from_f32);
+    let direct = on_f32(method == Method::Fastest, g_out, w, scale, |g, w, scale| {
+        conv3x3_batch_lanes::conv3x3_transpose(g, w, scale, &s)
+    });
     if let Some(dx) = direct {
         return dx;
     }
@@ -447,11 +456,9 @@ pub fn conv3x3_weight_grad_by<T: Float>(
         s.batch * s.c_out * s.height * s.width,
         "conv3x3: gradient length"
     );
-    let direct = (method != Method::Im2col)
-        .then(|| T::as_f32(x).zip(T::as_f32(g_out)))
-        .flatten()
-        .and_then(|(x, g)| conv3x3_direct::conv3x3_weight_grad(x, g, scale.to_f32(), &s))
-        .and_then(T::from_f32);
+    let direct = on_f32(method != Method::Im2col, x, g_out, scale, |x, g, scale| {
+        conv3x3_direct::conv3x3_weight_grad(x, g, scale, &s)
+    });
     if let Some(dw) = direct {
         return dw;
     }
