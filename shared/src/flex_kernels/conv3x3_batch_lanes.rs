@@ -18,7 +18,7 @@
 //!
 //! Only with AVX-512 (checked at run time) in builds with the `avx512` feature, for batches of
 //! whole vectors (a multiple of 16 images) and output channels in whole blocks; elsewhere
-//! [`conv3x3`] returns `None`.
+//! [`conv3x3`] and [`conv3x3_transpose`] return `None`.
 
 use super::conv3x3_kernels::Conv3x3Shape;
 
@@ -369,7 +369,7 @@ mod avx512 {
         }
     }
 
-    // `POSITIONS` bounds the match in `conv3x3`.
+    // `POSITIONS` bounds the match in `convolve`.
     const _: () = assert!(POSITIONS == 3);
 }
 
