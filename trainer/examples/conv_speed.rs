@@ -35,6 +35,15 @@ const RUN_128: [[usize; 4]; 4] = [
     [16, 32, 32, 128],
 ];
 
+/// The trainer's allocator, set as in `pggan` (`trainer/src/main.rs`): the system allocator hands
+/// the 32 MB buffers of a 128×128 batch back to the OS and faults them in again on every call,
+/// which took a third of these kernels' time there.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// `mi_option_purge_delay` in mimalloc's `mi_option_e`, as in `trainer/src/main.rs`.
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
 /// Mean milliseconds of `f` over `REPS` runs after one warm-up.
 fn time_ms(mut f: impl FnMut()) -> f64 {
     f();
@@ -46,6 +55,8 @@ fn time_ms(mut f: impl FnMut()) -> f64 {
 }
 
 fn main() {
+    // SAFETY: sets a plain option before any other thread exists (as `pggan` does).
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
     // `conv_speed 8`: only the kernel table, only its shapes of at most 8×8.
     let only_up_to: Option<usize> = match std::env::args().nth(1) {
         None => None,
