@@ -1,6 +1,6 @@
-//! The 3×3 "same" convolution and its weight gradient computed straight from the `[B, C, H, W]`
-//! input with AVX-512: no im2col block and no packing ([`conv3x3_weight_grad`] describes the
-//! weight gradient's kernel).
+//! The 3×3 "same" convolution (and, through it, its transpose) computed straight from the
+//! `[B, C, H, W]` input with AVX-512: no im2col block and no packing. The weight gradient's
+//! direct kernels are in [`super::conv3x3_direct_weight_grad`].
 //!
 //! The batch's positions, image by image in raster order, are cut into vectors of 16 (a quarter
 //! row at 64×64, two rows at 8×8, a whole image at 4×4), and [`VECTORS`] consecutive vectors make
@@ -13,8 +13,8 @@
 //! (`perf` on the run: im2col and its copies 11%, `gemm`'s packing 8%).
 //!
 //! Only where the CPU has AVX-512 (checked at run time) and the build has AVX-512 kernels (the
-//! trainer's `avx512` feature, on by default); elsewhere both functions return `None` and the
-//! im2col kernels run, so a build without it measures an AVX2 machine as before.
+//! trainer's `avx512` feature, on by default); elsewhere [`conv3x3`] returns `None` and the im2col
+//! kernels run, so a build without it measures an AVX2 machine as before.
 
 use super::conv3x3_kernels::Conv3x3Shape;
 
@@ -28,9 +28,6 @@ const VECTORS: usize = 4;
 /// hold accumulators.
 #[cfg_attr(not(all(target_arch = "x86_64", feature = "avx512")), allow(dead_code))]
 const ROWS: usize = 6;
-
-/// The narrowest images [`conv3x3_weight_grad`] takes.
-const MIN_WEIGHT_GRAD_WIDTH: usize = 16;
 
 /// Whether [`conv3x3`] takes this shape: images of whole vectors, a batch of whole units.
 pub fn fits(s: &Conv3x3Shape) -> bool {
@@ -82,59 +79,16 @@ pub fn conv3x3(
     }
 }
 
-/// The gradient of [`conv3x3`] with respect to its weight (`scale` times that with respect to the
-/// scaled weight): `x` `[B, C_in, H, W]`, `g` `[B, C_out, H, W]` → `[C_out, C_in, 3, 3]`; `None`
-/// where the kernel does not run: no AVX-512, `C_out` not a multiple of 16, or images narrower
-/// than 16, where the im2col kernel is the faster (`trainer/examples/conv_speed.rs`: at 8×8 with
-/// 256 channels 109 GFLOP/s direct, 133 im2col; from 16×16 up direct is 1.1–1.8× as fast).
-///
-/// Each thread takes a few image rows at a time (a chunk), copies them with a zero border
-/// (`[C_in, rows + 2, W + 2]`) and the output gradient's rows transposed (`[positions, C_out]`),
-/// and accumulates `dwᵀ[c·9 + k, o] += Σ_p g[o, p] · x[c, p shifted by k]` with 16 output channels
-/// to a vector: 4 vectors of output channels by 6 `(c, k)` pairs, 24 accumulators, one
-/// broadcast input value per pair and position. No horizontal sums; the accumulators go back to
-/// the thread's `dwᵀ` once per chunk.
-pub fn conv3x3_weight_grad(x: &[f32], g: &[f32], scale: f32, s: &Conv3x3Shape) -> Option<Vec<f32>> {
-    if s.width < MIN_WEIGHT_GRAD_WIDTH {
-        return None;
-    }
-    weight_grad_any_width(x, g, scale, s)
-}
-
-/// [`conv3x3_weight_grad`] also for narrow images (the kernel is right for every size).
-fn weight_grad_any_width(x: &[f32], g: &[f32], scale: f32, s: &Conv3x3Shape) -> Option<Vec<f32>> {
-    if !(available() && s.c_out.is_multiple_of(LANES)) {
-        return None;
-    }
-    let plane = s.height * s.width;
-    assert_eq!(x.len(), s.batch * s.c_in * plane, "conv3x3: input length");
-    assert_eq!(
-        g.len(),
-        s.batch * s.c_out * plane,
-        "conv3x3: gradient length"
-    );
-    #[cfg(all(target_arch = "x86_64", feature = "avx512"))]
-    {
-        Some(avx512::conv3x3_weight_grad(x, g, scale, s))
-    }
-    #[cfg(not(all(target_arch = "x86_64", feature = "avx512")))]
-    {
-        let _ = scale;
-        None
-    }
-}
-
 #[cfg(all(target_arch = "x86_64", feature = "avx512"))]
 mod avx512 {
     use core::arch::x86_64::{
-        __m512, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_maskz_loadu_ps, _mm512_mul_ps,
-        _mm512_set1_ps, _mm512_setzero_ps, _mm512_storeu_ps,
+        __m512, _mm512_fmadd_ps, _mm512_maskz_loadu_ps, _mm512_mul_ps, _mm512_set1_ps,
+        _mm512_setzero_ps, _mm512_storeu_ps,
     };
 
     use rayon::prelude::*;
 
     use super::super::conv3x3_kernels::{Conv3x3Shape, SendPtr, thread_ranges};
-    use super::super::par_vec;
     use super::{LANES, ROWS, VECTORS};
 
     /// Where one unit's vectors read each tap — the offset in the input of channel 0 of the
@@ -293,184 +247,6 @@ mod avx512 {
             }
         }
     }
-
-    /// Output-gradient positions per chunk: the chunk's transposed gradient
-    /// (`positions × C_out` floats) stays near 128 KB, within a core's L2 cache.
-    const CHUNK_FLOATS: usize = 32 * 1024;
-
-    /// `(c, k)` pairs per pass of [`pairs_block`].
-    const PAIRS: usize = 6;
-
-    /// Vectors of output channels per pass of [`pairs_block`].
-    const OUT_VECTORS: usize = 4;
-
-    pub(super) fn conv3x3_weight_grad(
-        x: &[f32],
-        g: &[f32],
-        scale: f32,
-        s: &Conv3x3Shape,
-    ) -> Vec<f32> {
-        let (c_in, c_out, width) = (s.c_in, s.c_out, s.width);
-        let plane = s.height * width;
-        let pairs = c_in * 9;
-        // Whole rows per chunk, at least one, at most the image.
-        let rows = (CHUNK_FLOATS / (c_out * width)).clamp(1, s.height);
-        let chunks_per_image = s.height.div_ceil(rows);
-        let padded_width = width + 2;
-        let padded_plane = (rows + 2) * padded_width;
-        let partials: Vec<Vec<f32>> = thread_ranges(s.batch * chunks_per_image)
-            .into_par_iter()
-            .map(|chunks| {
-                let mut dwt = vec![0.0f32; pairs * c_out]; // [C·9, O]
-                let mut gt = vec![0.0f32; rows * width * c_out]; // [positions, O]
-                let mut padded = vec![0.0f32; c_in * padded_plane]; // [C, rows + 2, W + 2]
-                for chunk in chunks {
-                    let (b, y0) = (chunk / chunks_per_image, (chunk % chunks_per_image) * rows);
-                    let chunk_rows = rows.min(s.height - y0);
-                    let positions = chunk_rows * width;
-                    let g_image = &g[b * c_out * plane..][..c_out * plane];
-                    for (o, g_row) in g_image.chunks_exact(plane).enumerate() {
-                        for (p, v) in g_row[y0 * width..][..positions].iter().enumerate() {
-                            gt[p * c_out + o] = *v;
-                        }
-                    }
-                    let x_image = &x[b * c_in * plane..][..c_in * plane];
-                    for (x_plane, pad) in x_image
-                        .chunks_exact(plane)
-                        .zip(padded.chunks_exact_mut(padded_plane))
-                    {
-                        for (r, pad_row) in pad.chunks_exact_mut(padded_width).enumerate() {
-                            let y = (y0 + r) as isize - 1;
-                            pad_row.fill(0.0);
-                            if r <= chunk_rows + 1 && y >= 0 && (y as usize) < s.height {
-                                pad_row[1..=width]
-                                    .copy_from_slice(&x_plane[y as usize * width..][..width]);
-                            }
-                        }
-                    }
-                    let mut pair = 0;
-                    while pair < pairs {
-                        let n = PAIRS.min(pairs - pair);
-                        debug_assert!(n == PAIRS || n == 3, "9·C pairs leave 0 or 3 over");
-                        // Where pair j reads the input of local position (0, 0).
-                        let starts: [usize; PAIRS] = core::array::from_fn(|i| {
-                            let (c, k) = ((pair + i.min(n - 1)) / 9, (pair + i.min(n - 1)) % 9);
-                            c * padded_plane + (k / 3) * padded_width + k % 3
-                        });
-                        let mut o = 0;
-                        while o < c_out {
-                            let vectors = OUT_VECTORS.min((c_out - o) / LANES);
-                            let block = Block {
-                                gt: &gt[o..],
-                                c_out,
-                                padded: &padded,
-                                starts,
-                                rows: chunk_rows,
-                                width,
-                                dwt: &mut dwt[pair * c_out + o..],
-                            };
-                            // SAFETY: the CPU has AVX-512 (`available`); the block's reads and
-                            // writes stay inside the slices it is given (see `pairs_block`).
-                            unsafe {
-                                match (vectors, n) {
-                                    (4, 6) => pairs_block::<4, 6>(block),
-                                    (3, 6) => pairs_block::<3, 6>(block),
-                                    (2, 6) => pairs_block::<2, 6>(block),
-                                    (1, 6) => pairs_block::<1, 6>(block),
-                                    (4, _) => pairs_block::<4, 3>(block),
-                                    (3, _) => pairs_block::<3, 3>(block),
-                                    (2, _) => pairs_block::<2, 3>(block),
-                                    _ => pairs_block::<1, 3>(block),
-                                }
-                            }
-                            o += vectors * LANES;
-                        }
-                        pair += n;
-                    }
-                }
-                dwt
-            })
-            .collect();
-        // dw[o, c·9 + k] = scale · Σ_threads dwᵀ[c·9 + k, o]: the sum and the transpose in one
-        // pass, a row of output channels per task.
-        par_vec(c_out * pairs, pairs, |o, row| {
-            for (j, v) in row.iter_mut().enumerate() {
-                *v = partials.iter().map(|dwt| dwt[j * c_out + o]).sum::<f32>() * scale;
-            }
-        })
-    }
-
-    /// One pass of the weight gradient over a chunk: `V` vectors of output channels by `P`
-    /// `(c, k)` pairs.
-    struct Block<'a> {
-        /// The chunk's transposed output gradient from the block's first output channel:
-        /// position p's values at `p · c_out`.
-        gt: &'a [f32],
-        c_out: usize,
-        /// The chunk's input with its zero border, `[C, rows + 2, W + 2]`.
-        padded: &'a [f32],
-        /// For each pair, the index in `padded` that local position (0, 0) reads.
-        starts: [usize; PAIRS],
-        rows: usize,
-        width: usize,
-        /// `dwᵀ` from the block's first pair and output channel: pair i's row at `i · c_out`.
-        dwt: &'a mut [f32],
-    }
-
-    /// `dwᵀ[pair i, o + 16v + lane] += Σ_p gt[p, o + 16v + lane] · padded[starts[i] + p's
-    /// offset]` for the block's `V · 16` output channels and first `P` pairs.
-    ///
-    /// # Safety
-    /// The CPU has AVX-512F. Every index reached is inside the block's slices: `gt` holds
-    /// `rows · width` positions of `c_out` values with `V · 16` from its start, `dwt` holds `P`
-    /// rows of `c_out` with `V · 16` from its start, and each `starts[i] + (rows + 1) · (width +
-    /// 2) + width + 1` lies inside `padded`.
-    #[target_feature(enable = "avx512f")]
-    unsafe fn pairs_block<const V: usize, const P: usize>(block: Block<'_>) {
-        let Block {
-            gt,
-            c_out,
-            padded,
-            starts,
-            rows,
-            width,
-            dwt,
-        } = block;
-        debug_assert!(gt.len() >= (rows * width - 1) * c_out + V * LANES);
-        debug_assert!(dwt.len() >= (P - 1) * c_out + V * LANES);
-        let mut acc = [[_mm512_setzero_ps(); P]; V];
-        for (v, acc) in acc.iter_mut().enumerate() {
-            for (i, acc) in acc.iter_mut().enumerate() {
-                // SAFETY: row i of `dwt`, lanes 16·v.. (the caller's guarantee).
-                *acc = unsafe { _mm512_loadu_ps(dwt.as_ptr().add(i * c_out + v * LANES)) };
-            }
-        }
-        let mut gp = gt.as_ptr();
-        for y in 0..rows {
-            let row = y * (width + 2);
-            for x in 0..width {
-                let mut gv = [_mm512_setzero_ps(); V];
-                for (v, gv) in gv.iter_mut().enumerate() {
-                    // SAFETY: position p's values for the block's channels (the caller's guarantee).
-                    *gv = unsafe { _mm512_loadu_ps(gp.add(v * LANES)) };
-                }
-                gp = gp.wrapping_add(c_out);
-                for i in 0..P {
-                    // SAFETY: inside `padded` (the caller's guarantee on `starts`).
-                    let xb = _mm512_set1_ps(unsafe { *padded.as_ptr().add(starts[i] + row + x) });
-                    for (acc, gv) in acc.iter_mut().zip(&gv) {
-                        acc[i] = _mm512_fmadd_ps(*gv, xb, acc[i]);
-                    }
-                }
-            }
-        }
-        for (v, acc) in acc.iter().enumerate() {
-            for (i, acc) in acc.iter().enumerate() {
-                // SAFETY: as the loads above.
-                unsafe { _mm512_storeu_ps(dwt.as_mut_ptr().add(i * c_out + v * LANES), *acc) };
-            }
-        }
-    }
 }
 
 #[cfg(test)]
@@ -581,122 +357,5 @@ mod tests {
                 assert!(worst < 1e-4, "{s:?} {c_in}→{c_out}: off by {worst}");
             }
         }
-    }
-
-    /// The weight gradient by its definition, in f64: `dw[o, c, k] = scale · Σ g[b, o, p] ·
-    /// x[b, c, p shifted by k]`.
-    fn naive_weight_grad(x: &[f32], g: &[f32], scale: f64, s: &Conv3x3Shape) -> Vec<f64> {
-        let (h, wd) = (s.height as isize, s.width as isize);
-        let mut dw = vec![0.0; s.c_out * s.c_in * 9];
-        for b in 0..s.batch {
-            for o in 0..s.c_out {
-                for c in 0..s.c_in {
-                    for k in 0..9isize {
-                        let mut sum = 0.0;
-                        for y in 0..h {
-                            for x0 in 0..wd {
-                                let (iy, ix) = (y + k / 3 - 1, x0 + k % 3 - 1);
-                                if iy < 0 || ix < 0 || iy >= h || ix >= wd {
-                                    continue;
-                                }
-                                let gi = ((b * s.c_out + o) as isize * h + y) * wd + x0;
-                                let xi = ((b * s.c_in + c) as isize * h + iy) * wd + ix;
-                                sum += f64::from(g[gi as usize]) * f64::from(x[xi as usize]);
-                            }
-                        }
-                        dw[(o * s.c_in + c) * 9 + k as usize] += sum * scale;
-                    }
-                }
-            }
-        }
-        dw
-    }
-
-    #[test]
-    fn weight_gradient_matches_the_definition_where_it_runs() {
-        // 16…80 output channels (one to four vectors, and four then one), an odd number of
-        // input channels (pairs left over), chunks of several rows, a last chunk cut short, images of
-        // one row and of one column.
-        let shapes = [
-            Conv3x3Shape {
-                batch: 2,
-                c_in: 3,
-                c_out: 16,
-                height: 8,
-                width: 8,
-            },
-            Conv3x3Shape {
-                batch: 1,
-                c_in: 2,
-                c_out: 32,
-                height: 5,
-                width: 7,
-            },
-            Conv3x3Shape {
-                batch: 3,
-                c_in: 4,
-                c_out: 48,
-                height: 4,
-                width: 4,
-            },
-            Conv3x3Shape {
-                batch: 1,
-                c_in: 1,
-                c_out: 80,
-                height: 3,
-                width: 130,
-            },
-            Conv3x3Shape {
-                batch: 2,
-                c_in: 2,
-                c_out: 16,
-                height: 1,
-                width: 9,
-            },
-            Conv3x3Shape {
-                batch: 1,
-                c_in: 3,
-                c_out: 64,
-                height: 6,
-                width: 1,
-            },
-            Conv3x3Shape {
-                batch: 1,
-                c_in: 2,
-                c_out: 16,
-                height: 300,
-                width: 16,
-            },
-        ];
-        let mut rng = SplitMix64::new(5);
-        for s in shapes {
-            let plane = s.height * s.width;
-            let x = rng.normals_f32(s.batch * s.c_in * plane);
-            let g = rng.normals_f32(s.batch * s.c_out * plane);
-            let dw = weight_grad_any_width(&x, &g, 0.5, &s);
-            let taken = conv3x3_weight_grad(&x, &g, 0.5, &s);
-            assert_eq!(taken.is_some(), dw.is_some() && s.width >= 16, "{s:?}");
-            assert_eq!(
-                dw.is_some(),
-                available(),
-                "{s:?}: runs exactly where AVX-512 is"
-            );
-            let Some(dw) = dw else { continue };
-            let want = naive_weight_grad(&x, &g, 0.5, &s);
-            let worst = dw
-                .iter()
-                .zip(&want)
-                .map(|(a, b)| (f64::from(*a) - b).abs())
-                .fold(0.0, f64::max);
-            assert!(worst < 1e-3, "{s:?}: off by {worst}");
-        }
-        let odd = Conv3x3Shape {
-            batch: 1,
-            c_in: 1,
-            c_out: 24,
-            height: 4,
-            width: 4,
-        };
-        assert!(weight_grad_any_width(&[0.0; 16], &[0.0; 24 * 16], 1.0, &odd).is_none());
     }
 }

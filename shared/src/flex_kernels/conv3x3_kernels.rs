@@ -15,7 +15,7 @@
 
 use rayon::prelude::*;
 
-use super::{Float, conv3x3_batch_lanes, conv3x3_direct};
+use super::{Float, conv3x3_batch_lanes, conv3x3_direct, conv3x3_direct_weight_grad};
 
 /// Output positions per tile: of 96, 128, 256 and 512, 128 was fastest on the shapes that
 /// `trainer/examples/conv_speed.rs` times (a 32×32 model's layers, batch 16), and its im2col
@@ -457,7 +457,7 @@ pub fn conv3x3_weight_grad_by<T: Float>(
         "conv3x3: gradient length"
     );
     let direct = on_f32(method != Method::Im2col, x, g_out, scale, |x, g, scale| {
-        conv3x3_direct::conv3x3_weight_grad(x, g, scale, &s)
+        conv3x3_direct_weight_grad::conv3x3_weight_grad(x, g, scale, &s)
     });
     if let Some(dw) = direct {
         return dw;

@@ -7,7 +7,8 @@
 //!   convolution with an H×W kernel and ran these layers at a third to a half of PyTorch's speed
 //!   on the same CPU (`bench/conv.sh`). In WebAssembly the forward convolution is Winograd's
 //!   F(2×2, 3×3) instead ([`conv3x3_winograd`]); on CPUs with AVX-512 all three skip im2col
-//!   ([`conv3x3_direct`]).
+//!   ([`conv3x3_direct`], [`conv3x3_direct_weight_grad`]), and with AVX2 the weight gradient
+//!   does.
 //! - [`lrelu`]: the leaky ReLU and its input gradient as one branch-free, parallel pass
 //!   (flex's `mask_where` is a serial loop with a data-dependent branch).
 //! - [`pixel_norm`]: pixelwise feature normalisation and its gradient, one pass each.
@@ -21,6 +22,7 @@
 pub mod conv3x3;
 pub mod conv3x3_batch_lanes;
 pub mod conv3x3_direct;
+pub mod conv3x3_direct_weight_grad;
 pub mod conv3x3_kernels;
 pub mod conv3x3_winograd;
 pub mod lrelu;
