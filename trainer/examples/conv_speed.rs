@@ -37,7 +37,7 @@ const RUN_128: [[usize; 4]; 4] = [
 
 /// The trainer's allocator, set as in `pggan` (`trainer/src/main.rs`): the system allocator hands
 /// the 32 MB buffers of a 128×128 batch back to the OS and faults them in again on every call,
-/// which took a third of these kernels' time there.
+/// which took up to a third of these kernels' time there.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

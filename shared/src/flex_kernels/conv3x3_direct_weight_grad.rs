@@ -52,7 +52,8 @@ impl Kernel {
         }
     }
 
-    /// Output channels to a vector.
+    /// Output channels to a vector (each instruction set's `Lanes::LANES`, checked where it is
+    /// defined).
     fn lanes(self) -> usize {
         match self {
             Kernel::Avx512 => 16,
@@ -405,6 +406,9 @@ mod avx512 {
         // SAFETY: the caller's guarantee.
         unsafe { super::x86::pairs_block::<Avx512, V, P>(block) }
     }
+
+    // `Kernel::lanes` splits the output channels by this width.
+    const _: () = assert!(Avx512::LANES == 16);
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -459,6 +463,9 @@ mod avx2 {
         // SAFETY: the caller's guarantee.
         unsafe { super::x86::pairs_block::<Avx2, V, P>(block) }
     }
+
+    // `Kernel::lanes` splits the output channels by this width.
+    const _: () = assert!(Avx2::LANES == 8);
 }
 
 #[cfg(test)]
