@@ -13,7 +13,6 @@ use burn::tensor::{Device, Distribution, Tensor};
 use pggan_model::flex_kernels::conv3x3::conv3x3;
 use pggan_model::flex_kernels::conv3x3_direct;
 use pggan_model::flex_kernels::conv3x3_kernels::{self as kernels, Conv3x3Shape, Method};
-use pggan_model::flex_kernels::conv3x3_winograd;
 use pggan_model::rng::SplitMix64;
 
 /// `[batch, in, out, resolution]` of the measured convolutions.
@@ -134,18 +133,18 @@ fn burn_beside_pggan() {
 fn kernels_by_method(max_resolution: usize) {
     // The kernels on plain slices: im2col with a general matrix product, the direct AVX-512
     // kernels with positions in the lanes and (4×4 and 8×8, batches of 16) with images in the
-    // lanes (where the CPU has AVX-512), and Winograd's F(2×2, 3×3) (forward only, the page's);
-    // the training shapes and the page's generator (batch 1). The kernels of a cell are timed
+    // lanes (where the CPU has AVX-512), and Winograd's F(2×2, 3×3) (its matrix products by
+    // `gemm`; the page's hand-written ones in WebAssembly); the training shapes and the page's generator (batch 1). The kernels of a cell are timed
     // alternately, three rounds, and the best round of each kept, so the machine's drift
     // favours none of them.
     let direct = conv3x3_direct::available();
     println!(
-        "{:>28}  {:>20}  {:>20}  {:>16}  {:>9}",
-        "kernel [batch, in→out, res]", "forward", "input gradient", "weight gradient", "Winograd"
+        "{:>28}  {:>26}  {:>26}  {:>16}",
+        "kernel [batch, in→out, res]", "forward", "input gradient", "weight gradient"
     );
     println!(
-        "{:>28}  {:>20}  {:>20}  {:>16}  {:>9}",
-        "GFLOP/s", "im2col / pos. / all", "im2col / pos. / all", "im2col / direct", ""
+        "{:>28}  {:>26}  {:>26}  {:>16}",
+        "GFLOP/s", "im2col / pos. / Wino. / all", "im2col / pos. / Wino. / all", "im2col / direct"
     );
     let page = [
         [1, 128, 128, 32],
@@ -186,7 +185,12 @@ fn kernels_by_method(max_resolution: usize) {
                 .collect::<Vec<_>>()
                 .join(" / ")
         };
-        const ALL: [Method; 3] = [Method::Im2col, Method::PositionLanes, Method::Fastest];
+        const ALL: [Method; 4] = [
+            Method::Im2col,
+            Method::PositionLanes,
+            Method::Winograd,
+            Method::Fastest,
+        ];
         let forward = ALL.map(|m| move || drop(kernels::conv3x3_by(m, x, w, 1.0, s)));
         let input_grad = ALL.map(|m| move || drop(kernels::conv3x3_transpose_by(m, g, w, 1.0, s)));
         let weight_grad = [Method::Im2col, Method::Fastest]
@@ -194,14 +198,12 @@ fn kernels_by_method(max_resolution: usize) {
         let forward = best_of(&forward.each_ref().map(|f| f as &dyn Fn()));
         let input_grad = best_of(&input_grad.each_ref().map(|f| f as &dyn Fn()));
         let weight_grad = best_of(&weight_grad.each_ref().map(|f| f as &dyn Fn()));
-        let winograd = time_ms(|| drop(conv3x3_winograd::conv3x3(x, w, 1.0, s)));
         println!(
-            "{:>28}  {:>20}  {:>20}  {:>16}  {:>9.0}",
+            "{:>28}  {:>26}  {:>26}  {:>16}",
             format!("[{b}, {c}→{o}, {r}×{r}]"),
             rates(forward),
             rates(input_grad),
             rates(weight_grad),
-            gflop / winograd * 1e3
         );
     }
     if !direct {

@@ -15,9 +15,7 @@ use burn::backend::{
 };
 use burn::tensor::Tensor;
 
-use super::Float;
 use super::conv3x3_kernels::{self as kernels, Conv3x3Shape};
-use super::conv3x3_winograd as winograd;
 use super::{run_kernel, takes};
 
 /// The three operations, with the equalised-learning-rate constant `scale` applied to the weight
@@ -67,8 +65,8 @@ impl Conv3x3Backend for Flex {
             "conv3x3",
             [x, weight],
             vec![s.batch, s.c_out, s.height, s.width],
-            |[x, w]| forward(x, w, scale as f32, s),
-            |[x, w]| forward(x, w, scale, s),
+            |[x, w]| kernels::conv3x3(x, w, scale as f32, s),
+            |[x, w]| kernels::conv3x3(x, w, scale, s),
         )
     }
 
@@ -97,18 +95,6 @@ impl Conv3x3Backend for Flex {
             |[x, g]| kernels::conv3x3_weight_grad(x, g, scale as f32, s),
             |[x, g]| kernels::conv3x3_weight_grad(x, g, scale, s),
         )
-    }
-}
-
-/// The forward kernel. In WebAssembly (the page's CPU fallback) images of even size go through
-/// Winograd's form ([`winograd`]): there the general matrix product runs at about 3 GMAC/s and
-/// the Winograd form 5.8× faster in all (`bash bench/wasm-conv.sh`); natively `gemm`'s AVX
-/// kernels make im2col the faster (`trainer/examples/conv_speed.rs` times both).
-fn forward<T: Float>(x: &[T], w: &[T], scale: T, s: Conv3x3Shape) -> Vec<T> {
-    if cfg!(target_arch = "wasm32") && winograd::fits(&s) {
-        winograd::conv3x3(x, w, scale, s)
-    } else {
-        kernels::conv3x3(x, w, scale, s)
     }
 }
 

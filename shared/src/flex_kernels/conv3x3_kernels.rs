@@ -15,7 +15,9 @@
 
 use rayon::prelude::*;
 
-use super::{Float, conv3x3_batch_lanes, conv3x3_direct, conv3x3_direct_weight_grad};
+use super::{
+    Float, conv3x3_batch_lanes, conv3x3_direct, conv3x3_direct_weight_grad, conv3x3_winograd,
+};
 
 /// Output positions per tile: of 96, 128, 256 and 512, 128 was fastest on the shapes that
 /// `trainer/examples/conv_speed.rs` times (a 32×32 model's layers, batch 16), and its im2col
@@ -339,14 +341,20 @@ fn check_lengths<T>(input: &[T], input_channels: usize, weight: &[T], s: &Conv3x
 /// Which kernels compute a convolution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Method {
-    /// The fastest kernel that takes the shape: the batch-lane kernel ([`conv3x3_batch_lanes`])
-    /// for 4×4 and 8×8 images, the position-lane direct kernels ([`conv3x3_direct`]) for the
-    /// rest, both AVX-512 only, and im2col elsewhere: what the model uses.
+    /// The fastest kernel that takes the shape, what the model uses: the batch-lane kernel
+    /// ([`conv3x3_batch_lanes`], AVX-512 only) for 4×4 and 8×8 images, else Winograd's form
+    /// ([`conv3x3_winograd`]) where it pays (8 wide and up natively), else the position-lane
+    /// direct kernel ([`conv3x3_direct`], AVX-512 only), else im2col; for the forward
+    /// convolution and its transpose. Weight gradients: the direct kernels
+    /// ([`conv3x3_direct_weight_grad`]) where they run, else im2col.
     Fastest,
     /// The position-lane direct kernels where they run, im2col elsewhere: [`Method::Fastest`]
-    /// without the batch-lane kernel (to compare the two).
+    /// without Winograd's form and the batch-lane kernel (to compare).
     PositionLanes,
-    /// im2col tiles and `gemm` only, as without AVX-512 (to compare the two).
+    /// Winograd's form wherever it fits (any even size), else as [`Method::PositionLanes`] (to
+    /// compare).
+    Winograd,
+    /// im2col tiles and `gemm` only, as without AVX-512 (to compare).
     Im2col,
 }
 
@@ -359,11 +367,28 @@ fn convolve_by<T: Float>(
     (c_in, c_out): (usize, usize),
     s: &Conv3x3Shape,
 ) -> Vec<T> {
+    // The batch-lane kernel first where it runs (4×4 and 8×8 with AVX-512), then Winograd's
+    // form, then the position-lane kernel, then im2col.
+    let batch_lanes = on_f32(
+        method == Method::Fastest,
+        x,
+        weight,
+        scale,
+        |x, w, scale| conv3x3_batch_lanes::conv3x3(x, w, scale, c_in, c_out, s),
+    );
+    if let Some(y) = batch_lanes {
+        return y;
+    }
+    let winograd = match method {
+        Method::Fastest => conv3x3_winograd::pays(s),
+        Method::Winograd => conv3x3_winograd::fits(s),
+        Method::PositionLanes | Method::Im2col => false,
+    };
+    if winograd {
+        return conv3x3_winograd::convolve(x, weight, scale, c_in, c_out, s);
+    }
     let direct = on_f32(method != Method::Im2col, x, weight, scale, |x, w, scale| {
-        (method == Method::Fastest)
-            .then(|| conv3x3_batch_lanes::conv3x3(x, w, scale, c_in, c_out, s))
-            .flatten()
-            .or_else(|| conv3x3_direct::conv3x3(x, w, scale, c_in, c_out, s))
+        conv3x3_direct::conv3x3(x, w, scale, c_in, c_out, s)
     });
     direct.unwrap_or_else(|| convolve(x, weight, scale, c_in, c_out, s))
 }

@@ -11,6 +11,10 @@
 //! core's cache; chunks run in parallel on rayon's pool.
 //!
 //! Needs an even height and width (every layer of the paper's networks: 4×4 and up).
+//! [`super::conv3x3_kernels`] takes it for the forward convolution and its transpose where it
+//! [`pays`].
+
+use core::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
@@ -21,9 +25,28 @@ use super::conv3x3_kernels::{Conv3x3Shape, SendPtr, thread_ranges};
 /// 1 MB at 128 channels.
 const TILES: usize = 128;
 
+/// Floats between two transformed positions' matrices beyond their size (a cache line): a tile
+/// row's transforms write (and read) all 16 at once, and at a multiple of 4 KB apart they would
+/// fall in the same sets of the L1 cache and evict each other.
+const SKEW: usize = 16;
+
+/// The narrowest images on which [`pays`] takes the Winograd form natively: below it a chunk's
+/// products are too small for `gemm` (`trainer/examples/conv_speed.rs`, 256 channels, batch
+/// 16: at 4×4 0.8–1.2× im2col with AVX2, 0.4× the batch-lane kernel with AVX-512; at 8×8
+/// 1.1–1.3× im2col with AVX2, about level with the direct kernels with AVX-512, which take
+/// 4×4 and 8×8 first where they run; from 16×16 on 1.3–2× both).
+const MIN_NATIVE_WIDTH: usize = 8;
+
 /// Whether the Winograd form can compute convolutions of this shape.
 pub fn fits(s: &Conv3x3Shape) -> bool {
     s.height >= 2 && s.width >= 2 && s.height.is_multiple_of(2) && s.width.is_multiple_of(2)
+}
+
+/// Whether the Winograd form is the fastest kernel for this shape: every shape it fits in
+/// WebAssembly (the page's CPU fallback: 5.8× the im2col form there, `bash
+/// bench/wasm-conv.sh`), images 8 wide and up natively.
+pub fn pays(s: &Conv3x3Shape) -> bool {
+    fits(s) && (cfg!(target_arch = "wasm32") || s.width >= MIN_NATIVE_WIDTH)
 }
 
 /// `U = G·w·Gᵀ·scale` for every `(o, c)`, laid out `[16, O, C]` (one `[O, C]` matrix per
@@ -61,6 +84,7 @@ fn transform_weight<T: Float>(w: &[T], scale: T, c_in: usize, c_out: usize) -> V
 /// (`Bᵀ·d`, whole image rows at once), then columns (`·B`) from the combined rows split into
 /// their odd and even columns, so every step runs along contiguous memory and vectorises.
 /// `Bᵀ` = [[1, 0, −1, 0], [0, 1, 1, 0], [0, −1, 1, 0], [0, 1, 0, −1]].
+#[inline(always)]
 fn transform_input_row<T: Float>(
     plane: &[T],
     (height, width): (usize, usize),
@@ -81,24 +105,29 @@ fn transform_input_row<T: Float>(
     };
     let y0 = 2 * ty as isize - 1;
     let (d0, d1, d2, d3) = (row(y0), row(y0 + 1), row(y0 + 2), row(y0 + 3));
-    // Bᵀ·d, row i of it split by column parity: even[i][t] is column 2t − 1 (0 at t = 0),
+    // Bᵀ·d, four rows combined in one pass.
+    let [c0, c1, c2, c3] = &mut scratch.combined;
+    let (c0, c1, c2, c3) = (
+        &mut c0[..width],
+        &mut c1[..width],
+        &mut c2[..width],
+        &mut c3[..width],
+    );
+    for p in 0..width {
+        c0[p] = d0[p] - d2[p];
+        c1[p] = d1[p] + d2[p];
+        c2[p] = d2[p] - d1[p];
+        c3[p] = d1[p] - d3[p];
+    }
+    // Each combined row split by column parity: even[i][t] is column 2t − 1 (0 at t = 0),
     // odd[i][t] column 2t (0 at t = tiles_x).
-    for i in 0..4 {
-        let combined = &mut scratch.combined[..width];
-        for (p, out) in combined.iter_mut().enumerate() {
-            *out = match i {
-                0 => d0[p] - d2[p],
-                1 => d1[p] + d2[p],
-                2 => d2[p] - d1[p],
-                _ => d1[p] - d3[p],
-            };
-        }
+    for (i, combined) in scratch.combined.iter().enumerate() {
         let (even, odd) = (&mut scratch.even[i], &mut scratch.odd[i]);
         even[0] = T::default();
         odd[tiles_x] = T::default();
-        for t in 0..tiles_x {
-            odd[t] = combined[2 * t];
-            even[t + 1] = combined[2 * t + 1];
+        let pairs = combined[..2 * tiles_x].chunks_exact(2);
+        for ((pair, odd), even) in pairs.zip(&mut odd[..tiles_x]).zip(&mut even[1..]) {
+            (*odd, *even) = (pair[0], pair[1]);
         }
     }
     // (Bᵀ·d)·B along each combined row: columns a, b, c, e of a tile are even[t], odd[t],
@@ -130,7 +159,13 @@ fn transform_input_row<T: Float>(
 /// One row of output transforms: `Y = Aᵀ·m·A` for every tile of a row, `m[ξ][t]` read from `m`
 /// (`stride` apart), written as the two output rows `top` and `bottom` (`width` long).
 /// `Aᵀ` = [[1, 1, 1, 0], [0, 1, −1, −1]].
-fn transform_output_row<T: Float>(m: &[T], stride: usize, top: &mut [T], bottom: &mut [T]) {
+#[inline(always)]
+fn transform_output_row<T: Float>(
+    m: &[T],
+    stride: usize,
+    top: &mut [MaybeUninit<T>],
+    bottom: &mut [MaybeUninit<T>],
+) {
     let tiles_x = top.len() / 2;
     let at = |xi: usize| &m[xi * stride..][..tiles_x];
     let (m0, m1, m2, m3) = (at(0), at(1), at(2), at(3));
@@ -153,10 +188,10 @@ fn transform_output_row<T: Float>(m: &[T], stride: usize, top: &mut [T], bottom:
             m7[t] - m11[t] - m15[t],
         ];
         // ·A.
-        top[2 * t] = s0[0] + s0[1] + s0[2];
-        top[2 * t + 1] = s0[1] - s0[2] - s0[3];
-        bottom[2 * t] = s1[0] + s1[1] + s1[2];
-        bottom[2 * t + 1] = s1[1] - s1[2] - s1[3];
+        top[2 * t] = MaybeUninit::new(s0[0] + s0[1] + s0[2]);
+        top[2 * t + 1] = MaybeUninit::new(s0[1] - s0[2] - s0[3]);
+        bottom[2 * t] = MaybeUninit::new(s1[0] + s1[1] + s1[2]);
+        bottom[2 * t + 1] = MaybeUninit::new(s1[1] - s1[2] - s1[3]);
     }
 }
 
@@ -218,7 +253,7 @@ fn multiply<T: Float>(
 /// A thread's working rows for [`transform_input_row`].
 struct Scratch<T> {
     zero: Vec<T>,
-    combined: Vec<T>,
+    combined: [Vec<T>; 4],
     even: [Vec<T>; 4],
     odd: [Vec<T>; 4],
 }
@@ -228,7 +263,7 @@ impl<T: Float> Scratch<T> {
         let half = vec![T::default(); width / 2 + 1];
         Self {
             zero: vec![T::default(); width],
-            combined: vec![T::default(); width],
+            combined: core::array::from_fn(|_| vec![T::default(); width]),
             even: [half.clone(), half.clone(), half.clone(), half.clone()],
             odd: [half.clone(), half.clone(), half.clone(), half],
         }
@@ -247,74 +282,261 @@ pub fn convolve<T: Float>(
     s: &Conv3x3Shape,
 ) -> Vec<T> {
     assert!(fits(s), "conv3x3 (Winograd): odd image size {s:?}");
-    let (height, width) = (s.height, s.width);
-    let (tiles_y, tiles_x) = (height / 2, width / 2);
-    let image = height * width;
-    let tile_rows = s.batch * tiles_y;
+    assert_eq!(
+        x.len(),
+        s.batch * c_in * s.height * s.width,
+        "conv3x3: input length"
+    );
+    let tiles_x = s.width / 2;
     let rows_per_chunk = (TILES / tiles_x).max(1);
-    let capacity = rows_per_chunk * tiles_x; // tiles of a chunk, the stride of V and M
-    let u = transform_weight(w, scale, c_in, c_out);
-    let len_out = s.batch * c_out * image;
-    // Zeroed first, so the rows handed out below are initialised memory.
-    let mut out = vec![T::default(); len_out];
-    let dst = SendPtr(out.as_mut_ptr());
-    let chunks = tile_rows.div_ceil(rows_per_chunk);
+    let capacity = rows_per_chunk * tiles_x;
+    let len_out = s.batch * c_out * s.height * s.width;
+    let mut out: Vec<T> = Vec::with_capacity(len_out);
+    let call = Call {
+        x,
+        u: transform_weight(w, scale, c_in, c_out),
+        c_in,
+        c_out,
+        height: s.height,
+        width: s.width,
+        tile_rows: s.batch * s.height / 2,
+        rows_per_chunk,
+        capacity,
+        out: SendPtr(out.spare_capacity_mut().as_mut_ptr()),
+    };
+    let vectors = Vectors::here();
+    let chunks = call.tile_rows.div_ceil(rows_per_chunk);
     thread_ranges(chunks).into_par_iter().for_each(|range| {
-        let mut v = vec![T::default(); 16 * c_in * capacity];
-        let mut m = vec![T::default(); 16 * c_out * capacity];
-        let mut scratch = Scratch::new(width);
-        let stride_v = c_in * capacity;
-        let stride_m = c_out * capacity;
-        for chunk in range {
-            let rows = chunk * rows_per_chunk..((chunk + 1) * rows_per_chunk).min(tile_rows);
-            let len = rows.len() * tiles_x;
-            // V: [16, C, capacity], this chunk's tiles in its first `len` columns.
-            for (k, tile_row) in rows.clone().enumerate() {
-                let (b, ty) = (tile_row / tiles_y, tile_row % tiles_y);
-                for c in 0..c_in {
-                    let plane = &x[(b * c_in + c) * image..][..image];
-                    let at = c * capacity + k * tiles_x;
-                    transform_input_row(
-                        plane,
-                        (height, width),
-                        ty,
-                        &mut scratch,
-                        &mut v[at..],
-                        stride_v,
-                    );
-                }
+        let mut scratch = Scratch::new(s.width);
+        // V: [16, C, capacity] and M: [16, O, capacity], each chunk's tiles in their first
+        // columns; each written before it is read.
+        let (stride_v, stride_m) = (c_in * capacity + SKEW, c_out * capacity + SKEW);
+        T::with_scratch(16 * (stride_v + stride_m), |buffer| {
+            let (v, m) = buffer.split_at_mut(16 * stride_v);
+            for chunk in range {
+                // SAFETY: `vectors` are this CPU's (`Vectors::here`); the chunk's output rows
+                // are its own.
+                unsafe { vectors.run_chunk(&call, chunk, &mut scratch, v, m) };
             }
-            // M[ξ] = U[ξ] · V[ξ]: [O, C] × [C, len].
-            for xi in 0..16 {
-                multiply(
-                    (c_out, len, c_in),
-                    &u[xi * c_out * c_in..][..c_out * c_in],
-                    &v[xi * stride_v..][..stride_v],
-                    &mut m[xi * stride_m..][..stride_m],
-                    capacity,
-                );
+        });
+    });
+    // SAFETY: the chunks' tile rows cover every output row of every plane, each written whole.
+    unsafe { out.set_len(len_out) };
+    out
+}
+
+/// What every chunk of one [`convolve`] call shares.
+struct Call<'a, T> {
+    /// The input, `[B, C_in, H, W]`.
+    x: &'a [T],
+    /// The transformed weight, `[16, O, C]`.
+    u: Vec<T>,
+    c_in: usize,
+    c_out: usize,
+    height: usize,
+    width: usize,
+    /// `B · H / 2`.
+    tile_rows: usize,
+    rows_per_chunk: usize,
+    /// Tiles a chunk holds at most: the stride of `V`'s and `M`'s rows.
+    capacity: usize,
+    /// The output, `[B, O, H, W]`, written row pair by row pair.
+    out: SendPtr<MaybeUninit<T>>,
+}
+
+/// The widest vectors this CPU and build have, for the transforms (`gemm` chooses its own):
+/// compiled for the baseline x86-64 (SSE2) they took as long as the matrix products of a
+/// 128×128 layer (`perf`: 18% of a step against 24%).
+#[derive(Clone, Copy)]
+enum Vectors {
+    /// AVX-512F, in builds with the `avx512` feature.
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+    /// AVX2 and FMA.
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    /// What the build targets (SIMD128 in WebAssembly).
+    Baseline,
+}
+
+impl Vectors {
+    fn here() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if cfg!(feature = "avx512") && std::arch::is_x86_feature_detected!("avx512f") {
+                return Vectors::Avx512;
             }
-            // Y = Aᵀ·M·A: two output rows per tile row and output channel.
-            #[allow(clippy::redundant_locals)]
-            let dst = dst;
-            for (k, tile_row) in rows.enumerate() {
-                let (b, ty) = (tile_row / tiles_y, tile_row % tiles_y);
-                for o in 0..c_out {
-                    let base = (b * c_out + o) * image + 2 * ty * width;
-                    // SAFETY: rows 2·ty and 2·ty + 1 of plane (b, o) of the output, written by
-                    // this chunk only (each tile row belongs to one chunk).
-                    let (top, bottom) = unsafe {
-                        (
-                            core::slice::from_raw_parts_mut(dst.0.add(base), width),
-                            core::slice::from_raw_parts_mut(dst.0.add(base + width), width),
-                        )
-                    };
-                    transform_output_row(&m[o * capacity + k * tiles_x..], stride_m, top, bottom);
-                }
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                return Vectors::Avx2;
             }
         }
-    });
-    out
+        Vectors::Baseline
+    }
+
+    /// [`run_chunk`] compiled for these vectors.
+    ///
+    /// # Safety
+    /// The CPU has them, and as [`run_chunk`].
+    unsafe fn run_chunk<T: Float>(
+        self,
+        call: &Call<'_, T>,
+        chunk: usize,
+        scratch: &mut Scratch<T>,
+        v: &mut [T],
+        m: &mut [T],
+    ) {
+        // SAFETY: the caller's guarantee.
+        unsafe {
+            match self {
+                #[cfg(target_arch = "x86_64")]
+                Vectors::Avx512 => x86::run_chunk_avx512(call, chunk, scratch, v, m),
+                #[cfg(target_arch = "x86_64")]
+                Vectors::Avx2 => x86::run_chunk_avx2(call, chunk, scratch, v, m),
+                Vectors::Baseline => run_chunk(call, chunk, scratch, v, m),
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::{Call, Float, Scratch, run_chunk};
+
+    /// [`run_chunk`] with AVX-512 vectors.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F, and as [`run_chunk`].
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn run_chunk_avx512<T: Float>(
+        call: &Call<'_, T>,
+        chunk: usize,
+        scratch: &mut Scratch<T>,
+        v: &mut [T],
+        m: &mut [T],
+    ) {
+        // SAFETY: the caller's guarantee.
+        unsafe { run_chunk(call, chunk, scratch, v, m) }
+    }
+
+    /// [`run_chunk`] with AVX2 vectors.
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and FMA, and as [`run_chunk`].
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn run_chunk_avx2<T: Float>(
+        call: &Call<'_, T>,
+        chunk: usize,
+        scratch: &mut Scratch<T>,
+        v: &mut [T],
+        m: &mut [T],
+    ) {
+        // SAFETY: the caller's guarantee.
+        unsafe { run_chunk(call, chunk, scratch, v, m) }
+    }
+}
+
+/// One chunk of tile rows: its input transforms into `v`, the 16 products into `m`, and its
+/// output transforms into the output. Inlined into a function per vector width.
+///
+/// # Safety
+/// No other thread writes this chunk's output rows at the same time (each chunk is run once);
+/// `v` holds `16 · (C_in · capacity + SKEW)` values and `m` `16 · (C_out · capacity + SKEW)`.
+#[inline(always)]
+unsafe fn run_chunk<T: Float>(
+    call: &Call<'_, T>,
+    chunk: usize,
+    scratch: &mut Scratch<T>,
+    v: &mut [T],
+    m: &mut [T],
+) {
+    let &Call {
+        x,
+        ref u,
+        c_in,
+        c_out,
+        height,
+        width,
+        tile_rows,
+        rows_per_chunk,
+        capacity,
+        out,
+    } = call;
+    let (tiles_y, tiles_x, image) = (height / 2, width / 2, height * width);
+    let (stride_v, stride_m) = (c_in * capacity + SKEW, c_out * capacity + SKEW);
+    let rows = chunk * rows_per_chunk..((chunk + 1) * rows_per_chunk).min(tile_rows);
+    let len = rows.len() * tiles_x;
+    // Channel by channel, the chunk's tile rows of each plane in order: its rows are read as
+    // one run (each row but the first and last two shared by two tile rows).
+    for c in 0..c_in {
+        for (k, tile_row) in rows.clone().enumerate() {
+            let (b, ty) = (tile_row / tiles_y, tile_row % tiles_y);
+            let plane = &x[(b * c_in + c) * image..][..image];
+            let at = c * capacity + k * tiles_x;
+            transform_input_row(plane, (height, width), ty, scratch, &mut v[at..], stride_v);
+        }
+    }
+    // M[ξ] = U[ξ] · V[ξ]: [O, C] × [C, len].
+    for xi in 0..16 {
+        product(
+            (c_out, len, c_in),
+            &u[xi * c_out * c_in..][..c_out * c_in],
+            &v[xi * stride_v..][..stride_v],
+            &mut m[xi * stride_m..][..stride_m],
+            capacity,
+        );
+    }
+    // Y = Aᵀ·M·A: two output rows per tile row and output channel.
+    for (k, tile_row) in rows.enumerate() {
+        let (b, ty) = (tile_row / tiles_y, tile_row % tiles_y);
+        for o in 0..c_out {
+            let base = (b * c_out + o) * image + 2 * ty * width;
+            // SAFETY: rows 2·ty and 2·ty + 1 of plane (b, o) of the output, inside its
+            // capacity and written by this chunk only (the caller's guarantee).
+            let (top, bottom) = unsafe {
+                (
+                    core::slice::from_raw_parts_mut(out.0.add(base), width),
+                    core::slice::from_raw_parts_mut(out.0.add(base + width), width),
+                )
+            };
+            transform_output_row(&m[o * capacity + k * tiles_x..], stride_m, top, bottom);
+        }
+    }
+}
+
+/// `m[o, t] = Σ_c u[o, c] · v[c, t]` (see [`multiply`]): natively by `gemm`, whose packed
+/// kernels run these products at several times the speed of [`multiply`]; in WebAssembly by
+/// [`multiply`], where `gemm`'s generic kernels were the slower.
+fn product<T: Float>(
+    (rows, cols, depth): (usize, usize, usize),
+    u: &[T],
+    v: &[T],
+    m: &mut [T],
+    stride: usize,
+) {
+    if cfg!(target_arch = "wasm32") {
+        multiply((rows, cols, depth), u, v, m, stride);
+        return;
+    }
+    assert!(u.len() >= rows * depth && cols <= stride);
+    assert!(v.len() >= (depth.max(1) - 1) * stride + cols);
+    assert!(m.len() >= (rows.max(1) - 1) * stride + cols);
+    // SAFETY: the shapes and strides stay inside the three slices (checked above), and `m`
+    // aliases neither input.
+    unsafe {
+        super::conv3x3_kernels::matmul(
+            (rows, cols, depth),
+            m.as_mut_ptr(),
+            (stride, 1),
+            false,
+            u.as_ptr(),
+            (depth, 1),
+            v.as_ptr(),
+            (stride, 1),
+            T::ONE,
+        );
+    }
 }
 
 /// [`convolve`] with the lengths of `x` and `w` checked against `s`.
@@ -331,7 +553,7 @@ pub fn conv3x3<T: Float>(x: &[T], w: &[T], scale: T, s: Conv3x3Shape) -> Vec<T> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flex_kernels::conv3x3_kernels::conv3x3 as im2col;
+    use crate::flex_kernels::conv3x3_kernels::tests::naive;
     use crate::rng::SplitMix64;
 
     fn normals(n: usize, rng: &mut SplitMix64) -> Vec<f64> {
@@ -339,9 +561,10 @@ mod tests {
     }
 
     /// Even shapes: one tile per image, several chunks, chunks that end inside an image,
-    /// non-square images, and images of a single 2×2 tile.
+    /// non-square images, and images of a single 2×2 tile; in f64 and in f32, against the
+    /// convolution's definition.
     #[test]
-    fn matches_the_im2col_convolution() {
+    fn matches_the_definition() {
         let shapes = [
             (1, 7, 4, 4, 4),
             (2, 3, 5, 8, 16),
@@ -360,7 +583,8 @@ mod tests {
             };
             let x = normals(batch * c_in * height * width, &mut rng);
             let w = normals(c_out * c_in * 9, &mut rng);
-            let (a, b) = (conv3x3(&x, &w, 0.7, s), im2col(&x, &w, 0.7, s));
+            let b: Vec<f64> = naive(&x, &w, s).into_iter().map(|y| y * 0.7).collect();
+            let a = conv3x3(&x, &w, 0.7, s);
             let diff = a
                 .iter()
                 .zip(&b)

@@ -2,13 +2,15 @@
 //! each with its own gradients on the autodiff backend.
 //!
 //! - [`conv3x3`]: the paper's 3×3 convolutions, their transpose (the input gradient, which the
-//!   critic's hand-written gradient also uses) and their weight gradient, as tiled matrix
-//!   products ([`conv3x3_kernels`]). Flex lowers a convolution's weight gradient to a
-//!   convolution with an H×W kernel and ran these layers at a third to a half of PyTorch's speed
-//!   on the same CPU (`bench/conv.sh`). In WebAssembly the forward convolution is Winograd's
-//!   F(2×2, 3×3) instead ([`conv3x3_winograd`]); on CPUs with AVX-512 all three skip im2col
-//!   ([`conv3x3_direct`], [`conv3x3_direct_weight_grad`]), and with AVX2 the weight gradient
-//!   does.
+//!   critic's hand-written gradient also uses) and their weight gradient. Flex lowers a
+//!   convolution's weight gradient to a convolution with an H×W kernel and ran these layers at a
+//!   third to a half of PyTorch's speed on the same CPU (`bench/conv.sh`). The forward
+//!   convolution and its transpose go through Winograd's F(2×2, 3×3) ([`conv3x3_winograd`]) on
+//!   images 8 wide and up (and on all in WebAssembly), through direct kernels on CPUs with
+//!   AVX-512 where those are faster ([`conv3x3_batch_lanes`] at 4×4 and 8×8,
+//!   [`conv3x3_direct`]), else through tiled matrix products ([`conv3x3_kernels`], which
+//!   chooses); the weight gradient through direct kernels with
+//!   AVX-512 or AVX2 ([`conv3x3_direct_weight_grad`]), else matrix products.
 //! - [`lrelu`]: the leaky ReLU and its input gradient as one branch-free, parallel pass
 //!   (flex's `mask_where` is a serial loop with a data-dependent branch).
 //! - [`pixel_norm`]: pixelwise feature normalisation and its gradient, one pass each.
