@@ -207,7 +207,8 @@ fn kernels_by_method(max_resolution: usize) {
         );
     }
     if !direct {
-        println!("(no AVX-512 here, or a build without it: every column of a cell is im2col)");
+        println!("(no AVX-512 here, or a build without it: \"pos.\" is im2col; the direct weight");
+        println!(" gradient is AVX2's where the CPU has it)");
     }
     // The matrix product under it, for scale.
     let plain = Device::flex();
