@@ -3,7 +3,7 @@
 //! the 128×128 demo generator at batch 1 (what a page worker draws).
 #![cfg(target_arch = "wasm32")]
 
-use pggan_model::flex_kernels::conv3x3_kernels::{self, Conv3x3Shape};
+use pggan_model::flex_kernels::conv3x3_kernels::{self, Conv3x3Shape, Method};
 use pggan_model::flex_kernels::conv3x3_winograd;
 use pggan_model::rng::SplitMix64;
 use wasm_bindgen::prelude::*;
@@ -52,14 +52,22 @@ pub fn run(reps: usize) -> String {
         let x = rng.normals_f32(c_in * r * r);
         let w = rng.normals_f32(c_out * c_in * 9);
         let scale = (2.0 / (c_in * 9) as f32).sqrt();
-        let a = conv3x3_kernels::conv3x3(&x, &w, scale, s);
+        let a = conv3x3_kernels::conv3x3_by(Method::Im2col, &x, &w, scale, s);
         let b = conv3x3_winograd::conv3x3(&x, &w, scale, s);
         let diff = a
             .iter()
             .zip(&b)
             .map(|(p, q)| (p - q).abs())
             .fold(0.0f32, f32::max);
-        let im2col = time_ms(reps, || drop(conv3x3_kernels::conv3x3(&x, &w, scale, s)));
+        let im2col = time_ms(reps, || {
+            drop(conv3x3_kernels::conv3x3_by(
+                Method::Im2col,
+                &x,
+                &w,
+                scale,
+                s,
+            ))
+        });
         let winograd = time_ms(reps, || drop(conv3x3_winograd::conv3x3(&x, &w, scale, s)));
         total_im2col += im2col;
         total_winograd += winograd;

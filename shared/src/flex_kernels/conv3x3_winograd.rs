@@ -32,9 +32,9 @@ const SKEW: usize = 16;
 
 /// The narrowest images on which [`pays`] takes the Winograd form natively: below it a chunk's
 /// products are too small for `gemm` (`trainer/examples/conv_speed.rs`, 256 channels, batch
-/// 16: at 4×4 0.8–1.2× im2col with AVX2, 0.4× the batch-lane kernel with AVX-512; at 8×8
-/// 1.1–1.3× im2col with AVX2, about level with the direct kernels with AVX-512, which take
-/// 4×4 and 8×8 first where they run; from 16×16 on 1.3–2× both).
+/// 16: at 4×4 0.6–1.2× im2col with AVX2 and 0.5–0.7× the batch-lane kernel with AVX-512; at
+/// 8×8 1.1–1.3× im2col with AVX2, about level with the AVX-512 direct kernels, which take 4×4
+/// and 8×8 first where they run; from 16×16 on 1.2–2.2× either).
 const MIN_NATIVE_WIDTH: usize = 8;
 
 /// Whether the Winograd form can compute convolutions of this shape.
@@ -287,6 +287,7 @@ pub fn convolve<T: Float>(
         s.batch * c_in * s.height * s.width,
         "conv3x3: input length"
     );
+    assert_eq!(w.len(), c_out * c_in * 9, "conv3x3: weight length");
     let tiles_x = s.width / 2;
     let rows_per_chunk = (TILES / tiles_x).max(1);
     let capacity = rows_per_chunk * tiles_x;
@@ -345,8 +346,8 @@ struct Call<'a, T> {
 }
 
 /// The widest vectors this CPU and build have, for the transforms (`gemm` chooses its own):
-/// compiled for the baseline x86-64 (SSE2) they took as long as the matrix products of a
-/// 128×128 layer (`perf`: 18% of a step against 24%).
+/// compiled for the baseline x86-64 (SSE2) they took three quarters of the products' time in a
+/// 128×128 step (`perf`: 18% of the step against 24%).
 #[derive(Clone, Copy)]
 enum Vectors {
     /// AVX-512F, in builds with the `avx512` feature.
@@ -539,14 +540,8 @@ fn product<T: Float>(
     }
 }
 
-/// [`convolve`] with the lengths of `x` and `w` checked against `s`.
+/// [`convolve`] with the shape's channel counts.
 pub fn conv3x3<T: Float>(x: &[T], w: &[T], scale: T, s: Conv3x3Shape) -> Vec<T> {
-    assert_eq!(
-        x.len(),
-        s.batch * s.c_in * s.height * s.width,
-        "conv3x3: input length"
-    );
-    assert_eq!(w.len(), s.c_out * s.c_in * 9, "conv3x3: weight length");
     convolve(x, w, scale, s.c_in, s.c_out, &s)
 }
 
