@@ -193,13 +193,13 @@ fn kernels_by_method(max_resolution: usize) {
         ];
         let forward = ALL.map(|m| move || drop(kernels::conv3x3_by(m, x, w, 1.0, s)));
         let input_grad = ALL.map(|m| move || drop(kernels::conv3x3_transpose_by(m, g, w, 1.0, s)));
-        let weight_grad = [Method::Im2col, Method::Fastest]
-            .map(|m| move || drop(kernels::conv3x3_weight_grad_by(m, x, g, 1.0, s)));
+        let weight_grad =
+            ALL.map(|m| move || drop(kernels::conv3x3_weight_grad_by(m, x, g, 1.0, s)));
         let forward = best_of(&forward.each_ref().map(|f| f as &dyn Fn()));
         let input_grad = best_of(&input_grad.each_ref().map(|f| f as &dyn Fn()));
         let weight_grad = best_of(&weight_grad.each_ref().map(|f| f as &dyn Fn()));
         println!(
-            "{:>28}  {:>26}  {:>26}  {:>16}",
+            "{:>28}  {:>26}  {:>26}  {:>26}",
             format!("[{b}, {c}→{o}, {r}×{r}]"),
             rates(forward),
             rates(input_grad),

@@ -481,6 +481,14 @@ pub fn conv3x3_weight_grad_by<T: Float>(
         s.batch * s.c_out * s.height * s.width,
         "conv3x3: gradient length"
     );
+    let winograd = match method {
+        Method::Fastest => conv3x3_winograd::weight_grad_pays(&s),
+        Method::Winograd => conv3x3_winograd::fits(&s),
+        Method::PositionLanes | Method::Im2col => false,
+    };
+    if winograd {
+        return conv3x3_winograd::weight_grad(x, g_out, scale, &s);
+    }
     let direct = on_f32(method != Method::Im2col, x, g_out, scale, |x, g, scale| {
         conv3x3_direct_weight_grad::conv3x3_weight_grad(x, g, scale, &s)
     });

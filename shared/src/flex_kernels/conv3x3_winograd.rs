@@ -49,6 +49,15 @@ pub fn pays(s: &Conv3x3Shape) -> bool {
     fits(s) && (cfg!(target_arch = "wasm32") || s.width >= MIN_NATIVE_WIDTH)
 }
 
+/// Whether [`weight_grad`] is the fastest weight gradient for this shape: natively, images 32
+/// and 64 wide (the page does not train). `trainer/examples/conv_speed.rs`, batch 16, against
+/// the direct weight gradient, AVX-512 and AVX2: 0.9–1.0× at 16×16 (128 and 256 channels),
+/// 1.25–1.3× at 32×32, 1.3–1.4× at 64×64, 1.0–1.2× at 128×128 — where whole 128×128 steps
+/// did not gain from it (`pggan bench`, 3 runs: 0.96×).
+pub fn weight_grad_pays(s: &Conv3x3Shape) -> bool {
+    fits(s) && !cfg!(target_arch = "wasm32") && (32..=64).contains(&s.width)
+}
+
 /// `U = G·w·Gᵀ·scale` for every `(o, c)`, laid out `[16, O, C]` (one `[O, C]` matrix per
 /// transformed position). `G` = [[1, 0, 0], [½, ½, ½], [½, −½, ½], [0, 0, 1]].
 fn transform_weight<T: Float>(w: &[T], scale: T, c_in: usize, c_out: usize) -> Vec<T> {
@@ -192,6 +201,64 @@ fn transform_output_row<T: Float>(
         top[2 * t + 1] = MaybeUninit::new(s0[1] - s0[2] - s0[3]);
         bottom[2 * t] = MaybeUninit::new(s1[0] + s1[1] + s1[2]);
         bottom[2 * t + 1] = MaybeUninit::new(s1[1] - s1[2] - s1[3]);
+    }
+}
+
+/// One row of output-gradient transforms: `M̂ = A·ĝ·Aᵀ` of every 2×2 tile `ĝ` of the two
+/// gradient rows `top` and `bottom` (`width` long), written to `out` at `out[ξ][t]` (`stride`
+/// apart), as [`transform_input_row`] writes `V`. The adjoint of [`transform_output_row`].
+#[inline(always)]
+fn transform_gradient_row<T: Float>(
+    top: &[T],
+    bottom: &[T],
+    scratch: &mut Scratch<T>,
+    out: &mut [T],
+    stride: usize,
+) {
+    let width = top.len();
+    let tiles_x = width / 2;
+    let bottom = &bottom[..width];
+    // A·ĝ: rows ĝ0, ĝ0 + ĝ1, ĝ0 − ĝ1, −ĝ1, whole image rows at once.
+    let [c0, c1, c2, c3] = &mut scratch.combined;
+    let (c0, c1, c2, c3) = (
+        &mut c0[..width],
+        &mut c1[..width],
+        &mut c2[..width],
+        &mut c3[..width],
+    );
+    for p in 0..width {
+        c0[p] = top[p];
+        c1[p] = top[p] + bottom[p];
+        c2[p] = top[p] - bottom[p];
+        c3[p] = T::default() - bottom[p];
+    }
+    // ·Aᵀ along each combined row: a tile's columns a, b (even[t], odd[t] here) become
+    // a, a + b, a − b, −b.
+    for (i, combined) in scratch.combined.iter().enumerate() {
+        let (even, odd) = (
+            &mut scratch.even[i][..tiles_x],
+            &mut scratch.odd[i][..tiles_x],
+        );
+        let pairs = combined[..2 * tiles_x].chunks_exact(2);
+        for ((pair, even), odd) in pairs.zip(even.iter_mut()).zip(odd.iter_mut()) {
+            (*even, *odd) = (pair[0], pair[1]);
+        }
+        let (m0, rest) = out[i * 4 * stride..].split_at_mut(stride);
+        let (m1, rest) = rest.split_at_mut(stride);
+        let (m2, m3) = rest.split_at_mut(stride);
+        let (m0, m1, m2, m3) = (
+            &mut m0[..tiles_x],
+            &mut m1[..tiles_x],
+            &mut m2[..tiles_x],
+            &mut m3[..tiles_x],
+        );
+        for t in 0..tiles_x {
+            let (a, b) = (even[t], odd[t]);
+            m0[t] = a;
+            m1[t] = a + b;
+            m2[t] = a - b;
+            m3[t] = T::default() - b;
+        }
     }
 }
 
@@ -399,11 +466,67 @@ impl Vectors {
             }
         }
     }
+
+    /// [`weight_chunk`] compiled for these vectors.
+    ///
+    /// # Safety
+    /// The CPU has them, and as [`weight_chunk`].
+    unsafe fn weight_chunk<T: Float>(
+        self,
+        call: &GradCall<'_, T>,
+        chunk: usize,
+        scratch: &mut Scratch<T>,
+        buffers: (&mut [T], &mut [T]),
+        du: &mut [T],
+    ) {
+        // SAFETY: the caller's guarantee.
+        unsafe {
+            match self {
+                #[cfg(target_arch = "x86_64")]
+                Vectors::Avx512 => x86::weight_chunk_avx512(call, chunk, scratch, buffers, du),
+                #[cfg(target_arch = "x86_64")]
+                Vectors::Avx2 => x86::weight_chunk_avx2(call, chunk, scratch, buffers, du),
+                Vectors::Baseline => weight_chunk(call, chunk, scratch, buffers, du),
+            }
+        }
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{Call, Float, Scratch, run_chunk};
+    use super::{Call, Float, GradCall, Scratch, run_chunk, weight_chunk};
+
+    /// [`weight_chunk`] with AVX-512 vectors.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F, and as [`weight_chunk`].
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn weight_chunk_avx512<T: Float>(
+        call: &GradCall<'_, T>,
+        chunk: usize,
+        scratch: &mut Scratch<T>,
+        buffers: (&mut [T], &mut [T]),
+        du: &mut [T],
+    ) {
+        // SAFETY: the caller's guarantee.
+        unsafe { weight_chunk(call, chunk, scratch, buffers, du) }
+    }
+
+    /// [`weight_chunk`] with AVX2 vectors.
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and FMA, and as [`weight_chunk`].
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn weight_chunk_avx2<T: Float>(
+        call: &GradCall<'_, T>,
+        chunk: usize,
+        scratch: &mut Scratch<T>,
+        buffers: (&mut [T], &mut [T]),
+        du: &mut [T],
+    ) {
+        // SAFETY: the caller's guarantee.
+        unsafe { weight_chunk(call, chunk, scratch, buffers, du) }
+    }
 
     /// [`run_chunk`] with AVX-512 vectors.
     ///
@@ -506,6 +629,177 @@ unsafe fn run_chunk<T: Float>(
     }
 }
 
+/// The gradient of [`convolve`] with respect to `w` (`scale` times that with respect to the
+/// scaled weight): `x` `[B, C_in, H, W]`, `g` `[B, C_out, H, W]` → `[C_out, C_in, 3, 3]`; `H`
+/// and `W` even. The forward is `Y = Aᵀ·(U ⊙ V)·A` per tile with `U = G·w·Gᵀ`, so with `M̂ =
+/// A·ĝ·Aᵀ` (each 2×2 tile `ĝ` of the output gradient taken to 4×4) `dU[ξ] = Σ_tiles M̂[ξ] ·
+/// V[ξ]ᵀ` — one `[O, tiles] × [tiles, C]` product per transformed position and chunk, summed
+/// per thread — and `dw = scale · Gᵀ·dU·G`: 16 products of `O·C` per tile where the definition
+/// takes 36 per 2×2 outputs.
+pub fn weight_grad<T: Float>(x: &[T], g: &[T], scale: T, s: &Conv3x3Shape) -> Vec<T> {
+    assert!(fits(s), "conv3x3 (Winograd): odd image size {s:?}");
+    let image = s.height * s.width;
+    assert_eq!(x.len(), s.batch * s.c_in * image, "conv3x3: input length");
+    assert_eq!(
+        g.len(),
+        s.batch * s.c_out * image,
+        "conv3x3: gradient length"
+    );
+    let tiles_x = s.width / 2;
+    let rows_per_chunk = (TILES / tiles_x).max(1);
+    let capacity = rows_per_chunk * tiles_x;
+    let call = GradCall {
+        x,
+        g,
+        c_in: s.c_in,
+        c_out: s.c_out,
+        height: s.height,
+        width: s.width,
+        tile_rows: s.batch * s.height / 2,
+        rows_per_chunk,
+        capacity,
+    };
+    let vectors = Vectors::here();
+    let plane = s.c_out * s.c_in;
+    let (stride_v, stride_g) = (s.c_in * capacity + SKEW, s.c_out * capacity + SKEW);
+    let partials: Vec<Vec<T>> = thread_ranges(call.tile_rows.div_ceil(rows_per_chunk))
+        .into_par_iter()
+        .map(|range| {
+            let mut scratch = Scratch::new(s.width);
+            let mut du = vec![T::default(); 16 * plane]; // [16, O, C]
+            // V: [16, C, capacity] and M̂: [16, O, capacity], each written before it is read.
+            T::with_scratch(16 * (stride_v + stride_g), |buffer| {
+                let (v, mg) = buffer.split_at_mut(16 * stride_v);
+                for chunk in range {
+                    // SAFETY: `vectors` are this CPU's (`Vectors::here`); the buffers are as
+                    // `weight_chunk` needs.
+                    unsafe { vectors.weight_chunk(&call, chunk, &mut scratch, (v, mg), &mut du) };
+                }
+            });
+            du
+        })
+        .collect();
+    // dw[o, c] = scale · Gᵀ·dU[·][o, c]·G, the threads' sums added first.
+    let half = T::from_f64(0.5);
+    let mut dw = vec![T::default(); plane * 9];
+    for (oc, dw) in dw.chunks_exact_mut(9).enumerate() {
+        let d: [T; 16] = core::array::from_fn(|xi| {
+            partials
+                .iter()
+                .fold(T::default(), |sum, du| sum + du[xi * plane + oc])
+        });
+        // t = Gᵀ·d: [3, 4].
+        let t: [[T; 4]; 3] = core::array::from_fn(|a| {
+            core::array::from_fn(|j| {
+                let (d0, d1, d2, d3) = (d[j], d[4 + j], d[8 + j], d[12 + j]);
+                match a {
+                    0 => d0 + (d1 + d2) * half,
+                    1 => (d1 - d2) * half,
+                    _ => (d1 + d2) * half + d3,
+                }
+            })
+        });
+        // dw = t·G · scale: [3, 3].
+        for (a, row) in t.iter().enumerate() {
+            let (t0, t1, t2, t3) = (row[0], row[1], row[2], row[3]);
+            dw[a * 3] = (t0 + (t1 + t2) * half) * scale;
+            dw[a * 3 + 1] = (t1 - t2) * half * scale;
+            dw[a * 3 + 2] = ((t1 + t2) * half + t3) * scale;
+        }
+    }
+    dw
+}
+
+/// What every chunk of one [`weight_grad`] call shares.
+struct GradCall<'a, T> {
+    /// The input, `[B, C_in, H, W]`.
+    x: &'a [T],
+    /// The output gradient, `[B, C_out, H, W]`.
+    g: &'a [T],
+    c_in: usize,
+    c_out: usize,
+    height: usize,
+    width: usize,
+    /// `B · H / 2`.
+    tile_rows: usize,
+    rows_per_chunk: usize,
+    /// Tiles a chunk holds at most: the stride of `V`'s and `M̂`'s rows.
+    capacity: usize,
+}
+
+/// One chunk of tile rows of the weight gradient: its input transforms into `v`, its
+/// output-gradient transforms into `mg`, and `du[ξ] += M̂[ξ] · V[ξ]ᵀ`. Inlined into a function
+/// per vector width.
+///
+/// # Safety
+/// None beyond the function's types (all indexing is checked); `unsafe` for the vector-width
+/// wrappers that inline it. `(v, mg)` hold `16 · (C_in · capacity + SKEW)` and
+/// `16 · (C_out · capacity + SKEW)` values, `du` `16 · C_out · C_in`.
+#[inline(always)]
+unsafe fn weight_chunk<T: Float>(
+    call: &GradCall<'_, T>,
+    chunk: usize,
+    scratch: &mut Scratch<T>,
+    (v, mg): (&mut [T], &mut [T]),
+    du: &mut [T],
+) {
+    let &GradCall {
+        x,
+        g,
+        c_in,
+        c_out,
+        height,
+        width,
+        tile_rows,
+        rows_per_chunk,
+        capacity,
+    } = call;
+    let (tiles_y, tiles_x, image) = (height / 2, width / 2, height * width);
+    let (stride_v, stride_g) = (c_in * capacity + SKEW, c_out * capacity + SKEW);
+    let rows = chunk * rows_per_chunk..((chunk + 1) * rows_per_chunk).min(tile_rows);
+    let len = rows.len() * tiles_x;
+    for c in 0..c_in {
+        for (k, tile_row) in rows.clone().enumerate() {
+            let (b, ty) = (tile_row / tiles_y, tile_row % tiles_y);
+            let plane = &x[(b * c_in + c) * image..][..image];
+            let at = c * capacity + k * tiles_x;
+            transform_input_row(plane, (height, width), ty, scratch, &mut v[at..], stride_v);
+        }
+    }
+    for o in 0..c_out {
+        for (k, tile_row) in rows.clone().enumerate() {
+            let (b, ty) = (tile_row / tiles_y, tile_row % tiles_y);
+            let pair = &g[(b * c_out + o) * image + 2 * ty * width..][..2 * width];
+            let (top, bottom) = pair.split_at(width);
+            let at = o * capacity + k * tiles_x;
+            transform_gradient_row(top, bottom, scratch, &mut mg[at..], stride_g);
+        }
+    }
+    // dU[ξ] += M̂[ξ] · V[ξ]ᵀ: [O, len] × [len, C].
+    let plane = c_out * c_in;
+    for xi in 0..16 {
+        let (m, vx) = (&mg[xi * stride_g..], &v[xi * stride_v..]);
+        let dst = &mut du[xi * plane..][..plane];
+        assert!(m.len() >= (c_out - 1) * capacity + len && vx.len() >= (c_in - 1) * capacity + len);
+        // SAFETY: `M̂[ξ]` is `c_out` rows of `len` values `capacity` apart inside `m`, `V[ξ]`
+        // `c_in` such rows inside `vx` (read transposed), `dst` `[O, C]`; checked above, and
+        // `dst` aliases neither.
+        unsafe {
+            super::conv3x3_kernels::matmul(
+                (c_out, c_in, len),
+                dst.as_mut_ptr(),
+                (c_in, 1),
+                true,
+                m.as_ptr(),
+                (capacity, 1),
+                vx.as_ptr(),
+                (1, capacity),
+                T::ONE,
+            );
+        }
+    }
+}
+
 /// `m[o, t] = Σ_c u[o, c] · v[c, t]` (see [`multiply`]): natively by `gemm`, whose packed
 /// kernels run these products at several times the speed of [`multiply`]; in WebAssembly by
 /// [`multiply`], where `gemm`'s generic kernels were the slower.
@@ -596,6 +890,69 @@ mod tests {
                 .map(|(p, q)| (f64::from(*p) - q).abs())
                 .fold(0.0, f64::max);
             assert!(diff < 1e-4, "{s:?} f32: {diff}");
+        }
+    }
+
+    /// The weight gradient on the same shapes, against its definition: `dw[o, c, k] = scale ·
+    /// Σ g[b, o, p] · x[b, c, p shifted by k]`.
+    #[test]
+    fn weight_gradient_matches_the_definition() {
+        let shapes = [
+            (1, 7, 4, 4, 4),
+            (2, 3, 5, 8, 16),
+            (3, 6, 2, 18, 10),
+            (300, 2, 3, 2, 2),
+            (1, 16, 8, 32, 32),
+        ];
+        let mut rng = SplitMix64::new(6);
+        for (batch, c_in, c_out, height, width) in shapes {
+            let s = Conv3x3Shape {
+                batch,
+                c_in,
+                c_out,
+                height,
+                width,
+            };
+            let x = normals(batch * c_in * height * width, &mut rng);
+            let g = normals(batch * c_out * height * width, &mut rng);
+            let (h, wd) = (height as isize, width as isize);
+            let mut want = vec![0.0; c_out * c_in * 9];
+            for b in 0..batch {
+                for o in 0..c_out {
+                    for c in 0..c_in {
+                        for k in 0..9isize {
+                            let (dy, dx) = (k / 3 - 1, k % 3 - 1);
+                            for y in 0..h {
+                                for x0 in 0..wd {
+                                    let (iy, ix) = (y + dy, x0 + dx);
+                                    if iy < 0 || ix < 0 || iy >= h || ix >= wd {
+                                        continue;
+                                    }
+                                    let gi = ((b * c_out + o) as isize * h + y) * wd + x0;
+                                    let xi = ((b * c_in + c) as isize * h + iy) * wd + ix;
+                                    want[(o * c_in + c) * 9 + k as usize] +=
+                                        0.7 * g[gi as usize] * x[xi as usize];
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            let got = weight_grad(&x, &g, 0.7, &s);
+            let diff = got
+                .iter()
+                .zip(&want)
+                .map(|(p, q)| (p - q).abs())
+                .fold(0.0, f64::max);
+            assert!(diff < 1e-10, "{s:?}: {diff}");
+            let narrow = |v: &[f64]| v.iter().map(|&v| v as f32).collect::<Vec<f32>>();
+            let got32 = weight_grad(&narrow(&x), &narrow(&g), 0.7, &s);
+            let diff = got32
+                .iter()
+                .zip(&want)
+                .map(|(p, q)| (f64::from(*p) - q).abs())
+                .fold(0.0, f64::max);
+            assert!(diff < 1e-3, "{s:?} f32: {diff}");
         }
     }
 
