@@ -345,7 +345,8 @@ pub enum Method {
     /// ([`conv3x3_batch_lanes`], AVX-512 only) for 4×4 and 8×8 images, else Winograd's form
     /// ([`conv3x3_winograd`]) where it pays (8 wide and up natively), else the position-lane
     /// direct kernel ([`conv3x3_direct`], AVX-512 only), else im2col; for the forward
-    /// convolution and its transpose. Weight gradients: the direct kernels
+    /// convolution and its transpose. Weight gradients: Winograd's on images 32 and 64 wide
+    /// ([`conv3x3_winograd::weight_grad_pays`]), else the direct kernels
     /// ([`conv3x3_direct_weight_grad`]) where they run, else im2col.
     Fastest,
     /// The position-lane direct kernels where they run, im2col elsewhere: [`Method::Fastest`]

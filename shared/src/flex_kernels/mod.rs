@@ -9,8 +9,9 @@
 //!   images 8 wide and up (and on all in WebAssembly), through direct kernels on CPUs with
 //!   AVX-512 where those are faster ([`conv3x3_batch_lanes`] at 4×4 and 8×8,
 //!   [`conv3x3_direct`]), else through tiled matrix products ([`conv3x3_kernels`], which
-//!   chooses); the weight gradient through direct kernels with
-//!   AVX-512 or AVX2 ([`conv3x3_direct_weight_grad`]), else matrix products.
+//!   chooses); the weight gradient through Winograd's form on images 32 and 64 wide, else
+//!   direct kernels with AVX-512 or AVX2 ([`conv3x3_direct_weight_grad`]), else matrix
+//!   products.
 //! - [`lrelu`]: the leaky ReLU and its input gradient as one branch-free, parallel pass
 //!   (flex's `mask_where` is a serial loop with a data-dependent branch).
 //! - [`pixel_norm`]: pixelwise feature normalisation and its gradient, one pass each.
