@@ -115,13 +115,7 @@ fn transform_input_row<T: Float>(
     let y0 = 2 * ty as isize - 1;
     let (d0, d1, d2, d3) = (row(y0), row(y0 + 1), row(y0 + 2), row(y0 + 3));
     // Bᵀ·d, four rows combined in one pass.
-    let [c0, c1, c2, c3] = &mut scratch.combined;
-    let (c0, c1, c2, c3) = (
-        &mut c0[..width],
-        &mut c1[..width],
-        &mut c2[..width],
-        &mut c3[..width],
-    );
+    let [c0, c1, c2, c3] = scratch.combined.each_mut().map(|row| &mut row[..width]);
     for p in 0..width {
         c0[p] = d0[p] - d2[p];
         c1[p] = d1[p] + d2[p];
@@ -146,15 +140,7 @@ fn transform_input_row<T: Float>(
             &scratch.even[i][..tiles_x + 1],
             &scratch.odd[i][..tiles_x + 1],
         );
-        let (v0, rest) = v[i * 4 * stride..].split_at_mut(stride);
-        let (v1, rest) = rest.split_at_mut(stride);
-        let (v2, v3) = rest.split_at_mut(stride);
-        let (v0, v1, v2, v3) = (
-            &mut v0[..tiles_x],
-            &mut v1[..tiles_x],
-            &mut v2[..tiles_x],
-            &mut v3[..tiles_x],
-        );
+        let [v0, v1, v2, v3] = four_rows(&mut v[i * 4 * stride..], stride, tiles_x);
         for t in 0..tiles_x {
             let (a, b, c, e) = (even[t], odd[t], even[t + 1], odd[t + 1]);
             v0[t] = a - c;
@@ -219,13 +205,7 @@ fn transform_gradient_row<T: Float>(
     let tiles_x = width / 2;
     let bottom = &bottom[..width];
     // A·ĝ: rows ĝ0, ĝ0 + ĝ1, ĝ0 − ĝ1, −ĝ1, whole image rows at once.
-    let [c0, c1, c2, c3] = &mut scratch.combined;
-    let (c0, c1, c2, c3) = (
-        &mut c0[..width],
-        &mut c1[..width],
-        &mut c2[..width],
-        &mut c3[..width],
-    );
+    let [c0, c1, c2, c3] = scratch.combined.each_mut().map(|row| &mut row[..width]);
     for p in 0..width {
         c0[p] = top[p];
         c1[p] = top[p] + bottom[p];
@@ -243,15 +223,7 @@ fn transform_gradient_row<T: Float>(
         for ((pair, even), odd) in pairs.zip(even.iter_mut()).zip(odd.iter_mut()) {
             (*even, *odd) = (pair[0], pair[1]);
         }
-        let (m0, rest) = out[i * 4 * stride..].split_at_mut(stride);
-        let (m1, rest) = rest.split_at_mut(stride);
-        let (m2, m3) = rest.split_at_mut(stride);
-        let (m0, m1, m2, m3) = (
-            &mut m0[..tiles_x],
-            &mut m1[..tiles_x],
-            &mut m2[..tiles_x],
-            &mut m3[..tiles_x],
-        );
+        let [m0, m1, m2, m3] = four_rows(&mut out[i * 4 * stride..], stride, tiles_x);
         for t in 0..tiles_x {
             let (a, b) = (even[t], odd[t]);
             m0[t] = a;
@@ -260,6 +232,20 @@ fn transform_gradient_row<T: Float>(
             m3[t] = T::default() - b;
         }
     }
+}
+
+/// The first `len` values of four rows `stride` apart from the start of `rows`.
+#[inline(always)]
+fn four_rows<T>(rows: &mut [T], stride: usize, len: usize) -> [&mut [T]; 4] {
+    let (r0, rest) = rows.split_at_mut(stride);
+    let (r1, rest) = rest.split_at_mut(stride);
+    let (r2, r3) = rest.split_at_mut(stride);
+    [
+        &mut r0[..len],
+        &mut r1[..len],
+        &mut r2[..len],
+        &mut r3[..len],
+    ]
 }
 
 /// Rows of `U` and columns of `V` per register block of [`multiply`].
@@ -338,8 +324,7 @@ impl<T: Float> Scratch<T> {
 }
 
 /// `y = conv(x, w·scale)` by F(2×2, 3×3): `x` `[B, C_in, H, W]`, `w` `[C_out, C_in, 3, 3]` →
-/// `[B, C_out, H, W]`; `H` and `W` even (see [`fits`]). Chunks are whole rows of tiles (of any
-/// image of the batch), about [`TILES`] tiles each.
+/// `[B, C_out, H, W]`; `H` and `W` even (see [`fits`]).
 pub fn convolve<T: Float>(
     x: &[T],
     w: &[T],
@@ -355,50 +340,79 @@ pub fn convolve<T: Float>(
         "conv3x3: input length"
     );
     assert_eq!(w.len(), c_out * c_in * 9, "conv3x3: weight length");
-    let tiles_x = s.width / 2;
-    let rows_per_chunk = (TILES / tiles_x).max(1);
-    let capacity = rows_per_chunk * tiles_x;
     let len_out = s.batch * c_out * s.height * s.width;
     let mut out: Vec<T> = Vec::with_capacity(len_out);
-    let call = Call {
-        x,
+    let pass = Pass::Forward {
         u: transform_weight(w, scale, c_in, c_out),
-        c_in,
-        c_out,
-        height: s.height,
-        width: s.width,
-        tile_rows: s.batch * s.height / 2,
-        rows_per_chunk,
-        capacity,
         out: SendPtr(out.spare_capacity_mut().as_mut_ptr()),
     };
-    let vectors = Vectors::here();
-    let chunks = call.tile_rows.div_ceil(rows_per_chunk);
-    thread_ranges(chunks).into_par_iter().for_each(|range| {
-        let mut scratch = Scratch::new(s.width);
-        // V: [16, C, capacity] and M: [16, O, capacity], each chunk's tiles in their first
-        // columns; each written before it is read.
-        let (stride_v, stride_m) = (c_in * capacity + SKEW, c_out * capacity + SKEW);
-        T::with_scratch(16 * (stride_v + stride_m), |buffer| {
-            let (v, m) = buffer.split_at_mut(16 * stride_v);
-            for chunk in range {
-                // SAFETY: `vectors` are this CPU's (`Vectors::here`); the chunk's output rows
-                // are its own.
-                unsafe { vectors.run_chunk(&call, chunk, &mut scratch, v, m) };
-            }
-        });
+    run(&Call {
+        tiles: Tiles::new(s, c_in, c_out),
+        x,
+        pass,
     });
     // SAFETY: the chunks' tile rows cover every output row of every plane, each written whole.
     unsafe { out.set_len(len_out) };
     out
 }
 
-/// What every chunk of one [`convolve`] call shares.
-struct Call<'a, T> {
-    /// The input, `[B, C_in, H, W]`.
-    x: &'a [T],
-    /// The transformed weight, `[16, O, C]`.
-    u: Vec<T>,
+/// The gradient of [`convolve`] with respect to `w` (`scale` times that with respect to the
+/// scaled weight): `x` `[B, C_in, H, W]`, `g` `[B, C_out, H, W]` → `[C_out, C_in, 3, 3]`; `H`
+/// and `W` even. The forward is `Y = Aᵀ·(U ⊙ V)·A` per tile with `U = G·w·Gᵀ`, so with `M̂ =
+/// A·ĝ·Aᵀ` (each 2×2 tile `ĝ` of the output gradient taken to 4×4) `dU[ξ] = Σ_tiles M̂[ξ] ·
+/// V[ξ]ᵀ` — one `[O, tiles] × [tiles, C]` product per transformed position and chunk, summed
+/// per thread — and `dw = scale · Gᵀ·dU·G`: 16 products of `O·C` per tile where the definition
+/// takes 36 per 2×2 outputs.
+pub fn weight_grad<T: Float>(x: &[T], g: &[T], scale: T, s: &Conv3x3Shape) -> Vec<T> {
+    assert!(fits(s), "conv3x3 (Winograd): odd image size {s:?}");
+    let image = s.height * s.width;
+    assert_eq!(x.len(), s.batch * s.c_in * image, "conv3x3: input length");
+    assert_eq!(
+        g.len(),
+        s.batch * s.c_out * image,
+        "conv3x3: gradient length"
+    );
+    let plane = s.c_out * s.c_in;
+    let partials = run(&Call {
+        tiles: Tiles::new(s, s.c_in, s.c_out),
+        x,
+        pass: Pass::WeightGrad { g },
+    });
+    // dw[o, c] = scale · Gᵀ·dU[·][o, c]·G, the threads' sums added first.
+    let half = T::from_f64(0.5);
+    let mut dw = vec![T::default(); plane * 9];
+    for (oc, dw) in dw.chunks_exact_mut(9).enumerate() {
+        let d: [T; 16] = core::array::from_fn(|xi| {
+            partials
+                .iter()
+                .fold(T::default(), |sum, du| sum + du[xi * plane + oc])
+        });
+        // t = Gᵀ·d: [3, 4].
+        let t: [[T; 4]; 3] = core::array::from_fn(|a| {
+            core::array::from_fn(|j| {
+                let (d0, d1, d2, d3) = (d[j], d[4 + j], d[8 + j], d[12 + j]);
+                match a {
+                    0 => d0 + (d1 + d2) * half,
+                    1 => (d1 - d2) * half,
+                    _ => (d1 + d2) * half + d3,
+                }
+            })
+        });
+        // dw = t·G · scale: [3, 3].
+        for (a, row) in t.iter().enumerate() {
+            let (t0, t1, t2, t3) = (row[0], row[1], row[2], row[3]);
+            dw[a * 3] = (t0 + (t1 + t2) * half) * scale;
+            dw[a * 3 + 1] = (t1 - t2) * half * scale;
+            dw[a * 3 + 2] = ((t1 + t2) * half + t3) * scale;
+        }
+    }
+    dw
+}
+
+/// How the tiles of one call are cut into chunks: whole rows of 2×2 tiles (of any image of the
+/// batch), about [`TILES`] tiles each.
+#[derive(Clone, Copy)]
+struct Tiles {
     c_in: usize,
     c_out: usize,
     height: usize,
@@ -408,8 +422,89 @@ struct Call<'a, T> {
     rows_per_chunk: usize,
     /// Tiles a chunk holds at most: the stride of `V`'s and `M`'s rows.
     capacity: usize,
-    /// The output, `[B, O, H, W]`, written row pair by row pair.
-    out: SendPtr<MaybeUninit<T>>,
+}
+
+impl Tiles {
+    fn new(s: &Conv3x3Shape, c_in: usize, c_out: usize) -> Self {
+        let rows_per_chunk = (TILES / (s.width / 2)).max(1);
+        Tiles {
+            c_in,
+            c_out,
+            height: s.height,
+            width: s.width,
+            tile_rows: s.batch * s.height / 2,
+            rows_per_chunk,
+            capacity: rows_per_chunk * (s.width / 2),
+        }
+    }
+
+    /// The distances between `V`'s 16 matrices and between `M`'s.
+    fn strides(&self) -> (usize, usize) {
+        (
+            self.c_in * self.capacity + SKEW,
+            self.c_out * self.capacity + SKEW,
+        )
+    }
+
+    /// The tile rows of chunk `chunk`.
+    fn rows(&self, chunk: usize) -> core::ops::Range<usize> {
+        let first = chunk * self.rows_per_chunk;
+        first..(first + self.rows_per_chunk).min(self.tile_rows)
+    }
+}
+
+/// What every chunk of one call shares.
+struct Call<'a, T> {
+    tiles: Tiles,
+    /// The input, `[B, C_in, H, W]`.
+    x: &'a [T],
+    pass: Pass<'a, T>,
+}
+
+/// What a chunk does with its transformed input `V`.
+enum Pass<'a, T> {
+    /// The convolution: `M = U·V`, then the output rows.
+    Forward {
+        /// The transformed weight, `[16, O, C]`.
+        u: Vec<T>,
+        /// The output, `[B, O, H, W]`, written row pair by row pair.
+        out: SendPtr<MaybeUninit<T>>,
+    },
+    /// The weight gradient: `M̂` from the output gradient, then `dU += M̂·Vᵀ`.
+    WeightGrad {
+        /// The output gradient, `[B, O, H, W]`.
+        g: &'a [T],
+    },
+}
+
+/// Every chunk of `call` on rayon's threads; for the weight gradient, each thread's `dU`
+/// (`[16, O, C]`), for the convolution nothing.
+fn run<T: Float>(call: &Call<'_, T>) -> Vec<Vec<T>> {
+    let tiles = call.tiles;
+    let vectors = Vectors::here();
+    let (stride_v, stride_m) = tiles.strides();
+    let du_len = match call.pass {
+        Pass::Forward { .. } => 0,
+        Pass::WeightGrad { .. } => 16 * tiles.c_out * tiles.c_in,
+    };
+    thread_ranges(tiles.tile_rows.div_ceil(tiles.rows_per_chunk))
+        .into_par_iter()
+        .map(|range| {
+            let mut scratch = Scratch::new(tiles.width);
+            let mut du = vec![T::default(); du_len];
+            // V: [16, C, capacity] and M: [16, O, capacity], each chunk's tiles in their first
+            // columns; each written before it is read.
+            T::with_scratch(16 * (stride_v + stride_m), |buffer| {
+                let (v, m) = buffer.split_at_mut(16 * stride_v);
+                for chunk in range {
+                    // SAFETY: `vectors` are this CPU's (`Vectors::here`); each chunk runs once,
+                    // so its output rows are its own; the buffers are as `run_chunk` needs.
+                    unsafe { vectors.run_chunk(call, chunk, &mut scratch, (v, m), &mut du) };
+                }
+            });
+            du
+        })
+        .collect()
 }
 
 /// The widest vectors this CPU and build have, for the transforms (`gemm` chooses its own):
@@ -452,30 +547,6 @@ impl Vectors {
         call: &Call<'_, T>,
         chunk: usize,
         scratch: &mut Scratch<T>,
-        v: &mut [T],
-        m: &mut [T],
-    ) {
-        // SAFETY: the caller's guarantee.
-        unsafe {
-            match self {
-                #[cfg(target_arch = "x86_64")]
-                Vectors::Avx512 => x86::run_chunk_avx512(call, chunk, scratch, v, m),
-                #[cfg(target_arch = "x86_64")]
-                Vectors::Avx2 => x86::run_chunk_avx2(call, chunk, scratch, v, m),
-                Vectors::Baseline => run_chunk(call, chunk, scratch, v, m),
-            }
-        }
-    }
-
-    /// [`weight_chunk`] compiled for these vectors.
-    ///
-    /// # Safety
-    /// The CPU has them, and as [`weight_chunk`].
-    unsafe fn weight_chunk<T: Float>(
-        self,
-        call: &GradCall<'_, T>,
-        chunk: usize,
-        scratch: &mut Scratch<T>,
         buffers: (&mut [T], &mut [T]),
         du: &mut [T],
     ) {
@@ -483,10 +554,10 @@ impl Vectors {
         unsafe {
             match self {
                 #[cfg(target_arch = "x86_64")]
-                Vectors::Avx512 => x86::weight_chunk_avx512(call, chunk, scratch, buffers, du),
+                Vectors::Avx512 => x86::run_chunk_avx512(call, chunk, scratch, buffers, du),
                 #[cfg(target_arch = "x86_64")]
-                Vectors::Avx2 => x86::weight_chunk_avx2(call, chunk, scratch, buffers, du),
-                Vectors::Baseline => weight_chunk(call, chunk, scratch, buffers, du),
+                Vectors::Avx2 => x86::run_chunk_avx2(call, chunk, scratch, buffers, du),
+                Vectors::Baseline => run_chunk(call, chunk, scratch, buffers, du),
             }
         }
     }
@@ -494,39 +565,7 @@ impl Vectors {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{Call, Float, GradCall, Scratch, run_chunk, weight_chunk};
-
-    /// [`weight_chunk`] with AVX-512 vectors.
-    ///
-    /// # Safety
-    /// The CPU has AVX-512F, and as [`weight_chunk`].
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn weight_chunk_avx512<T: Float>(
-        call: &GradCall<'_, T>,
-        chunk: usize,
-        scratch: &mut Scratch<T>,
-        buffers: (&mut [T], &mut [T]),
-        du: &mut [T],
-    ) {
-        // SAFETY: the caller's guarantee.
-        unsafe { weight_chunk(call, chunk, scratch, buffers, du) }
-    }
-
-    /// [`weight_chunk`] with AVX2 vectors.
-    ///
-    /// # Safety
-    /// The CPU has AVX2 and FMA, and as [`weight_chunk`].
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn weight_chunk_avx2<T: Float>(
-        call: &GradCall<'_, T>,
-        chunk: usize,
-        scratch: &mut Scratch<T>,
-        buffers: (&mut [T], &mut [T]),
-        du: &mut [T],
-    ) {
-        // SAFETY: the caller's guarantee.
-        unsafe { weight_chunk(call, chunk, scratch, buffers, du) }
-    }
+    use super::{Call, Float, Scratch, run_chunk};
 
     /// [`run_chunk`] with AVX-512 vectors.
     ///
@@ -537,11 +576,11 @@ mod x86 {
         call: &Call<'_, T>,
         chunk: usize,
         scratch: &mut Scratch<T>,
-        v: &mut [T],
-        m: &mut [T],
+        buffers: (&mut [T], &mut [T]),
+        du: &mut [T],
     ) {
         // SAFETY: the caller's guarantee.
-        unsafe { run_chunk(call, chunk, scratch, v, m) }
+        unsafe { run_chunk(call, chunk, scratch, buffers, du) }
     }
 
     /// [`run_chunk`] with AVX2 vectors.
@@ -553,43 +592,43 @@ mod x86 {
         call: &Call<'_, T>,
         chunk: usize,
         scratch: &mut Scratch<T>,
-        v: &mut [T],
-        m: &mut [T],
+        buffers: (&mut [T], &mut [T]),
+        du: &mut [T],
     ) {
         // SAFETY: the caller's guarantee.
-        unsafe { run_chunk(call, chunk, scratch, v, m) }
+        unsafe { run_chunk(call, chunk, scratch, buffers, du) }
     }
 }
 
-/// One chunk of tile rows: its input transforms into `v`, the 16 products into `m`, and its
-/// output transforms into the output. Inlined into a function per vector width.
+/// One chunk of tile rows: its input transforms into `v`, then for the convolution the 16
+/// products into `m` and its output transforms into the output, for the weight gradient its
+/// output-gradient transforms into `m` and `du[ξ] += M̂[ξ] · V[ξ]ᵀ`. Inlined into a function per
+/// vector width.
 ///
 /// # Safety
 /// No other thread writes this chunk's output rows at the same time (each chunk is run once);
-/// `v` holds `16 · (C_in · capacity + SKEW)` values and `m` `16 · (C_out · capacity + SKEW)`.
+/// `v` and `m` hold `16 ·` [`Tiles::strides`] values, `du` `16 · C_out · C_in` for the weight
+/// gradient.
 #[inline(always)]
 unsafe fn run_chunk<T: Float>(
     call: &Call<'_, T>,
     chunk: usize,
     scratch: &mut Scratch<T>,
-    v: &mut [T],
-    m: &mut [T],
+    (v, m): (&mut [T], &mut [T]),
+    du: &mut [T],
 ) {
-    let &Call {
-        x,
-        ref u,
+    let Call { tiles, x, ref pass } = *call;
+    let Tiles {
         c_in,
         c_out,
         height,
         width,
-        tile_rows,
-        rows_per_chunk,
         capacity,
-        out,
-    } = call;
+        ..
+    } = tiles;
     let (tiles_y, tiles_x, image) = (height / 2, width / 2, height * width);
-    let (stride_v, stride_m) = (c_in * capacity + SKEW, c_out * capacity + SKEW);
-    let rows = chunk * rows_per_chunk..((chunk + 1) * rows_per_chunk).min(tile_rows);
+    let (stride_v, stride_m) = tiles.strides();
+    let rows = tiles.rows(chunk);
     let len = rows.len() * tiles_x;
     // Channel by channel, the chunk's tile rows of each plane in order: its rows are read as
     // one run (each row but the first and last two shared by two tile rows).
@@ -601,201 +640,71 @@ unsafe fn run_chunk<T: Float>(
             transform_input_row(plane, (height, width), ty, scratch, &mut v[at..], stride_v);
         }
     }
-    // M[ξ] = U[ξ] · V[ξ]: [O, C] × [C, len].
-    for xi in 0..16 {
-        product(
-            (c_out, len, c_in),
-            &u[xi * c_out * c_in..][..c_out * c_in],
-            &v[xi * stride_v..][..stride_v],
-            &mut m[xi * stride_m..][..stride_m],
-            capacity,
-        );
-    }
-    // Y = Aᵀ·M·A: two output rows per tile row and output channel.
-    for (k, tile_row) in rows.enumerate() {
-        let (b, ty) = (tile_row / tiles_y, tile_row % tiles_y);
-        for o in 0..c_out {
-            let base = (b * c_out + o) * image + 2 * ty * width;
-            // SAFETY: rows 2·ty and 2·ty + 1 of plane (b, o) of the output, inside its
-            // capacity and written by this chunk only (the caller's guarantee).
-            let (top, bottom) = unsafe {
-                (
-                    core::slice::from_raw_parts_mut(out.0.add(base), width),
-                    core::slice::from_raw_parts_mut(out.0.add(base + width), width),
-                )
-            };
-            transform_output_row(&m[o * capacity + k * tiles_x..], stride_m, top, bottom);
-        }
-    }
-}
-
-/// The gradient of [`convolve`] with respect to `w` (`scale` times that with respect to the
-/// scaled weight): `x` `[B, C_in, H, W]`, `g` `[B, C_out, H, W]` → `[C_out, C_in, 3, 3]`; `H`
-/// and `W` even. The forward is `Y = Aᵀ·(U ⊙ V)·A` per tile with `U = G·w·Gᵀ`, so with `M̂ =
-/// A·ĝ·Aᵀ` (each 2×2 tile `ĝ` of the output gradient taken to 4×4) `dU[ξ] = Σ_tiles M̂[ξ] ·
-/// V[ξ]ᵀ` — one `[O, tiles] × [tiles, C]` product per transformed position and chunk, summed
-/// per thread — and `dw = scale · Gᵀ·dU·G`: 16 products of `O·C` per tile where the definition
-/// takes 36 per 2×2 outputs.
-pub fn weight_grad<T: Float>(x: &[T], g: &[T], scale: T, s: &Conv3x3Shape) -> Vec<T> {
-    assert!(fits(s), "conv3x3 (Winograd): odd image size {s:?}");
-    let image = s.height * s.width;
-    assert_eq!(x.len(), s.batch * s.c_in * image, "conv3x3: input length");
-    assert_eq!(
-        g.len(),
-        s.batch * s.c_out * image,
-        "conv3x3: gradient length"
-    );
-    let tiles_x = s.width / 2;
-    let rows_per_chunk = (TILES / tiles_x).max(1);
-    let capacity = rows_per_chunk * tiles_x;
-    let call = GradCall {
-        x,
-        g,
-        c_in: s.c_in,
-        c_out: s.c_out,
-        height: s.height,
-        width: s.width,
-        tile_rows: s.batch * s.height / 2,
-        rows_per_chunk,
-        capacity,
-    };
-    let vectors = Vectors::here();
-    let plane = s.c_out * s.c_in;
-    let (stride_v, stride_g) = (s.c_in * capacity + SKEW, s.c_out * capacity + SKEW);
-    let partials: Vec<Vec<T>> = thread_ranges(call.tile_rows.div_ceil(rows_per_chunk))
-        .into_par_iter()
-        .map(|range| {
-            let mut scratch = Scratch::new(s.width);
-            let mut du = vec![T::default(); 16 * plane]; // [16, O, C]
-            // V: [16, C, capacity] and M̂: [16, O, capacity], each written before it is read.
-            T::with_scratch(16 * (stride_v + stride_g), |buffer| {
-                let (v, mg) = buffer.split_at_mut(16 * stride_v);
-                for chunk in range {
-                    // SAFETY: `vectors` are this CPU's (`Vectors::here`); the buffers are as
-                    // `weight_chunk` needs.
-                    unsafe { vectors.weight_chunk(&call, chunk, &mut scratch, (v, mg), &mut du) };
+    match pass {
+        Pass::Forward { u, out } => {
+            // M[ξ] = U[ξ] · V[ξ]: [O, C] × [C, len].
+            for xi in 0..16 {
+                product(
+                    (c_out, len, c_in),
+                    &u[xi * c_out * c_in..][..c_out * c_in],
+                    &v[xi * stride_v..][..stride_v],
+                    &mut m[xi * stride_m..][..stride_m],
+                    capacity,
+                );
+            }
+            // Y = Aᵀ·M·A: two output rows per tile row and output channel.
+            for (k, tile_row) in rows.enumerate() {
+                let (b, ty) = (tile_row / tiles_y, tile_row % tiles_y);
+                for o in 0..c_out {
+                    let base = (b * c_out + o) * image + 2 * ty * width;
+                    // SAFETY: rows 2·ty and 2·ty + 1 of plane (b, o) of the output, inside its
+                    // capacity and written by this chunk only (the caller's guarantee).
+                    let (top, bottom) = unsafe {
+                        (
+                            core::slice::from_raw_parts_mut(out.0.add(base), width),
+                            core::slice::from_raw_parts_mut(out.0.add(base + width), width),
+                        )
+                    };
+                    transform_output_row(&m[o * capacity + k * tiles_x..], stride_m, top, bottom);
                 }
-            });
-            du
-        })
-        .collect();
-    // dw[o, c] = scale · Gᵀ·dU[·][o, c]·G, the threads' sums added first.
-    let half = T::from_f64(0.5);
-    let mut dw = vec![T::default(); plane * 9];
-    for (oc, dw) in dw.chunks_exact_mut(9).enumerate() {
-        let d: [T; 16] = core::array::from_fn(|xi| {
-            partials
-                .iter()
-                .fold(T::default(), |sum, du| sum + du[xi * plane + oc])
-        });
-        // t = Gᵀ·d: [3, 4].
-        let t: [[T; 4]; 3] = core::array::from_fn(|a| {
-            core::array::from_fn(|j| {
-                let (d0, d1, d2, d3) = (d[j], d[4 + j], d[8 + j], d[12 + j]);
-                match a {
-                    0 => d0 + (d1 + d2) * half,
-                    1 => (d1 - d2) * half,
-                    _ => (d1 + d2) * half + d3,
+            }
+        }
+        Pass::WeightGrad { g } => {
+            for o in 0..c_out {
+                for (k, tile_row) in rows.clone().enumerate() {
+                    let (b, ty) = (tile_row / tiles_y, tile_row % tiles_y);
+                    let pair = &g[(b * c_out + o) * image + 2 * ty * width..][..2 * width];
+                    let (top, bottom) = pair.split_at(width);
+                    let at = o * capacity + k * tiles_x;
+                    transform_gradient_row(top, bottom, scratch, &mut m[at..], stride_m);
                 }
-            })
-        });
-        // dw = t·G · scale: [3, 3].
-        for (a, row) in t.iter().enumerate() {
-            let (t0, t1, t2, t3) = (row[0], row[1], row[2], row[3]);
-            dw[a * 3] = (t0 + (t1 + t2) * half) * scale;
-            dw[a * 3 + 1] = (t1 - t2) * half * scale;
-            dw[a * 3 + 2] = ((t1 + t2) * half + t3) * scale;
-        }
-    }
-    dw
-}
-
-/// What every chunk of one [`weight_grad`] call shares.
-struct GradCall<'a, T> {
-    /// The input, `[B, C_in, H, W]`.
-    x: &'a [T],
-    /// The output gradient, `[B, C_out, H, W]`.
-    g: &'a [T],
-    c_in: usize,
-    c_out: usize,
-    height: usize,
-    width: usize,
-    /// `B · H / 2`.
-    tile_rows: usize,
-    rows_per_chunk: usize,
-    /// Tiles a chunk holds at most: the stride of `V`'s and `M̂`'s rows.
-    capacity: usize,
-}
-
-/// One chunk of tile rows of the weight gradient: its input transforms into `v`, its
-/// output-gradient transforms into `mg`, and `du[ξ] += M̂[ξ] · V[ξ]ᵀ`. Inlined into a function
-/// per vector width.
-///
-/// # Safety
-/// None beyond the function's types (all indexing is checked); `unsafe` for the vector-width
-/// wrappers that inline it. `(v, mg)` hold `16 · (C_in · capacity + SKEW)` and
-/// `16 · (C_out · capacity + SKEW)` values, `du` `16 · C_out · C_in`.
-#[inline(always)]
-unsafe fn weight_chunk<T: Float>(
-    call: &GradCall<'_, T>,
-    chunk: usize,
-    scratch: &mut Scratch<T>,
-    (v, mg): (&mut [T], &mut [T]),
-    du: &mut [T],
-) {
-    let &GradCall {
-        x,
-        g,
-        c_in,
-        c_out,
-        height,
-        width,
-        tile_rows,
-        rows_per_chunk,
-        capacity,
-    } = call;
-    let (tiles_y, tiles_x, image) = (height / 2, width / 2, height * width);
-    let (stride_v, stride_g) = (c_in * capacity + SKEW, c_out * capacity + SKEW);
-    let rows = chunk * rows_per_chunk..((chunk + 1) * rows_per_chunk).min(tile_rows);
-    let len = rows.len() * tiles_x;
-    for c in 0..c_in {
-        for (k, tile_row) in rows.clone().enumerate() {
-            let (b, ty) = (tile_row / tiles_y, tile_row % tiles_y);
-            let plane = &x[(b * c_in + c) * image..][..image];
-            let at = c * capacity + k * tiles_x;
-            transform_input_row(plane, (height, width), ty, scratch, &mut v[at..], stride_v);
-        }
-    }
-    for o in 0..c_out {
-        for (k, tile_row) in rows.clone().enumerate() {
-            let (b, ty) = (tile_row / tiles_y, tile_row % tiles_y);
-            let pair = &g[(b * c_out + o) * image + 2 * ty * width..][..2 * width];
-            let (top, bottom) = pair.split_at(width);
-            let at = o * capacity + k * tiles_x;
-            transform_gradient_row(top, bottom, scratch, &mut mg[at..], stride_g);
-        }
-    }
-    // dU[ξ] += M̂[ξ] · V[ξ]ᵀ: [O, len] × [len, C].
-    let plane = c_out * c_in;
-    for xi in 0..16 {
-        let (m, vx) = (&mg[xi * stride_g..], &v[xi * stride_v..]);
-        let dst = &mut du[xi * plane..][..plane];
-        assert!(m.len() >= (c_out - 1) * capacity + len && vx.len() >= (c_in - 1) * capacity + len);
-        // SAFETY: `M̂[ξ]` is `c_out` rows of `len` values `capacity` apart inside `m`, `V[ξ]`
-        // `c_in` such rows inside `vx` (read transposed), `dst` `[O, C]`; checked above, and
-        // `dst` aliases neither.
-        unsafe {
-            super::conv3x3_kernels::matmul(
-                (c_out, c_in, len),
-                dst.as_mut_ptr(),
-                (c_in, 1),
-                true,
-                m.as_ptr(),
-                (capacity, 1),
-                vx.as_ptr(),
-                (1, capacity),
-                T::ONE,
-            );
+            }
+            // dU[ξ] += M̂[ξ] · V[ξ]ᵀ: [O, len] × [len, C].
+            let plane = c_out * c_in;
+            for xi in 0..16 {
+                let (mg, vx) = (&m[xi * stride_m..], &v[xi * stride_v..]);
+                let dst = &mut du[xi * plane..][..plane];
+                assert!(
+                    mg.len() >= (c_out - 1) * capacity + len
+                        && vx.len() >= (c_in - 1) * capacity + len
+                );
+                // SAFETY: `M̂[ξ]` is `c_out` rows of `len` values `capacity` apart inside `mg`,
+                // `V[ξ]` `c_in` such rows inside `vx` (read transposed), `dst` `[O, C]`; checked
+                // above, and `dst` aliases neither.
+                unsafe {
+                    super::conv3x3_kernels::matmul(
+                        (c_out, c_in, len),
+                        dst.as_mut_ptr(),
+                        (c_in, 1),
+                        true,
+                        mg.as_ptr(),
+                        (capacity, 1),
+                        vx.as_ptr(),
+                        (1, capacity),
+                        T::ONE,
+                    );
+                }
+            }
         }
     }
 }
